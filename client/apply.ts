@@ -1,0 +1,172 @@
+import { decodeChangeset, encodeChangeset, primaryKey, type Change, type SqlValue, type TableHeader } from "../protocol/changeset.ts";
+import { RelayError } from "../protocol/errors.ts";
+import { CONFLICT, RESOLUTION, type ConflictType, type Driver, type Row } from "./drivers/types.ts";
+import { resolve, type ConflictInfo, type ConflictKind, type ConflictOptions, type ConflictRecord } from "./conflicts.ts";
+import { tableInfo, type ColumnInfo } from "./store.ts";
+
+/**
+ * Apply one changeset under the conflict policy, the same way on every driver.
+ *
+ * node:sqlite's conflict handler learns only the conflict type, not the row,
+ * so the row-level decisions are made here with the changeset codec:
+ * 1. fast path: apply, aborting at the first conflict (SQLite rolls the
+ *    apply back). Most entries conflict with nothing and cost one apply.
+ * 2. otherwise predict each change's conflict against the current rows,
+ *    resolve it by policy, drop the omitted changes from the changeset, and
+ *    apply the rest letting SQLite REPLACE the conflicts that were kept.
+ * Constraint violations can only be seen by SQLite; the changes they omitted
+ * are found afterwards by checking which kept changes did not land.
+ */
+export interface EntryRef {
+  seq: number;
+  client: string;
+  cseq: number;
+}
+
+export function applyWithPolicy(d: Driver, changeset: Uint8Array, ref: EntryRef, policy: ConflictOptions, schema: SchemaCache): ConflictRecord[] {
+  if (changeset.byteLength === 0) return [];
+  const decoded = decodeChangeset(changeset);
+  for (const t of decoded.tables) schema.check(t);
+  let conflicted = false;
+  const clean = apply(d, changeset, () => {
+    conflicted = true;
+    return RESOLUTION.ABORT;
+  });
+  if (clean) return [];
+  if (!conflicted) throw new RelayError("apply_failed", `entry ${ref.seq} was aborted by SQLite`);
+
+  const records: ConflictRecord[] = [];
+  const keep: Change[] = [];
+  for (const change of decoded.changes) {
+    const info = predict(d, schema, change, ref);
+    if (!info) {
+      keep.push(change);
+      continue;
+    }
+    const resolution = resolve(info, policy);
+    records.push({ ...info, resolution });
+    if (resolution === "replace") keep.push(change);
+  }
+  let constraint = false;
+  apply(d, encodeChangeset({ tables: decoded.tables, changes: keep }), (type) => {
+    if (type === CONFLICT.DATA || type === CONFLICT.CONFLICT) return RESOLUTION.REPLACE;
+    if (type === CONFLICT.CONSTRAINT) constraint = true;
+    // NOTFOUND cannot be replaced; FOREIGN_KEY: OMIT keeps the rest of the entry.
+    return RESOLUTION.OMIT;
+  });
+  if (constraint) {
+    for (const change of keep) {
+      if (!landed(d, schema, change)) records.push({ ...describe(d, schema, change, ref, "constraint"), resolution: "omit" });
+    }
+  }
+  return records;
+}
+
+function apply(d: Driver, changeset: Uint8Array, onConflict: (t: ConflictType) => 0 | 1 | 2): boolean {
+  return d.applyChangeset(changeset, onConflict);
+}
+
+/**
+ * Local table definitions, checked against every changeset's table headers
+ * before applying: SQLite silently skips a table whose local definition has
+ * fewer columns or other primary key columns, and that would be silent loss.
+ */
+export class SchemaCache {
+  private readonly tables = new Map<string, ColumnInfo | undefined>();
+  private readonly d: Driver;
+  constructor(d: Driver) {
+    this.d = d;
+  }
+  clear(): void {
+    this.tables.clear();
+  }
+  info(table: string): ColumnInfo | undefined {
+    const key = table.toLowerCase();
+    if (!this.tables.has(key)) this.tables.set(key, tableInfo(this.d, table));
+    return this.tables.get(key);
+  }
+  check(t: TableHeader): ColumnInfo {
+    const local = this.info(t.name);
+    const mismatch = (why: string): never => {
+      throw new RelayError("schema_mismatch", `changeset table "${t.name}" does not match the local schema: ${why}`);
+    };
+    if (!local) return mismatch("no such table");
+    if (local.names.length < t.pk.length) mismatch(`${t.pk.length} columns in the changeset, ${local.names.length} locally`);
+    local.pk.forEach((p, i) => {
+      if ((p > 0) !== (t.pk[i] ?? false)) mismatch(`primary key differs at column ${i} ("${local.names[i]}")`);
+    });
+    return local;
+  }
+}
+
+const quote = (id: string) => `"${id.replace(/"/g, '""')}"`;
+
+function selectByPk(d: Driver, schema: SchemaCache, change: Change): Row | null {
+  const cols = schema.check(change.table);
+  const pkCols = cols.names.filter((_, i) => change.table.pk[i]);
+  const where = pkCols.map((c) => `${quote(c)} IS ?`).join(" AND ");
+  return d.all(`SELECT * FROM ${quote(change.table.name)} WHERE ${where}`, primaryKey(change))[0] ?? null;
+}
+
+function sameValue(a: SqlValue | undefined, b: SqlValue | undefined): boolean {
+  if (a === b) return true;
+  if ((typeof a === "number" || typeof a === "bigint") && (typeof b === "number" || typeof b === "bigint")) {
+    return Number.isInteger(Number(a)) && Number.isInteger(Number(b)) ? BigInt(a) === BigInt(b) : Number(a) === Number(b);
+  }
+  if (a instanceof Uint8Array && b instanceof Uint8Array) return a.byteLength === b.byteLength && a.every((x, i) => x === b[i]);
+  return false;
+}
+
+function rowOf(names: string[], values: (SqlValue | undefined)[] | undefined): Row | null {
+  if (!values) return null;
+  const row: Row = {};
+  values.forEach((v, i) => {
+    if (v !== undefined) row[names[i] ?? `column${i}`] = v;
+  });
+  return row;
+}
+
+function describe(d: Driver, schema: SchemaCache, change: Change, ref: EntryRef, kind: ConflictKind): ConflictInfo {
+  const names = schema.check(change.table).names;
+  return {
+    kind,
+    table: change.table.name,
+    op: change.op,
+    pk: primaryKey(change),
+    local: selectByPk(d, schema, change),
+    incoming: { old: rowOf(names, change.old), new: rowOf(names, change.new) },
+    ...ref,
+  };
+}
+
+/** The conflict SQLite will report for this change against the current rows, if any. */
+function predict(d: Driver, schema: SchemaCache, change: Change, ref: EntryRef): ConflictInfo | undefined {
+  const names = schema.check(change.table).names;
+  const local = selectByPk(d, schema, change);
+  let kind: ConflictKind | undefined;
+  if (change.op === "insert") {
+    if (local) kind = "conflict";
+  } else if (!local) {
+    kind = "notfound";
+  } else if (change.old!.some((v, i) => v !== undefined && !sameValue(local[names[i]!], v))) {
+    kind = "data";
+  }
+  if (!kind) return undefined;
+  return {
+    kind,
+    table: change.table.name,
+    op: change.op,
+    pk: primaryKey(change),
+    local,
+    incoming: { old: rowOf(names, change.old), new: rowOf(names, change.new) },
+    ...ref,
+  };
+}
+
+/** Whether a kept change is now reflected in the table (false: SQLite omitted it on a constraint). */
+function landed(d: Driver, schema: SchemaCache, change: Change): boolean {
+  const names = schema.check(change.table).names;
+  const row = selectByPk(d, schema, change);
+  if (change.op === "delete") return row === null;
+  return row !== null && change.new!.every((v, i) => v === undefined || sameValue(row[names[i]!], v));
+}

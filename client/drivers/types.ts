@@ -1,0 +1,50 @@
+import type { SqlValue } from "../../protocol/changeset.ts";
+
+/**
+ * The small interface the sync engine talks to. Drivers are thin adapters over
+ * one SQLite build each; the engine never asks which one it runs on.
+ * Everything here is synchronous: both SQLite builds are.
+ */
+export type Row = Record<string, SqlValue>;
+export type Params = readonly SqlValue[] | Readonly<Record<string, SqlValue>>;
+
+/** SQLITE_CHANGESET_* conflict types, as passed to the conflict handler. */
+export const CONFLICT = { DATA: 1, NOTFOUND: 2, CONFLICT: 3, CONSTRAINT: 4, FOREIGN_KEY: 5 } as const;
+export type ConflictType = (typeof CONFLICT)[keyof typeof CONFLICT];
+
+/** SQLITE_CHANGESET_* resolutions a conflict handler returns. */
+export const RESOLUTION = { OMIT: 0, REPLACE: 1, ABORT: 2 } as const;
+export type Resolution = (typeof RESOLUTION)[keyof typeof RESOLUTION];
+
+export type DriverKind = "node" | "wasm";
+
+export interface Session {
+  /** The changeset of everything recorded so far (may be empty: length 0). */
+  changeset(): Uint8Array;
+  /** Frees the session. Idempotent. */
+  close(): void;
+}
+
+export interface Driver {
+  readonly kind: DriverKind;
+  /** Whether the database persists on disk (false for ":memory:"). */
+  readonly persistent: boolean;
+  /** Run one or more SQL statements without parameters. */
+  exec(sql: string): void;
+  /** Run one statement with parameters. */
+  run(sql: string, params?: Params): { changes: number; lastInsertRowid: number | bigint };
+  /** Run one statement and return its rows as plain objects. */
+  all(sql: string, params?: Params): Row[];
+  /** Start a session recording changes to every table of the main database. */
+  session(): Session;
+  /**
+   * sqlite3changeset_apply. The handler gets only the conflict type (that is
+   * all node:sqlite offers), so both drivers offer exactly that. Returns false
+   * when the handler aborted (SQLite then rolled the apply back); throws a
+   * RelayError("apply_failed") when SQLite reports an error (corrupt input, ...).
+   */
+  applyChangeset(changeset: Uint8Array, onConflict: (type: ConflictType) => Resolution): boolean;
+  /** True while a transaction is open on this connection. */
+  readonly inTransaction: boolean;
+  close(): void;
+}

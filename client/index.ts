@@ -1,0 +1,13 @@
+/**
+ * changeset-relay client: local SQLite replicas that capture each write
+ * transaction as a session changeset, push it to the relay's log, pull
+ * everyone's entries and replay them in log order.
+ */
+export { openReplica, Replica } from "./replica.ts";
+export type { ReplicaOptions, ReplicaStatus, ReplicaEvents, ChangeEvent, SyncEvent, Tx } from "./replica.ts";
+export type { ConflictInfo, ConflictKind, ConflictOptions, ConflictRecord, Resolution, TablePolicy } from "./conflicts.ts";
+export type { DriverKind, Params, Row } from "./drivers/types.ts";
+export type { Transport } from "./transport/http.ts";
+export { httpTransport } from "./transport/http.ts";
+export { RelayError, isRelayError } from "../protocol/errors.ts";
+export type { ErrorCode } from "../protocol/errors.ts";

@@ -1,0 +1,91 @@
+import { invertChangeset } from "../protocol/changeset.ts";
+import type { LogEntry } from "../protocol/messages.ts";
+import { RelayError } from "../protocol/errors.ts";
+import { applyWithPolicy, type SchemaCache } from "./apply.ts";
+import type { ConflictOptions, ConflictRecord } from "./conflicts.ts";
+import { CONFLICT, RESOLUTION, type Driver } from "./drivers/types.ts";
+import * as store from "./store.ts";
+
+/**
+ * One sync step over pulled log entries (DESIGN.md invariant 6). The caller
+ * runs it inside one local write transaction and rolls back on any throw, so
+ * the database is either fully advanced or exactly as before.
+ *
+ *   undo pending (inverse of what each holds locally, newest first)
+ *   → apply pulled entries in log order (own entries leave the outbox)
+ *   → re-apply the remaining pending under the same policy, recapturing them
+ *   → advance the cursor
+ */
+export interface RebaseResult {
+  conflicts: ConflictRecord[];
+  /** Entries that changed the local view (own entries consumed in place do not). */
+  applied: number;
+  /** Entries skipped because SQLite could not apply them (recorded as "corrupt" conflicts). */
+  skipped: number;
+}
+
+export function rebase(d: Driver, me: string, entries: readonly LogEntry[], policy: ConflictOptions, schema: SchemaCache): RebaseResult {
+  const result: RebaseResult = { conflicts: [], applied: 0, skipped: 0 };
+  if (entries.length === 0) return result;
+  let pending = store.outbox(d);
+
+  // Own entries arriving in capture order, before anything foreign, are
+  // already in the local view exactly as the log has them (each pending entry
+  // was captured on top of the confirmed state plus the ones before it): the
+  // undo/redo round trip would change nothing, so skip it.
+  let i = 0;
+  while (i < entries.length && pending.length > 0) {
+    const e = entries[i]!, p = pending[0]!;
+    if (e.client !== me || e.cseq !== p.cseq || !sameBytes(e.changeset, p.applied)) break;
+    store.dequeue(d, p.cseq);
+    pending.shift();
+    i++;
+  }
+  const rest = entries.slice(i);
+  if (rest.length > 0) {
+    for (const p of [...pending].reverse()) forceApply(d, invertChangeset(p.applied));
+    for (const e of rest) {
+      try {
+        result.conflicts.push(...applyWithPolicy(d, e.changeset, e, policy, schema));
+        result.applied++;
+      } catch (err) {
+        // A poison entry (valid in form, but SQLite refuses it) is skipped the
+        // same way on every replica, so they keep converging. A schema
+        // mismatch is ours to fix, not the entry's: it stops the sync.
+        if (!(err instanceof RelayError) || err.code !== "apply_failed") throw err;
+        result.conflicts.push({ kind: "corrupt", table: "", op: "insert", pk: [], local: null, incoming: { old: null, new: null }, seq: e.seq, client: e.client, cseq: e.cseq, resolution: "omit" });
+        result.skipped++;
+      }
+      if (e.client === me) {
+        store.dequeue(d, e.cseq);
+        pending = pending.filter((p) => p.cseq !== e.cseq);
+      }
+    }
+    for (const p of pending) {
+      const session = d.session();
+      try {
+        applyWithPolicy(d, p.changeset, { seq: 0, client: me, cseq: p.cseq }, policy, schema);
+        store.recapture(d, p, session.changeset());
+      } finally {
+        session.close();
+      }
+    }
+  }
+  const last = entries.at(-1)!;
+  store.setMeta(d, "cursor", last.seq);
+  const own = entries.filter((e) => e.client === me).reduce((m, e) => Math.max(m, e.cseq), 0);
+  if (own > Number(store.getMeta(d, "last_cseq") ?? 0)) store.setMeta(d, "last_cseq", own);
+  return result;
+}
+
+/** Undo must restore the confirmed state whatever it meets: it is our own inverse. */
+function forceApply(d: Driver, changeset: Uint8Array): void {
+  if (changeset.byteLength === 0) return;
+  d.applyChangeset(changeset, (t) => (t === CONFLICT.DATA || t === CONFLICT.CONFLICT ? RESOLUTION.REPLACE : RESOLUTION.OMIT));
+}
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.byteLength !== b.byteLength) return false;
+  for (let i = 0; i < a.byteLength; i++) if (a[i] !== b[i]) return false;
+  return true;
+}

@@ -1,0 +1,393 @@
+import { RelayError } from "../protocol/errors.ts";
+import { decodeChangeset } from "../protocol/changeset.ts";
+import { isName } from "../protocol/messages.ts";
+import { MAX_ENTRIES_PER_PUSH, PULL_BYTE_BUDGET } from "../protocol/limits.ts";
+import { readTokenClaims } from "../protocol/token.ts";
+import type { PushEntry } from "../protocol/messages.ts";
+import { SchemaCache } from "./apply.ts";
+import { DEFAULT_BACKOFF, withRetry, type BackoffOptions } from "./backoff.ts";
+import type { ConflictOptions, ConflictRecord } from "./conflicts.ts";
+import { defaultDriverKind, openDriver } from "./drivers/index.ts";
+import type { Driver, DriverKind, Params, Row } from "./drivers/types.ts";
+import { Emitter, Mutex } from "./events.ts";
+import { rebase } from "./rebase.ts";
+import * as store from "./store.ts";
+import { httpTransport, type Transport } from "./transport/http.ts";
+
+export interface ReplicaOptions {
+  /** Relay base URL, e.g. http://127.0.0.1:8787 */
+  url: string;
+  /** Database name on the relay ([A-Za-z0-9_-]{1,64}). */
+  db: string;
+  /** A JWT from the relay's operator; optional only when the relay grants a public role. */
+  token?: string;
+  /** A file (node driver) or ":memory:" (default). */
+  path?: string;
+  /** Default: "node" on Node >= 22.13, "wasm" elsewhere. */
+  driver?: DriverKind;
+  /** Statements run at open, idempotently (use IF NOT EXISTS). The only place for DDL. */
+  schema?: string[];
+  conflicts?: ConflictOptions;
+  /** Default: the one persisted in the database, else the token's sub, else random. */
+  clientId?: string;
+  /** Stay connected and sync continuously (not available yet in this version). */
+  live?: boolean;
+  /** Refuse local writes. Default: true when the token's role is "read". */
+  readOnly?: boolean;
+  /** Override how the relay is reached (tests inject faults here). */
+  transport?: Transport;
+  fetch?: typeof fetch;
+  backoff?: Partial<BackoffOptions>;
+}
+
+export interface ReplicaStatus {
+  clientId: string;
+  /** Last log seq applied locally. */
+  cursor: number;
+  /** Last log seq the relay reported. */
+  head: number;
+  /** Local transactions not yet confirmed by the log. */
+  pending: number;
+  connected: boolean;
+  driver: DriverKind;
+  readOnly: boolean;
+}
+
+export interface ChangeEvent {
+  source: "local" | "remote";
+  /** For remote changes: the last log seq applied. */
+  cursor: number;
+}
+export interface SyncEvent {
+  pushed: number;
+  pulled: number;
+  cursor: number;
+  head: number;
+}
+export interface ReplicaEvents extends Record<string, unknown> {
+  change: ChangeEvent;
+  sync: SyncEvent;
+  conflict: ConflictRecord;
+  error: RelayError;
+  connection: { connected: boolean };
+}
+
+export interface Tx {
+  exec(sql: string, params?: Params): Promise<{ changes: number }>;
+  query<T extends Row = Row>(sql: string, params?: Params): Promise<T[]>;
+}
+
+/** Bytes of changesets per push request; well under the relay's 32 MiB default body limit. */
+const PUSH_BYTE_BUDGET = PULL_BYTE_BUDGET;
+
+export class Replica {
+  readonly clientId: string;
+  private readonly d: Driver;
+  private readonly transport: Transport;
+  private readonly opts: ReplicaOptions;
+  private readonly backoff: BackoffOptions;
+  private readonly readOnly: boolean;
+  private readonly events = new Emitter<ReplicaEvents>();
+  /** Serialises every local transaction: user writes and sync steps. */
+  private readonly local = new Mutex();
+  /** Serialises sync runs. */
+  private readonly syncs = new Mutex();
+  private readonly schema: SchemaCache;
+  private readonly fk: boolean;
+  private head = 0;
+  private closed = false;
+
+  /** Use `openReplica`. */
+  constructor(d: Driver, clientId: string, opts: ReplicaOptions, readOnly: boolean) {
+    this.d = d;
+    this.clientId = clientId;
+    this.opts = opts;
+    this.readOnly = readOnly;
+    this.backoff = { ...DEFAULT_BACKOFF, ...opts.backoff };
+    this.transport = opts.transport ?? httpTransport({ url: opts.url, db: opts.db, token: opts.token, ...(opts.fetch ? { fetch: opts.fetch } : {}) });
+    this.schema = new SchemaCache(d);
+    this.fk = d.all("PRAGMA foreign_keys")[0]?.foreign_keys === 1;
+  }
+
+  /** Run one write transaction (one or more statements); it becomes one changeset. */
+  exec(sql: string, params?: Params): Promise<{ changes: number }> {
+    return this.transaction((tx) => tx.exec(sql, params));
+  }
+
+  /**
+   * Run `fn` as one local write transaction, captured as exactly one
+   * changeset and queued for the relay in the same SQLite transaction.
+   * A throw rolls everything back. Use `tx`, not the replica, inside `fn`.
+   */
+  transaction<T>(fn: (tx: Tx) => Promise<T> | T): Promise<T> {
+    return this.local.run(async () => {
+      this.assertOpen();
+      if (this.readOnly) throw new RelayError("read_only", "this replica is read-only (its token's role is read): local writes are refused");
+      const d = this.d;
+      const before = store.schemaVersion(d);
+      d.exec("BEGIN IMMEDIATE");
+      const session = d.session();
+      let done = false;
+      const tx: Tx = {
+        exec: async (sql, params) => {
+          if (done) throw new RelayError("closed", "transaction already finished");
+          const t0 = totalChanges(d);
+          if (params === undefined) d.exec(sql);
+          else d.run(sql, params);
+          return { changes: totalChanges(d) - t0 };
+        },
+        query: async <R extends Row>(sql: string, params?: Params) => {
+          if (done) throw new RelayError("closed", "transaction already finished");
+          return plain<R>(d.all(sql, params));
+        },
+      };
+      try {
+        const result = await fn(tx);
+        done = true;
+        if (store.schemaVersion(d) !== before) {
+          throw new RelayError("ddl_outside_schema", "schema changes must go through the `schema` option: DDL is not replicated");
+        }
+        const changeset = session.changeset();
+        session.close();
+        if (changeset.byteLength > 0) {
+          const bad = decodeChangeset(changeset).tables.find((t) => t.name.toLowerCase().startsWith("_relay_"));
+          if (bad) throw new RelayError("bad_request", `"${bad.name}" is internal to changeset-relay and cannot be written`);
+          store.enqueue(d, this.nextCseq(), changeset);
+        }
+        d.exec("COMMIT");
+        if (changeset.byteLength > 0) this.events.emit("change", { source: "local", cursor: this.cursor() });
+        return result;
+      } catch (e) {
+        done = true;
+        session.close();
+        if (d.inTransaction) d.exec("ROLLBACK");
+        throw e;
+      }
+    });
+  }
+
+  /** Read with SQL; rows as plain objects. Sees pending local writes. */
+  query<T extends Row = Row>(sql: string, params?: Params): Promise<T[]> {
+    return this.local.run(() => {
+      this.assertOpen();
+      return plain<T>(this.d.all(sql, params));
+    });
+  }
+
+  /** Push everything pending, pull to the head of the log, rebase. Concurrent calls queue. */
+  sync(signal?: AbortSignal): Promise<SyncEvent> {
+    return this.syncs.run(async () => {
+      this.assertOpen();
+      try {
+        const pushed = this.readOnly ? 0 : await this.pushAll(signal);
+        const pulled = await this.pullAll(signal);
+        const ev: SyncEvent = { pushed, pulled, cursor: this.cursor(), head: this.head };
+        this.events.emit("sync", ev);
+        return ev;
+      } catch (e) {
+        const err = e instanceof RelayError ? e : new RelayError("internal", String((e as Error)?.message ?? e), { cause: e });
+        if (err.code !== "aborted") this.events.emit("error", err);
+        throw err;
+      }
+    });
+  }
+
+  status(): ReplicaStatus {
+    return {
+      clientId: this.clientId,
+      cursor: this.closed ? 0 : this.cursor(),
+      head: this.head,
+      pending: this.closed ? 0 : store.pendingCount(this.d),
+      connected: false,
+      driver: this.d.kind,
+      readOnly: this.readOnly,
+    };
+  }
+
+  on<K extends keyof ReplicaEvents>(event: K, fn: (e: ReplicaEvents[K]) => void): () => void {
+    return this.events.on(event, fn);
+  }
+
+  /** Conflicts recorded so far, oldest first. */
+  conflicts(): Promise<ConflictRecord[]> {
+    return this.query("SELECT * FROM _relay_conflicts ORDER BY id").then((rows) =>
+      rows.map((r) => ({
+        kind: r.kind as ConflictRecord["kind"],
+        table: r.tbl as string,
+        op: r.op as ConflictRecord["op"],
+        pk: fromJson(r.pk as string),
+        local: fromJson(r.local as string | null),
+        incoming: fromJson(r.incoming as string),
+        seq: r.seq as number,
+        client: r.client as string,
+        cseq: r.cseq as number,
+        resolution: r.resolution as ConflictRecord["resolution"],
+      })),
+    );
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    await this.syncs.run(() => undefined);
+    await this.local.run(() => {
+      this.closed = true;
+      this.d.close();
+    });
+  }
+
+  private assertOpen(): void {
+    if (this.closed) throw new RelayError("closed", "replica is closed");
+  }
+
+  private cursor(): number {
+    return Number(store.getMeta(this.d, "cursor") ?? 0);
+  }
+
+  private nextCseq(): number {
+    return Number(store.getMeta(this.d, "last_cseq") ?? 0) + 1;
+  }
+
+  private async pushAll(signal?: AbortSignal): Promise<number> {
+    let pushed = 0;
+    let after = 0;
+    for (;;) {
+      const batch: PushEntry[] = await this.local.run(() => {
+        const rows = this.d.all("SELECT cseq, changeset FROM _relay_outbox WHERE cseq > ? ORDER BY cseq LIMIT ?", [after, MAX_ENTRIES_PER_PUSH]);
+        const out: PushEntry[] = [];
+        let bytes = 0;
+        for (const r of rows) {
+          const cs = r.changeset as Uint8Array;
+          if (out.length > 0 && bytes + cs.byteLength > PUSH_BYTE_BUDGET) break;
+          out.push({ cseq: r.cseq as number, changeset: cs });
+          bytes += cs.byteLength;
+        }
+        // Marked before sending: a sent entry's bytes are fixed, because the
+        // relay may have stored them even if we never hear back.
+        if (out.length > 0) store.markSent(this.d, out.at(-1)!.cseq);
+        return out;
+      });
+      if (batch.length === 0) return pushed;
+      const res = await withRetry(() => this.transport.push(this.clientId, batch, signal), this.backoff, signal);
+      this.head = Math.max(this.head, res.head);
+      pushed += batch.length;
+      after = batch.at(-1)!.cseq;
+    }
+  }
+
+  private async pullAll(signal?: AbortSignal): Promise<number> {
+    let pulled = 0;
+    for (;;) {
+      const after = await this.local.run(() => this.cursor());
+      const page = await withRetry(() => this.transport.pull(after, undefined, signal), this.backoff, signal);
+      this.head = Math.max(this.head, page.head);
+      if (page.entries.length > 0) {
+        if (page.entries[0]!.seq !== after + 1) throw new RelayError("internal", `relay skipped from ${after} to ${page.entries[0]!.seq}`);
+        await this.applyPage(page.entries);
+        pulled += page.entries.length;
+      }
+      if (!page.more) return pulled;
+    }
+  }
+
+  /** One sync step: one local transaction over one page of log entries. */
+  private applyPage(entries: Parameters<typeof rebase>[2]): Promise<void> {
+    return this.local.run(() => {
+      this.assertOpen();
+      const d = this.d;
+      // Replicated state may legitimately break a foreign key (a child row
+      // inserted concurrently with its parent's deletion): enforcing it mid-apply
+      // would make SQLite refuse the commit on every replica, so it is relaxed
+      // while log entries are applied. PRAGMA foreign_keys is a no-op inside a
+      // transaction, hence outside BEGIN.
+      if (this.fk) d.exec("PRAGMA foreign_keys = OFF");
+      let result: ReturnType<typeof rebase>;
+      try {
+        d.exec("BEGIN IMMEDIATE");
+        this.schema.clear();
+        result = rebase(d, this.clientId, entries, this.opts.conflicts ?? {}, this.schema);
+        for (const c of result.conflicts) recordConflict(d, c);
+        d.exec("COMMIT");
+      } catch (e) {
+        if (d.inTransaction) d.exec("ROLLBACK");
+        throw e;
+      } finally {
+        if (this.fk) d.exec("PRAGMA foreign_keys = ON");
+      }
+      for (const c of result.conflicts) this.events.emit("conflict", c);
+      if (result.applied > 0) this.events.emit("change", { source: "remote", cursor: entries.at(-1)!.seq });
+    });
+  }
+}
+
+/** Drivers hand out null-prototype rows (node:sqlite's shape); users get ordinary objects. */
+function plain<T>(rows: Row[]): T[] {
+  return rows.map((r) => ({ ...r }) as T);
+}
+
+function totalChanges(d: Driver): number {
+  return d.all("SELECT total_changes() AS n")[0]!.n as number;
+}
+
+/** JSON for conflict records: BLOBs and big integers kept exact. */
+function toJson(v: unknown): string {
+  return JSON.stringify(v, (_k, x) =>
+    typeof x === "bigint" ? { $bigint: x.toString() } : x instanceof Uint8Array ? { $blob: Array.from(x) } : x,
+  );
+}
+
+function fromJson<T>(s: string | null): T {
+  if (s === null) return null as T;
+  return JSON.parse(s, (_k, x) =>
+    x && typeof x === "object" && "$bigint" in x ? BigInt(x.$bigint) : x && typeof x === "object" && "$blob" in x ? Uint8Array.from(x.$blob) : x,
+  );
+}
+
+function recordConflict(d: Driver, c: ConflictRecord): void {
+  d.run(
+    "INSERT INTO _relay_conflicts(at, seq, client, cseq, tbl, kind, op, pk, local, incoming, resolution) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    [Date.now(), c.seq, c.client, c.cseq, c.table, c.kind, c.op, toJson(c.pk), c.local === null ? null : toJson(c.local), toJson(c.incoming), c.resolution],
+  );
+}
+
+/**
+ * Open (or create) a local replica of database `db` on the relay at `url`.
+ *
+ * @example
+ * const replica = await openReplica({ url, db: "todos", token, schema: ["CREATE TABLE IF NOT EXISTS todo(id TEXT PRIMARY KEY, title TEXT)"] });
+ * await replica.exec("INSERT INTO todo VALUES (?, ?)", ["1", "milk"]);
+ * await replica.sync();
+ */
+export async function openReplica(opts: ReplicaOptions): Promise<Replica> {
+  if (!isName(opts.db)) throw new RelayError("invalid_name", `db must match [A-Za-z0-9_-]{1,64}`);
+  if (opts.live) throw new RelayError("bad_request", "live sync is not available in this version; call sync()");
+  const claims = opts.token ? readTokenClaims(opts.token) : undefined;
+  const d = await openDriver(opts.driver ?? defaultDriverKind(), opts.path ?? ":memory:");
+  try {
+    d.exec("BEGIN IMMEDIATE");
+    store.migrate(d);
+    for (const stmt of opts.schema ?? []) d.exec(stmt);
+    const noPk = store.userTables(d).filter((t) => !store.tableInfo(d, t)!.pk.some((p) => p > 0));
+    if (noPk.length > 0) {
+      throw new RelayError("no_primary_key", `tables without a PRIMARY KEY cannot replicate (the session extension ignores them): ${noPk.join(", ")}`);
+    }
+    const persisted = store.getMeta(d, "client_id") as string | null;
+    const wanted = opts.clientId ?? (claims?.role !== "admin" && isName(claims?.sub) ? claims.sub : undefined);
+    if (persisted && wanted && persisted !== wanted) {
+      throw new RelayError("bad_request", `this database belongs to client "${persisted}", not "${wanted}"`);
+    }
+    const clientId = persisted ?? wanted ?? randomId();
+    if (!isName(clientId)) throw new RelayError("invalid_name", "clientId must match [A-Za-z0-9_-]{1,64}");
+    if (!persisted) store.setMeta(d, "client_id", clientId);
+    d.exec("COMMIT");
+    return new Replica(d, clientId, opts, opts.readOnly ?? claims?.role === "read");
+  } catch (e) {
+    if (d.inTransaction) d.exec("ROLLBACK");
+    d.close();
+    throw e;
+  }
+}
+
+function randomId(): string {
+  const b = crypto.getRandomValues(new Uint8Array(12));
+  return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+}

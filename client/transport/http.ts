@@ -1,0 +1,62 @@
+import { decode, encode } from "../../protocol/codec.ts";
+import { errorFromBody, RelayError } from "../../protocol/errors.ts";
+import { parsePullResponse, parsePushResponse, type PullResponse, type PushEntry, type PushResponse } from "../../protocol/messages.ts";
+import { MSGPACK } from "../../protocol/version.ts";
+
+/** How the sync engine reaches the relay. HTTP here; tests wrap it to inject faults. */
+export interface Transport {
+  push(client: string, entries: PushEntry[], signal?: AbortSignal): Promise<PushResponse>;
+  pull(after: number, limit?: number, signal?: AbortSignal): Promise<PullResponse>;
+}
+
+export interface HttpTransportOptions {
+  url: string;
+  db: string;
+  token?: string | undefined;
+  fetch?: typeof fetch;
+}
+
+export function httpTransport(opts: HttpTransportOptions): Transport {
+  const base = `${opts.url.replace(/\/+$/, "")}/v1/db/${encodeURIComponent(opts.db)}`;
+  const doFetch = opts.fetch ?? globalThis.fetch.bind(globalThis);
+  const auth: Record<string, string> = opts.token ? { authorization: `Bearer ${opts.token}` } : {};
+
+  async function call(path: string, init: RequestInit): Promise<unknown> {
+    let res: Response;
+    try {
+      res = await doFetch(`${base}${path}`, init);
+    } catch (cause) {
+      if (init.signal?.aborted) throw new RelayError("aborted", "request aborted", { cause });
+      throw new RelayError("network", `cannot reach the relay: ${(cause as Error)?.message ?? cause}`, { cause });
+    }
+    const bytes = new Uint8Array(await res.arrayBuffer().catch((cause) => {
+      throw new RelayError("network", "connection lost while reading the response", { cause });
+    }));
+    if (!res.ok) {
+      let body: unknown = null;
+      try {
+        body = JSON.parse(new TextDecoder().decode(bytes));
+      } catch {
+        // Not our error shape (a proxy's page, say): errorFromBody classifies by status.
+      }
+      const retryAfter = Number(res.headers.get("retry-after"));
+      return Promise.reject(errorFromBody(res.status, body, Number.isFinite(retryAfter) && retryAfter > 0 ? retryAfter * 1000 : undefined));
+    }
+    return decode(bytes);
+  }
+
+  return {
+    async push(client, entries, signal) {
+      const init: RequestInit = { method: "POST", body: encode({ client, entries }) as Uint8Array<ArrayBuffer>, headers: { ...auth, "content-type": MSGPACK } };
+      if (signal) init.signal = signal;
+      return parsePushResponse(await call("/push", init));
+    },
+    async pull(after, limit, signal) {
+      const q = new URLSearchParams({ after: String(after) });
+      if (limit !== undefined) q.set("limit", String(limit));
+      const init: RequestInit = { headers: auth };
+      if (signal) init.signal = signal;
+      return parsePullResponse(await call(`/pull?${q}`, init));
+    },
+  };
+}

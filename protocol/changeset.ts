@@ -1,0 +1,716 @@
+/**
+ * SQLite session-extension changesets, in TypeScript.
+ *
+ * The relay cannot run SQLite (workerd forbids the runtime Wasm code generation
+ * sqlite-wasm needs), yet it must refuse anything that would break replay on a
+ * replica. So one scanner holds every rule; validateChangeset, decodeChangeset
+ * and invertChangeset all run it and differ only in what they do with each
+ * table header and change once it has been checked.
+ *
+ * Format (sqlite3session.c, "CHANGESET FORMAT"): a sequence of table blocks,
+ * each 'T', varint nCol, nCol PK-flag bytes, NUL-terminated name, then changes:
+ * op byte, indirect byte, then the old record (UPDATE, DELETE) and the new
+ * record (INSERT, UPDATE). A record is nCol values, each a type byte followed by
+ * 8 big-endian bytes (INTEGER, REAL), a varint length and bytes (TEXT, BLOB) or
+ * nothing (0 = undefined, 5 = NULL).
+ *
+ * Rules where we are deliberately stricter than SQLite's own iterator
+ * (sqlite3changeset_next, checked against SQLite 3.54.1) are marked STRICTER
+ * where they are enforced. The common reason: the session module never writes
+ * such bytes, and the iterator's leniency turns them into silent data loss,
+ * divergence between replicas, or an apply that fails on every replica.
+ */
+import { RelayError } from "./errors.ts";
+import { MAX_COLUMNS } from "./limits.ts";
+
+export type SqlValue = null | number | bigint | string | Uint8Array;
+export type ChangeOp = "insert" | "update" | "delete";
+
+export interface TableHeader {
+  name: string;
+  /** pk.length = column count; pk[i] is true if column i is part of the primary key. */
+  pk: boolean[];
+  /**
+   * The PK flag bytes exactly as SQLite writes them: for a PK column its
+   * 1-based position within the PRIMARY KEY clause, 0 otherwise (so
+   * `PRIMARY KEY(c, a)` over columns (a, b, c) is [2, 0, 1]). Set by
+   * decodeChangeset. sqlite3changeset_apply compares these bytes with the
+   * target table and silently skips the whole table on a mismatch, so when
+   * building a header by hand for a table whose PK order differs from its
+   * column order, set this; without it encodeChangeset numbers PK columns in
+   * column order.
+   */
+  pkRaw?: Uint8Array;
+}
+
+export interface Change {
+  /** The header object this change belongs to (shared by the changes of one table block). */
+  table: TableHeader;
+  op: ChangeOp;
+  indirect: boolean;
+  /** delete: all columns; update: PK columns + changed columns, `undefined` for the rest; insert: undefined */
+  old: (SqlValue | undefined)[] | undefined;
+  /** insert: all columns; update: changed columns, `undefined` elsewhere; delete: undefined */
+  new: (SqlValue | undefined)[] | undefined;
+  /**
+   * Columns whose value is a REAL with an integral value such as 1.0, which a
+   * JS number cannot tell apart from an INTEGER. Set by decodeChangeset only
+   * when there are any; encodeChangeset writes these columns as REAL so that
+   * decode→encode stays byte-identical.
+   */
+  integralReals?: { old: number[]; new: number[] };
+}
+
+export interface Changeset {
+  tables: TableHeader[];
+  changes: Change[];
+}
+
+const TABLE = 0x54; // 'T'
+const PATCHSET_TABLE = 0x50; // 'P'
+const OP_INSERT = 0x12;
+const OP_UPDATE = 0x17;
+const OP_DELETE = 0x09;
+
+const T_UNDEFINED = 0;
+const T_INTEGER = 1;
+const T_REAL = 2;
+const T_TEXT = 3;
+const T_BLOB = 4;
+const T_NULL = 5;
+
+const MAX_VARINT = 0x7fffffff;
+
+function malformed(offset: number, what: string): never {
+  throw new RelayError("malformed_changeset", `malformed changeset: ${what} (byte ${offset})`);
+}
+
+function hex(b: number): string {
+  return "0x" + b.toString(16).padStart(2, "0");
+}
+
+/**
+ * The position after the last varint read by readVarint. A module-level slot
+ * instead of a returned pair keeps the hot loop free of allocations; nothing
+ * here is re-entrant.
+ */
+let varintEnd = 0;
+
+/**
+ * Lengths and column counts. STRICTER: SQLite reads any 1–9 byte varint and
+ * keeps only its low 31 bits, so a column count written as 2^31+1 is read as
+ * 1, and it accepts non-minimal encodings. We refuse both: SQLite only ever
+ * writes minimal varints below 2^31 (at most 5 bytes), and with canonical
+ * varints decode→encode and our byte-level invert stay byte-identical.
+ */
+function readVarint(buf: Uint8Array, pos: number, what: string): number {
+  const len = buf.length;
+  if (pos >= len) malformed(pos, `${what}: input ends before its varint`);
+  const first = buf[pos]!;
+  if (first < 0x80) {
+    varintEnd = pos + 1;
+    return first;
+  }
+  if (first === 0x80) malformed(pos, `${what}: non-minimal varint`);
+  let v = first & 0x7f;
+  for (let i = pos + 1; i < pos + 5; i++) {
+    if (i >= len) malformed(pos, `${what}: varint runs past the end of the input`);
+    const b = buf[i]!;
+    v = v * 128 + (b & 0x7f);
+    if (b < 0x80) {
+      if (v > MAX_VARINT) malformed(pos, `${what}: varint value ${v} is above 2^31-1`);
+      varintEnd = i + 1;
+      return v;
+    }
+  }
+  return malformed(pos, `${what}: varint longer than 5 bytes (value above 2^31-1)`);
+}
+
+/** ASCII-only case folding, like SQLite's own identifier comparison. */
+function startsWithCI(buf: Uint8Array, at: number, end: number, prefix: string): boolean {
+  if (end - at < prefix.length) return false;
+  for (let i = 0; i < prefix.length; i++) {
+    let b = buf[at + i]!;
+    if (b >= 0x41 && b <= 0x5a) b += 0x20;
+    if (b !== prefix.charCodeAt(i)) return false;
+  }
+  return true;
+}
+
+// ignoreBOM: a leading U+FEFF is part of the value; the default strips it.
+const strictUtf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+const lenientUtf8 = new TextDecoder("utf-8", { ignoreBOM: true });
+const utf8Encoder = new TextEncoder();
+
+/** Parser state handed to the visitors; valid only during the callback. */
+interface Scan {
+  readonly buf: Uint8Array;
+  /** Current table block: offsets of its 'T' byte and of the byte after the name's NUL. */
+  tableStart: number;
+  tableEnd: number;
+  nCol: number;
+  /** Offset of the first PK flag byte. */
+  pkAt: number;
+  name: string;
+  /** Current change: offsets of its op byte and of the byte after its last record. */
+  changeStart: number;
+  changeEnd: number;
+  op: number;
+  /**
+   * Start offsets (the type byte) of each value of the old/new record, plus
+   * one entry for the record's end, so value i spans at[i]..at[i+1].
+   */
+  oldAt: Int32Array;
+  newAt: Int32Array;
+}
+
+interface Visitor {
+  table(s: Scan): void;
+  change(s: Scan): void;
+}
+
+/**
+ * Reads one record of s.nCol values starting at pos into `at`, and returns
+ * the offset after it.
+ */
+function readRecord(s: Scan, pos: number, at: Int32Array, allowUndefined: boolean, what: string): number {
+  const buf = s.buf;
+  const len = buf.length;
+  const nCol = s.nCol;
+  for (let i = 0; i < nCol; i++) {
+    at[i] = pos;
+    if (pos >= len) malformed(pos, `${what}: input ends before column ${i}`);
+    const type = buf[pos]!;
+    pos++;
+    switch (type) {
+      case T_UNDEFINED:
+        // SQLite's iterator accepts undefined values in INSERT and DELETE
+        // records too, and apply then binds nothing for them. Its own format
+        // comment says these records never contain them.
+        if (!allowUndefined) malformed(pos - 1, `${what}: column ${i} is undefined (type 0)`);
+        break;
+      case T_INTEGER:
+        if (len - pos < 8) malformed(pos - 1, `${what}: column ${i}: INTEGER truncated`);
+        pos += 8;
+        break;
+      case T_REAL:
+        if (len - pos < 8) malformed(pos - 1, `${what}: column ${i}: REAL truncated`);
+        // STRICTER: NaN. SQLite cannot store a NaN (it becomes NULL), so its
+        // changesets never hold one, and one would not survive decode→encode.
+        if (
+          (buf[pos]! & 0x7f) === 0x7f &&
+          (buf[pos + 1]! & 0xf0) === 0xf0 &&
+          ((buf[pos + 1]! & 0x0f) | buf[pos + 2]! | buf[pos + 3]! | buf[pos + 4]! | buf[pos + 5]! | buf[pos + 6]! | buf[pos + 7]!) !== 0
+        ) {
+          malformed(pos - 1, `${what}: column ${i}: REAL is NaN`);
+        }
+        pos += 8;
+        break;
+      case T_TEXT:
+      case T_BLOB: {
+        let n = buf[pos] ?? 0x80;
+        if (n < 0x80 && pos < len) {
+          pos++;
+        } else {
+          n = readVarint(buf, pos, `${what}: column ${i}: ${type === T_TEXT ? "TEXT" : "BLOB"} length`);
+          pos = varintEnd;
+        }
+        if (len - pos < n) {
+          malformed(at[i]!, `${what}: column ${i}: ${type === T_TEXT ? "TEXT" : "BLOB"} of ${n} bytes runs past the end of the input`);
+        }
+        pos += n;
+        break;
+      }
+      case T_NULL:
+        break;
+      default:
+        // STRICTER than sqlite3changeset_next, which reads an unknown type
+        // byte as NULL; sqlite3changeset_invert and changegroup refuse it.
+        malformed(pos - 1, `${what}: column ${i}: unknown value type ${hex(type)}`);
+    }
+  }
+  at[nCol] = pos;
+  return pos;
+}
+
+function readTableHeader(s: Scan, pos: number): number {
+  const buf = s.buf;
+  const len = buf.length;
+  s.tableStart = pos;
+  pos++;
+  const nCol = readVarint(buf, pos, "table header column count");
+  // SQLite refuses 0 and anything above 65536; MAX_COLUMNS is SQLite's
+  // default SQLITE_MAX_COLUMN, so no real table has more.
+  if (nCol === 0) malformed(pos, "table header has 0 columns");
+  if (nCol > MAX_COLUMNS) malformed(pos, `table header has ${nCol} columns, more than ${MAX_COLUMNS}`);
+  pos = varintEnd;
+  if (len - pos < nCol) malformed(pos, "table header: input ends inside the primary-key flags");
+  // STRICTER: SQLite's iterator takes any byte as a flag (non-zero = PK) and
+  // accepts a table without a PK. But the session module writes each PK
+  // column's 1-based position in the PRIMARY KEY clause, and
+  // sqlite3changeset_apply compares those bytes with the target table and
+  // silently skips the whole table when they differ. So the non-zero flags
+  // must be exactly 1..k, each once.
+  const seen = new Uint8Array(256);
+  let k = 0;
+  let max = 0;
+  for (let i = 0; i < nCol; i++) {
+    const f = buf[pos + i]!;
+    if (f === 0) continue;
+    if (seen[f] === 1) malformed(pos + i, `table header: primary-key position ${f} appears twice`);
+    seen[f] = 1;
+    k++;
+    if (f > max) max = f;
+  }
+  if (k === 0) malformed(pos, "table header: no primary-key column");
+  if (max !== k) malformed(pos, `table header: primary-key positions are not 1..${k}`);
+  s.pkAt = pos;
+  pos += nCol;
+  const nameEnd = buf.indexOf(0, pos);
+  if (nameEnd < 0) malformed(pos, "table header: table name has no NUL terminator");
+  // STRICTER: SQLite accepts an empty name, names of its internal tables
+  // (sqlite_stat1 is even recorded by sessions) and any bytes.
+  if (nameEnd === pos) malformed(pos, "table header: empty table name");
+  if (startsWithCI(buf, pos, nameEnd, "sqlite_")) malformed(pos, "table header: table name starts with sqlite_ (internal table)");
+  if (startsWithCI(buf, pos, nameEnd, "_relay_")) malformed(pos, "table header: table name starts with _relay_ (reserved)");
+  try {
+    s.name = strictUtf8.decode(buf.subarray(pos, nameEnd));
+  } catch {
+    malformed(pos, "table header: table name is not valid UTF-8");
+  }
+  s.nCol = nCol;
+  s.tableEnd = nameEnd + 1;
+  if (s.oldAt.length <= nCol) {
+    s.oldAt = new Int32Array(nCol + 1);
+    s.newAt = new Int32Array(nCol + 1);
+  }
+  return s.tableEnd;
+}
+
+function readChange(s: Scan, pos: number): number {
+  const buf = s.buf;
+  const op = buf[pos]!;
+  s.changeStart = pos;
+  if (op !== OP_INSERT && op !== OP_UPDATE && op !== OP_DELETE) {
+    if (op === PATCHSET_TABLE) malformed(pos, "patchset table header ('P'): patchsets are not accepted, only changesets");
+    malformed(pos, `unknown change type ${hex(op)} (expected INSERT 0x12, UPDATE 0x17, DELETE 0x09 or a 'T' table header)`);
+  }
+  if (pos + 1 >= buf.length) malformed(pos, "change truncated after its type byte");
+  // STRICTER: SQLite takes any byte here as the indirect flag and copies it
+  // through invert; only 0 and 1 mean something.
+  const indirect = buf[pos + 1]!;
+  if (indirect > 1) malformed(pos + 1, `indirect flag is ${hex(indirect)}, not 0 or 1`);
+  pos += 2;
+  s.op = op;
+  if (op === OP_INSERT) {
+    pos = readRecord(s, pos, s.newAt, false, "INSERT record");
+  } else if (op === OP_DELETE) {
+    pos = readRecord(s, pos, s.oldAt, false, "DELETE record");
+  } else {
+    pos = readRecord(s, pos, s.oldAt, true, "UPDATE old record");
+    pos = readRecord(s, pos, s.newAt, true, "UPDATE new record");
+    checkUpdate(s);
+  }
+  s.changeEnd = pos;
+  return pos;
+}
+
+/**
+ * What the session module writes for an UPDATE: the old record holds every PK
+ * column and the old value of each changed column; the new record holds the
+ * new value of each changed column. SQLite's iterator checks none of this.
+ */
+function checkUpdate(s: Scan): void {
+  const buf = s.buf;
+  const { oldAt, newAt, nCol, pkAt } = s;
+  let changesColumn = false;
+  for (let i = 0; i < nCol; i++) {
+    const oldType = buf[oldAt[i]!]!;
+    const newType = buf[newAt[i]!]!;
+    if (buf[pkAt + i] !== 0) {
+      // STRICTER: the iterator accepts it, and apply then crashed or matched
+      // the wrong rows. A new value on a PK column is allowed: SQLite writes
+      // one when a PK value changes type but not value (1 → 1.0), and apply
+      // ignores it.
+      if (oldType === T_UNDEFINED) malformed(oldAt[i]!, `UPDATE old record lacks primary-key column ${i}`);
+    } else if (oldType === T_UNDEFINED) {
+      // STRICTER: without the old value there is nothing to detect a
+      // conflict with, and invert could not produce the undo value.
+      if (newType !== T_UNDEFINED) malformed(newAt[i]!, `UPDATE sets column ${i} without its old value`);
+    } else {
+      // STRICTER: the iterator silently drops such old values (an old
+      // rebaser wrote them).
+      if (newType === T_UNDEFINED) malformed(oldAt[i]!, `UPDATE has an old value for column ${i}, which it does not change`);
+      changesColumn = true;
+    }
+  }
+  // STRICTER: the iterator accepts an UPDATE that sets no non-PK column. With
+  // no column at all apply skips it; with only PK columns apply fails
+  // ("SQL logic error": it builds `UPDATE t SET  WHERE ...`) on every
+  // replica. The session module writes the latter for a PK that changes
+  // type only (1 → 1.0); such a transaction cannot be replicated.
+  if (!changesColumn) malformed(s.changeStart, "UPDATE changes no non-primary-key column");
+}
+
+function scan(buf: Uint8Array, visitor: Visitor | undefined): { tables: number; changes: number } {
+  const len = buf.length;
+  if (len === 0) malformed(0, "empty input");
+  const first = buf[0]!;
+  if (first !== TABLE) {
+    if (first === PATCHSET_TABLE) malformed(0, "this is a patchset ('P'), not a changeset: patchsets are not accepted");
+    malformed(0, `does not start with a table header ('T' 0x54) but with ${hex(first)}`);
+  }
+  const s: Scan = {
+    buf,
+    tableStart: 0,
+    tableEnd: 0,
+    nCol: 0,
+    pkAt: 0,
+    name: "",
+    changeStart: 0,
+    changeEnd: 0,
+    op: 0,
+    oldAt: new Int32Array(0),
+    newAt: new Int32Array(0),
+  };
+  let tables = 0;
+  let changes = 0;
+  let pos = 0;
+  while (pos < len) {
+    if (buf[pos] === TABLE) {
+      // A header followed directly by another header or the end is accepted,
+      // as SQLite's iterator does; the session module never writes one.
+      pos = readTableHeader(s, pos);
+      tables++;
+      visitor?.table(s);
+    } else {
+      pos = readChange(s, pos);
+      changes++;
+      visitor?.change(s);
+    }
+  }
+  return { tables, changes };
+}
+
+/**
+ * Strict validation without materialising values (the relay's fast path).
+ * Throws RelayError("malformed_changeset").
+ */
+export function validateChangeset(bytes: Uint8Array): { tables: number; changes: number } {
+  return scan(bytes, undefined);
+}
+
+function decodeValue(buf: Uint8Array, view: DataView, start: number): SqlValue | undefined {
+  const type = buf[start]!;
+  const p = start + 1;
+  switch (type) {
+    case T_INTEGER: {
+      // hi * 2^32 + lo is exact whenever the result is a safe integer.
+      const v = view.getInt32(p) * 4294967296 + view.getUint32(p + 4);
+      return Number.isSafeInteger(v) ? v : view.getBigInt64(p);
+    }
+    case T_REAL:
+      return view.getFloat64(p);
+    case T_TEXT:
+    case T_BLOB: {
+      const n = readVarint(buf, p, "length");
+      const from = varintEnd;
+      // Text is not checked for valid UTF-8, as SQLite does not check it.
+      return type === T_TEXT ? lenientUtf8.decode(buf.subarray(from, from + n)) : buf.slice(from, from + n);
+    }
+    case T_NULL:
+      return null;
+    default:
+      return undefined;
+  }
+}
+
+/** Numbers encodeChangeset writes as INTEGER; a REAL decoding to one of these must be marked. */
+function looksInteger(v: number): boolean {
+  return Number.isSafeInteger(v) && !Object.is(v, -0);
+}
+
+function decodeRecord(s: Scan, view: DataView, at: Int32Array, reals: number[]): (SqlValue | undefined)[] {
+  const out = new Array<SqlValue | undefined>(s.nCol);
+  for (let i = 0; i < s.nCol; i++) {
+    const v = decodeValue(s.buf, view, at[i]!);
+    if (typeof v === "number" && s.buf[at[i]!] === T_REAL && looksInteger(v)) reals.push(i);
+    out[i] = v;
+  }
+  return out;
+}
+
+/** Full decode, with exactly the strictness of validateChangeset. */
+export function decodeChangeset(bytes: Uint8Array): Changeset {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const tables: TableHeader[] = [];
+  const changes: Change[] = [];
+  let table: TableHeader | undefined;
+  scan(bytes, {
+    table(s) {
+      const pkRaw = s.buf.slice(s.pkAt, s.pkAt + s.nCol);
+      const pk = Array.from(pkRaw, (f) => f !== 0);
+      table = { name: s.name, pk, pkRaw };
+      tables.push(table);
+    },
+    change(s) {
+      const realsOld: number[] = [];
+      const realsNew: number[] = [];
+      const op: ChangeOp = s.op === OP_INSERT ? "insert" : s.op === OP_UPDATE ? "update" : "delete";
+      const change: Change = {
+        table: table!,
+        op,
+        indirect: s.buf[s.changeStart + 1] === 1,
+        old: op === "insert" ? undefined : decodeRecord(s, view, s.oldAt, realsOld),
+        new: op === "delete" ? undefined : decodeRecord(s, view, s.newAt, realsNew),
+      };
+      if (realsOld.length > 0 || realsNew.length > 0) change.integralReals = { old: realsOld, new: realsNew };
+      changes.push(change);
+    },
+  });
+  return { tables, changes };
+}
+
+/** A growable output buffer. */
+class Writer {
+  buf = new Uint8Array(1024);
+  view = new DataView(this.buf.buffer);
+  len = 0;
+
+  reserve(n: number): void {
+    if (this.len + n <= this.buf.length) return;
+    let size = this.buf.length * 2;
+    while (size < this.len + n) size *= 2;
+    const next = new Uint8Array(size);
+    next.set(this.buf.subarray(0, this.len));
+    this.buf = next;
+    this.view = new DataView(next.buffer);
+  }
+
+  byte(b: number): void {
+    this.reserve(1);
+    this.buf[this.len++] = b;
+  }
+
+  varint(v: number): void {
+    // SQLite's minimal big-endian varint; values here are below 2^31.
+    this.reserve(5);
+    let n = 1;
+    while (n < 5 && v >= 2 ** (7 * n)) n++;
+    for (let i = n - 1; i >= 0; i--) {
+      const group = Math.floor(v / 2 ** (7 * i)) & 0x7f;
+      this.buf[this.len++] = i > 0 ? group | 0x80 : group;
+    }
+  }
+
+  bytes(b: Uint8Array): void {
+    this.reserve(b.length);
+    this.buf.set(b, this.len);
+    this.len += b.length;
+  }
+}
+
+function encodeFailure(what: string): never {
+  throw new RelayError("malformed_changeset", `encodeChangeset: ${what}`);
+}
+
+const INT64_MIN = -(2n ** 63n);
+const INT64_MAX = 2n ** 63n - 1n;
+
+function writeValue(w: Writer, v: unknown, asReal: boolean, where: string): void {
+  if (v === undefined) {
+    w.byte(T_UNDEFINED);
+  } else if (v === null) {
+    w.byte(T_NULL);
+  } else if (typeof v === "number") {
+    w.reserve(9);
+    if (looksInteger(v) && !asReal) {
+      w.buf[w.len++] = T_INTEGER;
+      const hi = Math.floor(v / 4294967296);
+      w.view.setInt32(w.len, hi);
+      w.view.setUint32(w.len + 4, v - hi * 4294967296);
+    } else {
+      if (Number.isNaN(v)) encodeFailure(`${where}: NaN cannot be stored`);
+      w.buf[w.len++] = T_REAL;
+      w.view.setFloat64(w.len, v);
+    }
+    w.len += 8;
+  } else if (typeof v === "bigint") {
+    if (v < INT64_MIN || v > INT64_MAX) encodeFailure(`${where}: ${v} does not fit in a 64-bit INTEGER`);
+    w.reserve(9);
+    w.buf[w.len++] = T_INTEGER;
+    w.view.setBigInt64(w.len, v);
+    w.len += 8;
+  } else if (typeof v === "string") {
+    const bytes = utf8Encoder.encode(v);
+    w.byte(T_TEXT);
+    w.varint(bytes.length);
+    w.bytes(bytes);
+  } else if (v instanceof Uint8Array) {
+    w.byte(T_BLOB);
+    w.varint(v.length);
+    w.bytes(v);
+  } else {
+    encodeFailure(`${where}: unsupported value of type ${typeof v}`);
+  }
+}
+
+function writeRecord(w: Writer, values: unknown, nCol: number, reals: readonly number[] | undefined, where: string): void {
+  if (!Array.isArray(values) || values.length !== nCol) {
+    encodeFailure(`${where}: expected an array of ${nCol} values`);
+  }
+  for (let i = 0; i < nCol; i++) {
+    writeValue(w, values[i], reals !== undefined && reals.includes(i), `${where} column ${i}`);
+  }
+}
+
+function pkBytes(t: TableHeader): Uint8Array {
+  const raw = t.pkRaw;
+  if (raw !== undefined) {
+    if (raw.length !== t.pk.length || t.pk.some((isPk, i) => isPk !== (raw[i] !== 0))) {
+      encodeFailure(`table ${JSON.stringify(t.name)}: pkRaw disagrees with pk`);
+    }
+    return raw;
+  }
+  const out = new Uint8Array(t.pk.length);
+  let k = 0;
+  t.pk.forEach((isPk, i) => {
+    if (isPk) out[i] = ++k;
+  });
+  return out;
+}
+
+function writeHeader(w: Writer, t: TableHeader): void {
+  // The NUL would end the name early and the rest would be read as changes.
+  if (t.name.includes("\0")) encodeFailure(`table name ${JSON.stringify(t.name)} contains NUL`);
+  w.byte(TABLE);
+  w.varint(t.pk.length);
+  w.bytes(pkBytes(t));
+  w.bytes(utf8Encoder.encode(t.name));
+  w.byte(0);
+}
+
+function sameHeader(a: TableHeader, b: TableHeader): boolean {
+  if (a.name !== b.name || a.pk.length !== b.pk.length) return false;
+  const pa = pkBytes(a);
+  const pb = pkBytes(b);
+  return pa.every((f, i) => f === pb[i]);
+}
+
+/**
+ * Encode to SQLite's changeset format; byte-identical to the input of
+ * decodeChangeset for every changeset it accepts whose TEXT values are valid
+ * UTF-8. `cs.tables` is read as the sequence of table blocks, which keeps
+ * blocks without changes and repeated blocks of one table where they were;
+ * a change whose table is not next in that sequence gets a header of its own
+ * unless the previous change's header is equal. The output is validated:
+ * changes that break a rule throw RelayError("malformed_changeset").
+ * No tables and no changes encode to the empty changeset (which SQLite
+ * produces for a session without changes, and which validateChangeset refuses).
+ */
+export function encodeChangeset(cs: Changeset): Uint8Array {
+  if (cs.tables.length === 0 && cs.changes.length === 0) return new Uint8Array(0);
+  const w = new Writer();
+  let current: TableHeader | undefined;
+  let nextTable = 0;
+  for (const [index, c] of cs.changes.entries()) {
+    const t = c.table;
+    if (t !== current) {
+      let j = nextTable;
+      while (j < cs.tables.length && cs.tables[j] !== t) j++;
+      if (j < cs.tables.length) {
+        for (; nextTable <= j; nextTable++) writeHeader(w, cs.tables[nextTable]!);
+        current = t;
+      } else if (current === undefined || !sameHeader(current, t)) {
+        writeHeader(w, t);
+        current = t;
+      }
+    }
+    const nCol = t.pk.length;
+    const where = `change ${index} (${c.op} on ${JSON.stringify(t.name)})`;
+    switch (c.op) {
+      case "insert":
+        w.byte(OP_INSERT);
+        break;
+      case "update":
+        w.byte(OP_UPDATE);
+        break;
+      case "delete":
+        w.byte(OP_DELETE);
+        break;
+      default:
+        encodeFailure(`${where}: unknown op`);
+    }
+    w.byte(c.indirect ? 1 : 0);
+    if (c.op !== "insert") writeRecord(w, c.old, nCol, c.integralReals?.old, `${where} old`);
+    if (c.op !== "delete") writeRecord(w, c.new, nCol, c.integralReals?.new, `${where} new`);
+  }
+  for (; nextTable < cs.tables.length; nextTable++) writeHeader(w, cs.tables[nextTable]!);
+  const out = w.buf.slice(0, w.len);
+  try {
+    scan(out, undefined);
+  } catch (e) {
+    if (e instanceof RelayError) encodeFailure(`the changes do not form a valid changeset: ${e.message}`);
+    throw e;
+  }
+  return out;
+}
+
+/**
+ * Invert like sqlite3changeset_invert, byte for byte: INSERT and DELETE swap
+ * and keep their record; an UPDATE's old record becomes the PK values plus the
+ * new values, its new record the old values of the changed columns. Works on
+ * raw byte ranges, so TEXT that is not valid UTF-8 survives unchanged. A new
+ * value on a PK column (see checkUpdate) is dropped, as SQLite drops it.
+ * Throws RelayError("malformed_changeset") on what validateChangeset refuses.
+ */
+export function invertChangeset(bytes: Uint8Array): Uint8Array {
+  // Each inverted piece is at most as long as the original.
+  const out = new Uint8Array(bytes.length);
+  let len = 0;
+  const copy = (from: number, to: number): void => {
+    out.set(bytes.subarray(from, to), len);
+    len += to - from;
+  };
+  scan(bytes, {
+    table(s) {
+      copy(s.tableStart, s.tableEnd);
+    },
+    change(s) {
+      const { buf, op, oldAt, newAt, nCol, pkAt } = s;
+      if (op !== OP_UPDATE) {
+        out[len++] = op === OP_INSERT ? OP_DELETE : OP_INSERT;
+        out[len++] = buf[s.changeStart + 1]!;
+        copy(s.changeStart + 2, s.changeEnd);
+        return;
+      }
+      out[len++] = OP_UPDATE;
+      out[len++] = buf[s.changeStart + 1]!;
+      for (let i = 0; i < nCol; i++) {
+        const at = buf[pkAt + i] !== 0 ? oldAt : newAt;
+        copy(at[i]!, at[i + 1]!);
+      }
+      for (let i = 0; i < nCol; i++) {
+        if (buf[pkAt + i] !== 0) out[len++] = T_UNDEFINED;
+        else copy(oldAt[i]!, oldAt[i + 1]!);
+      }
+    },
+  });
+  return len === out.length ? out : out.slice(0, len);
+}
+
+/** Values of the PK columns of a change (from old for update/delete, new for insert), in column order. */
+export function primaryKey(change: Change): SqlValue[] {
+  const record = change.op === "insert" ? change.new : change.old;
+  if (record === undefined) {
+    throw new RelayError("malformed_changeset", `primaryKey: ${change.op} change without its ${change.op === "insert" ? "new" : "old"} record`);
+  }
+  const out: SqlValue[] = [];
+  change.table.pk.forEach((isPk, i) => {
+    if (!isPk) return;
+    const v = record[i];
+    if (v === undefined) throw new RelayError("malformed_changeset", `primaryKey: primary-key column ${i} of ${JSON.stringify(change.table.name)} is undefined`);
+    out.push(v);
+  });
+  return out;
+}

@@ -1,0 +1,49 @@
+import { after, before, it } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { openReplica } from "../client/index.ts";
+import { startRelay, type TestRelay } from "./support/relay.ts";
+import { pullAll } from "./support/http.ts";
+import { TODO_SCHEMA } from "./support/replicas.ts";
+
+let relay: TestRelay;
+let dir: string;
+before(async () => {
+  relay = await startRelay();
+  dir = mkdtempSync(join(tmpdir(), "crash-"));
+});
+after(async () => {
+  await relay.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+it("a writer killed after commit and before push loses nothing and pushes exactly once", async () => {
+  const db = "crash";
+  const path = join(dir, "writer.db");
+  const token = await relay.token("write", "writer", db);
+  const child = spawn(process.execPath, [fileURLToPath(new URL("./support/crash-writer.ts", import.meta.url)), relay.url, db, token, path], {
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  await new Promise<void>((resolve, reject) => {
+    child.stdout.on("data", (b: Buffer) => b.toString().includes("committed") && resolve());
+    child.on("exit", (code) => reject(new Error(`writer exited early (${code})`)));
+  });
+  child.kill("SIGKILL");
+  await new Promise((r) => child.once("exit", r));
+  const reader = await relay.token("read", "x", db);
+  assert.equal((await pullAll(relay.url, db, reader)).length, 0, "the writer never pushed");
+
+  for (let round = 0; round < 2; round++) {
+    const r = await openReplica({ url: relay.url, db, token, path, schema: TODO_SCHEMA });
+    assert.equal(r.status().pending, round === 0 ? 1 : 0);
+    await r.sync();
+    assert.deepEqual(await r.query("SELECT id, title FROM todo"), [{ id: "crash", title: "survives SIGKILL" }]);
+    await r.close();
+  }
+  const log = await pullAll(relay.url, db, reader);
+  assert.deepEqual(log.map((e: any) => [e.client, e.cseq]), [["writer", 1]]);
+});

@@ -1,0 +1,58 @@
+import { decode, encode } from "../../protocol/codec.ts";
+import { MSGPACK } from "../../protocol/version.ts";
+import { DatabaseSync } from "node:sqlite";
+
+/** Raw protocol calls for relay tests: they check statuses and bodies, not the client library. */
+export interface Reply {
+  status: number;
+  body: any;
+}
+
+async function reply(res: Response): Promise<Reply> {
+  const bytes = new Uint8Array(await res.arrayBuffer());
+  const type = res.headers.get("content-type") ?? "";
+  const body = type.startsWith(MSGPACK) ? decode(bytes) : type.startsWith("application/json") ? JSON.parse(new TextDecoder().decode(bytes)) : bytes;
+  return { status: res.status, body };
+}
+
+export async function pushRaw(url: string, db: string, token: string | undefined, body: Uint8Array, headers: Record<string, string> = {}): Promise<Reply> {
+  const h: Record<string, string> = { "content-type": MSGPACK, ...headers };
+  if (token) h.authorization = `Bearer ${token}`;
+  return reply(await fetch(`${url}/v1/db/${db}/push`, { method: "POST", body, headers: h }));
+}
+
+export function push(url: string, db: string, token: string | undefined, client: string, entries: { cseq: number; changeset: Uint8Array }[]): Promise<Reply> {
+  return pushRaw(url, db, token, encode({ client, entries }));
+}
+
+export async function pull(url: string, db: string, token: string | undefined, after = 0, limit?: number): Promise<Reply> {
+  const q = new URLSearchParams({ after: String(after), ...(limit ? { limit: String(limit) } : {}) });
+  return reply(await fetch(`${url}/v1/db/${db}/pull?${q}`, { headers: token ? { authorization: `Bearer ${token}` } : {} }));
+}
+
+/** Every entry of the log, following `more`. */
+export async function pullAll(url: string, db: string, token: string): Promise<any[]> {
+  const all: any[] = [];
+  for (let after = 0; ; ) {
+    const r = await pull(url, db, token, after);
+    if (r.status !== 200) throw new Error(`pull failed: ${r.status} ${JSON.stringify(r.body)}`);
+    all.push(...r.body.entries);
+    if (!r.body.more) return all;
+    after = r.body.entries.at(-1).seq;
+  }
+}
+
+/** Real changesets from real SQLite: `rows` inserts into t(id INTEGER PRIMARY KEY, v). */
+export function insertChangeset(rows: Array<[number, unknown]>): Uint8Array {
+  const db = new DatabaseSync(":memory:");
+  db.exec("CREATE TABLE t(id INTEGER PRIMARY KEY, v)");
+  const s = db.createSession();
+  const ins = db.prepare("INSERT INTO t VALUES (?, ?)");
+  db.exec("BEGIN");
+  for (const [id, v] of rows) ins.run(id, v as any);
+  db.exec("COMMIT");
+  const cs = s.changeset();
+  s.close();
+  db.close();
+  return cs;
+}

@@ -1,0 +1,62 @@
+import { build } from "esbuild";
+import { Miniflare } from "miniflare";
+import { fileURLToPath } from "node:url";
+import { signToken, type Role } from "../../protocol/token.ts";
+
+/**
+ * The real relay in workerd via Miniflare, bundled from worker/ the way
+ * wrangler bundles it. Tests talk to it over real HTTP.
+ */
+export const TEST_SECRET = "test-secret-do-not-use-in-production";
+const root = fileURLToPath(new URL("../..", import.meta.url));
+
+let bundle: Promise<string> | undefined;
+export function workerBundle(): Promise<string> {
+  bundle ??= build({
+    entryPoints: [`${root}/worker/index.ts`],
+    bundle: true,
+    format: "esm",
+    platform: "neutral",
+    target: "es2023",
+    conditions: ["workerd", "worker", "browser"],
+    mainFields: ["browser", "module", "main"],
+    external: ["cloudflare:*", "node:*"],
+    write: false,
+    logLevel: "silent",
+  }).then((r) => r.outputFiles[0]!.text);
+  return bundle;
+}
+
+export interface RelayOptions {
+  /** Directory to persist Durable Object storage in (a restart with the same dir keeps the log). */
+  persist?: string;
+  bindings?: Record<string, string>;
+}
+
+export interface TestRelay {
+  url: string;
+  mf: Miniflare;
+  token(role: Role, sub: string, db?: string, ttl?: number): Promise<string>;
+  close(): Promise<void>;
+}
+
+export async function startRelay(opts: RelayOptions = {}): Promise<TestRelay> {
+  const mf = new Miniflare({
+    modules: true,
+    script: await workerBundle(),
+    compatibilityDate: "2026-04-01",
+    compatibilityFlags: ["nodejs_compat"],
+    durableObjects: { LOG: { className: "ChangesetLog", useSQLite: true } },
+    bindings: { RELAY_SECRET: TEST_SECRET, ...opts.bindings },
+    ...(opts.persist ? { durableObjectsPersist: opts.persist } : {}),
+    host: "127.0.0.1",
+    port: 0,
+  });
+  const url = (await mf.ready).toString().replace(/\/$/, "");
+  return {
+    url,
+    mf,
+    token: (role, sub, db = "*", ttl) => signToken({ db, role, sub }, TEST_SECRET, ttl),
+    close: () => mf.dispose(),
+  };
+}

@@ -1,0 +1,27 @@
+import { RelayError } from "../protocol/errors.ts";
+import { roleAtLeast, ROLES, verifyToken, type Role, type TokenClaims } from "../protocol/token.ts";
+import type { Env } from "./env.ts";
+
+/**
+ * Who is calling, for database `db`, needing at least `need`. Browsers cannot
+ * set headers on WebSockets, so a `token` query parameter is accepted too
+ * (trade-off: it can end up in access logs; see README).
+ */
+export async function authorize(env: Env, request: Request, db: string, need: Role): Promise<TokenClaims> {
+  const header = request.headers.get("authorization");
+  const query = new URL(request.url).searchParams.get("token");
+  const token = header ? /^Bearer\s+(\S+)$/i.exec(header)?.[1] : query ?? undefined;
+  if (header && !token) throw new RelayError("unauthorized", "Authorization header must be 'Bearer <token>'");
+  let claims: TokenClaims;
+  if (token === undefined) {
+    const pub = env.PUBLIC_ROLE as Role | undefined;
+    if (!pub || !ROLES.includes(pub)) throw new RelayError("unauthorized", "missing token");
+    claims = { db, role: pub, sub: "anonymous" };
+  } else {
+    if (!env.RELAY_SECRET) throw new RelayError("internal", "RELAY_SECRET is not configured on the relay");
+    claims = await verifyToken(token, env.RELAY_SECRET);
+  }
+  if (claims.db !== "*" && claims.db !== db) throw new RelayError("forbidden", `token is for database "${claims.db}", not "${db}"`);
+  if (!roleAtLeast(claims.role, need)) throw new RelayError("forbidden", `token role "${claims.role}" cannot ${need}`);
+  return claims;
+}

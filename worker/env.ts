@@ -1,0 +1,11 @@
+import type { ChangesetLog } from "./log.ts";
+
+export interface Env {
+  LOG: DurableObjectNamespace<ChangesetLog>;
+  /** HS256 secret for tokens: `.dev.vars` locally, `wrangler secret put RELAY_SECRET` in production. */
+  RELAY_SECRET?: string;
+  /** Request body limit in bytes (default 32 MiB). */
+  MAX_BODY_BYTES?: string;
+  /** Role granted to requests without a token ("read" or "write"); unset: tokens are required. */
+  PUBLIC_ROLE?: string;
+}

@@ -1,0 +1,94 @@
+import { Hono } from "hono";
+import { decode } from "../protocol/codec.ts";
+import { RelayError } from "../protocol/errors.ts";
+import { name, parsePushRequest } from "../protocol/messages.ts";
+import { validateChangeset } from "../protocol/changeset.ts";
+import { MAX_BODY_BYTES_DEFAULT } from "../protocol/limits.ts";
+import { MIN_PROTOCOL_VERSION, MSGPACK, PACKAGE_VERSION, PROTOCOL_VERSION } from "../protocol/version.ts";
+import { authorize } from "./auth.ts";
+import { errorResponse } from "./errors.ts";
+import type { Env } from "./env.ts";
+
+export { ChangesetLog } from "./log.ts";
+
+/**
+ * The front door: routing, auth, name checks, size limits and changeset
+ * validation happen here, so the database's Durable Object only ever sees
+ * requests that passed.
+ */
+const app = new Hono<{ Bindings: Env }>();
+
+app.get("/v1/health", (c) =>
+  c.json({ ok: true, version: PACKAGE_VERSION, protocol: { min: MIN_PROTOCOL_VERSION, max: PROTOCOL_VERSION } }),
+);
+
+function bodyLimit(env: Env): number {
+  const n = Number(env.MAX_BODY_BYTES);
+  return Number.isSafeInteger(n) && n > 0 ? n : MAX_BODY_BYTES_DEFAULT;
+}
+
+/** Read a request body, refusing as soon as it passes `limit` rather than buffering it whole. */
+async function readBody(request: Request, limit: number): Promise<Uint8Array> {
+  const tooLarge = () => new RelayError("payload_too_large", `request body exceeds ${limit} bytes`);
+  const declared = Number(request.headers.get("content-length") ?? NaN);
+  if (declared > limit) throw tooLarge();
+  if (!request.body) return new Uint8Array(0);
+  const parts: Uint8Array[] = [];
+  let size = 0;
+  const reader = request.body.getReader();
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.byteLength;
+    if (size > limit) {
+      await reader.cancel();
+      throw tooLarge();
+    }
+    parts.push(value);
+  }
+  if (parts.length === 1) return parts[0]!;
+  const out = new Uint8Array(size);
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.byteLength;
+  }
+  return out;
+}
+
+function logFor(env: Env, db: string) {
+  return env.LOG.get(env.LOG.idFromName(db));
+}
+
+app.post("/v1/db/:db/push", async (c) => {
+  const db = name(c.req.param("db"), "database name");
+  const claims = await authorize(c.env, c.req.raw, db, "write");
+  const type = c.req.header("content-type") ?? "";
+  if (!type.startsWith(MSGPACK)) throw new RelayError("unsupported_media_type", `push bodies must be ${MSGPACK}`);
+  const raw = await readBody(c.req.raw, bodyLimit(c.env));
+  const body = parsePushRequest(decode(raw));
+  if (claims.role !== "admin" && body.client !== claims.sub) {
+    throw new RelayError("forbidden", `client "${body.client}" does not match the token's sub "${claims.sub}"`);
+  }
+  body.entries.forEach((e, i) => {
+    try {
+      validateChangeset(e.changeset);
+    } catch (err) {
+      if (err instanceof RelayError) throw new RelayError(err.code, `entries[${i}] (cseq ${e.cseq}): ${err.message}`);
+      throw err;
+    }
+  });
+  return logFor(c.env, db).fetch("https://log/push", { method: "POST", body: raw, headers: { "content-type": MSGPACK } });
+});
+
+app.get("/v1/db/:db/pull", async (c) => {
+  const db = name(c.req.param("db"), "database name");
+  await authorize(c.env, c.req.raw, db, "read");
+  const q = new URL(c.req.url).search;
+  return logFor(c.env, db).fetch(`https://log/pull${q}`);
+});
+
+app.notFound((c) => errorResponse(new RelayError("not_found", `no route ${c.req.method} ${new URL(c.req.url).pathname}`)));
+app.onError((e) => errorResponse(e));
+
+export default app;
