@@ -517,7 +517,22 @@ function encodeFailure(what: string): never {
 const INT64_MIN = -(2n ** 63n);
 const INT64_MAX = 2n ** 63n - 1n;
 
-function writeValue(w: Writer, v: unknown, asReal: boolean, where: string): void {
+/** Names the value being written, for error messages; built only on failure. */
+interface Where {
+  index: number;
+  change: Change;
+  record: "old" | "new";
+}
+
+function describe(at: Where, column?: number): string {
+  const c = at.change;
+  return `change ${at.index} (${c.op} on ${JSON.stringify(c.table.name)}) ${at.record}` + (column === undefined ? "" : ` column ${column}`);
+}
+
+/** Strings up to this many UTF-16 units encode to at most 127 bytes: a one-byte varint. */
+const SHORT_TEXT = 42;
+
+function writeValue(w: Writer, v: unknown, asReal: boolean, at: Where, column: number): void {
   if (v === undefined) {
     w.byte(T_UNDEFINED);
   } else if (v === null) {
@@ -530,37 +545,46 @@ function writeValue(w: Writer, v: unknown, asReal: boolean, where: string): void
       w.view.setInt32(w.len, hi);
       w.view.setUint32(w.len + 4, v - hi * 4294967296);
     } else {
-      if (Number.isNaN(v)) encodeFailure(`${where}: NaN cannot be stored`);
+      if (Number.isNaN(v)) encodeFailure(`${describe(at, column)}: NaN cannot be stored`);
       w.buf[w.len++] = T_REAL;
       w.view.setFloat64(w.len, v);
     }
     w.len += 8;
   } else if (typeof v === "bigint") {
-    if (v < INT64_MIN || v > INT64_MAX) encodeFailure(`${where}: ${v} does not fit in a 64-bit INTEGER`);
+    if (v < INT64_MIN || v > INT64_MAX) encodeFailure(`${describe(at, column)}: ${v} does not fit in a 64-bit INTEGER`);
     w.reserve(9);
     w.buf[w.len++] = T_INTEGER;
     w.view.setBigInt64(w.len, v);
     w.len += 8;
   } else if (typeof v === "string") {
-    const bytes = utf8Encoder.encode(v);
-    w.byte(T_TEXT);
-    w.varint(bytes.length);
-    w.bytes(bytes);
+    if (v.length <= SHORT_TEXT) {
+      // Encode in place: no temporary array for the common short string.
+      w.reserve(2 + 3 * v.length);
+      w.buf[w.len] = T_TEXT;
+      const { written } = utf8Encoder.encodeInto(v, w.buf.subarray(w.len + 2));
+      w.buf[w.len + 1] = written;
+      w.len += 2 + written;
+    } else {
+      const bytes = utf8Encoder.encode(v);
+      w.byte(T_TEXT);
+      w.varint(bytes.length);
+      w.bytes(bytes);
+    }
   } else if (v instanceof Uint8Array) {
     w.byte(T_BLOB);
     w.varint(v.length);
     w.bytes(v);
   } else {
-    encodeFailure(`${where}: unsupported value of type ${typeof v}`);
+    encodeFailure(`${describe(at, column)}: unsupported value of type ${typeof v}`);
   }
 }
 
-function writeRecord(w: Writer, values: unknown, nCol: number, reals: readonly number[] | undefined, where: string): void {
+function writeRecord(w: Writer, values: unknown, nCol: number, reals: readonly number[] | undefined, at: Where): void {
   if (!Array.isArray(values) || values.length !== nCol) {
-    encodeFailure(`${where}: expected an array of ${nCol} values`);
+    encodeFailure(`${describe(at)}: expected an array of ${nCol} values`);
   }
   for (let i = 0; i < nCol; i++) {
-    writeValue(w, values[i], reals !== undefined && reals.includes(i), `${where} column ${i}`);
+    writeValue(w, values[i], reals !== undefined && reals.length > 0 && reals.includes(i), at, i);
   }
 }
 
@@ -613,7 +637,9 @@ export function encodeChangeset(cs: Changeset): Uint8Array {
   const w = new Writer();
   let current: TableHeader | undefined;
   let nextTable = 0;
-  for (const [index, c] of cs.changes.entries()) {
+  const changes = cs.changes;
+  for (let index = 0; index < changes.length; index++) {
+    const c = changes[index]!;
     const t = c.table;
     if (t !== current) {
       let j = nextTable;
@@ -627,7 +653,6 @@ export function encodeChangeset(cs: Changeset): Uint8Array {
       }
     }
     const nCol = t.pk.length;
-    const where = `change ${index} (${c.op} on ${JSON.stringify(t.name)})`;
     switch (c.op) {
       case "insert":
         w.byte(OP_INSERT);
@@ -639,11 +664,11 @@ export function encodeChangeset(cs: Changeset): Uint8Array {
         w.byte(OP_DELETE);
         break;
       default:
-        encodeFailure(`${where}: unknown op`);
+        encodeFailure(`change ${index}: unknown op ${JSON.stringify(c.op)}`);
     }
     w.byte(c.indirect ? 1 : 0);
-    if (c.op !== "insert") writeRecord(w, c.old, nCol, c.integralReals?.old, `${where} old`);
-    if (c.op !== "delete") writeRecord(w, c.new, nCol, c.integralReals?.new, `${where} new`);
+    if (c.op !== "insert") writeRecord(w, c.old, nCol, c.integralReals?.old, { index, change: c, record: "old" });
+    if (c.op !== "delete") writeRecord(w, c.new, nCol, c.integralReals?.new, { index, change: c, record: "new" });
   }
   for (; nextTable < cs.tables.length; nextTable++) writeHeader(w, cs.tables[nextTable]!);
   const out = w.buf.slice(0, w.len);
