@@ -1,4 +1,4 @@
-import { decodeChangeset, encodeChangeset, primaryKey, type Change, type SqlValue, type TableHeader } from "../protocol/changeset.ts";
+import { changesetTables, decodeChangeset, encodeChangeset, primaryKey, type Change, type SqlValue, type TableHeader } from "../protocol/changeset.ts";
 import { RelayError } from "../protocol/errors.ts";
 import { CONFLICT, RESOLUTION, type ConflictType, type Driver, type Row } from "./drivers/types.ts";
 import { resolve, type ConflictInfo, type ConflictKind, type ConflictOptions, type ConflictRecord } from "./conflicts.ts";
@@ -25,8 +25,7 @@ export interface EntryRef {
 
 export function applyWithPolicy(d: Driver, changeset: Uint8Array, ref: EntryRef, policy: ConflictOptions, schema: SchemaCache): ConflictRecord[] {
   if (changeset.byteLength === 0) return [];
-  const decoded = decodeChangeset(changeset);
-  for (const t of decoded.tables) schema.check(t);
+  for (const t of changesetTables(changeset)) schema.check(t);
   let conflicted = false;
   const clean = apply(d, changeset, () => {
     conflicted = true;
@@ -35,6 +34,7 @@ export function applyWithPolicy(d: Driver, changeset: Uint8Array, ref: EntryRef,
   if (clean) return [];
   if (!conflicted) throw new RelayError("apply_failed", `entry ${ref.seq} was aborted by SQLite`);
 
+  const decoded = decodeChangeset(changeset);
   const records: ConflictRecord[] = [];
   const keep: Change[] = [];
   for (const change of decoded.changes) {
@@ -92,8 +92,10 @@ export class SchemaCache {
     };
     if (!local) return mismatch("no such table");
     if (local.names.length < t.pk.length) mismatch(`${t.pk.length} columns in the changeset, ${local.names.length} locally`);
+    // SQLite compares each column's position in the PRIMARY KEY, not just membership.
     local.pk.forEach((p, i) => {
-      if ((p > 0) !== (t.pk[i] ?? false)) mismatch(`primary key differs at column ${i} ("${local.names[i]}")`);
+      const theirs = t.pkRaw?.[i] ?? (t.pk[i] ? -1 : 0);
+      if (p !== theirs) mismatch(`primary key differs at column ${i} ("${local.names[i]}")`);
     });
     return local;
   }

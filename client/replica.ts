@@ -1,5 +1,5 @@
 import { RelayError } from "../protocol/errors.ts";
-import { decodeChangeset } from "../protocol/changeset.ts";
+import { validateChangeset } from "../protocol/changeset.ts";
 import { isName } from "../protocol/messages.ts";
 import { MAX_ENTRIES_PER_PUSH, PULL_BYTE_BUDGET } from "../protocol/limits.ts";
 import { readTokenClaims } from "../protocol/token.ts";
@@ -150,8 +150,9 @@ export class Replica {
         const changeset = session.changeset();
         session.close();
         if (changeset.byteLength > 0) {
-          const bad = decodeChangeset(changeset).tables.find((t) => t.name.toLowerCase().startsWith("_relay_"));
-          if (bad) throw new RelayError("bad_request", `"${bad.name}" is internal to changeset-relay and cannot be written`);
+          // The codec refuses what the relay would refuse (internal tables,
+          // changesets SQLite cannot apply): better now than at push time.
+          validateChangeset(changeset);
           store.enqueue(d, this.nextCseq(), changeset);
         }
         d.exec("COMMIT");

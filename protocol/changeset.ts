@@ -139,7 +139,7 @@ function startsWithCI(buf: Uint8Array, at: number, end: number, prefix: string):
 
 // ignoreBOM: a leading U+FEFF is part of the value; the default strips it.
 const strictUtf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
-const lenientUtf8 = new TextDecoder("utf-8", { ignoreBOM: true });
+const lenientUtf8 = new TextDecoder("utf-8", { fatal: false, ignoreBOM: true });
 const utf8Encoder = new TextEncoder();
 
 /** Parser state handed to the visitors; valid only during the callback. */
@@ -441,6 +441,27 @@ function decodeRecord(s: Scan, view: DataView, at: Int32Array, reals: number[]):
 }
 
 /** Full decode, with exactly the strictness of validateChangeset. */
+function headerOf(s: Scan): TableHeader {
+  const pkRaw = s.buf.slice(s.pkAt, s.pkAt + s.nCol);
+  return { name: s.name, pk: Array.from(pkRaw, (f) => f !== 0), pkRaw };
+}
+
+/**
+ * The table headers of a changeset (validating all of it), without
+ * materialising values: what a replica checks against its schema before an
+ * apply, at the cost of a validation rather than a decode.
+ */
+export function changesetTables(bytes: Uint8Array): TableHeader[] {
+  const tables: TableHeader[] = [];
+  scan(bytes, {
+    table(s) {
+      tables.push(headerOf(s));
+    },
+    change() {},
+  });
+  return tables;
+}
+
 export function decodeChangeset(bytes: Uint8Array): Changeset {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const tables: TableHeader[] = [];
@@ -448,9 +469,7 @@ export function decodeChangeset(bytes: Uint8Array): Changeset {
   let table: TableHeader | undefined;
   scan(bytes, {
     table(s) {
-      const pkRaw = s.buf.slice(s.pkAt, s.pkAt + s.nCol);
-      const pk = Array.from(pkRaw, (f) => f !== 0);
-      table = { name: s.name, pk, pkRaw };
+      table = headerOf(s);
       tables.push(table);
     },
     change(s) {

@@ -18,7 +18,7 @@ async function reply(res: Response): Promise<Reply> {
 export async function pushRaw(url: string, db: string, token: string | undefined, body: Uint8Array, headers: Record<string, string> = {}): Promise<Reply> {
   const h: Record<string, string> = { "content-type": MSGPACK, ...headers };
   if (token) h.authorization = `Bearer ${token}`;
-  return reply(await fetch(`${url}/v1/db/${db}/push`, { method: "POST", body, headers: h }));
+  return reply(await fetch(`${url}/v1/db/${db}/push`, { method: "POST", body: body as Uint8Array<ArrayBuffer>, headers: h }));
 }
 
 export function push(url: string, db: string, token: string | undefined, client: string, entries: { cseq: number; changeset: Uint8Array }[]): Promise<Reply> {
