@@ -31,6 +31,8 @@ export interface RelayOptions {
   /** Directory to persist Durable Object storage in (a restart with the same dir keeps the log). */
   persist?: string;
   bindings?: Record<string, string>;
+  /** A fixed port, so a restarted relay is reachable at the same URL (default: any free port). */
+  port?: number;
 }
 
 export interface TestRelay {
@@ -38,6 +40,18 @@ export interface TestRelay {
   mf: Miniflare;
   token(role: Role, sub: string, db?: string, ttl?: number): Promise<string>;
   close(): Promise<void>;
+}
+
+/** A port that was free a moment ago. */
+export async function freePort(): Promise<number> {
+  const { createServer } = await import("node:net");
+  return new Promise((resolve, reject) => {
+    const srv = createServer().listen(0, "127.0.0.1", () => {
+      const { port } = srv.address() as { port: number };
+      srv.close(() => resolve(port));
+    });
+    srv.on("error", reject);
+  });
 }
 
 export async function startRelay(opts: RelayOptions = {}): Promise<TestRelay> {
@@ -50,7 +64,7 @@ export async function startRelay(opts: RelayOptions = {}): Promise<TestRelay> {
     bindings: { RELAY_SECRET: TEST_SECRET, ...opts.bindings },
     ...(opts.persist ? { durableObjectsPersist: opts.persist } : {}),
     host: "127.0.0.1",
-    port: 0,
+    port: opts.port ?? 0,
   });
   const url = (await mf.ready).toString().replace(/\/$/, "");
   return {
