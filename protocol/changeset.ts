@@ -16,7 +16,8 @@
  *
  * Rules where we are deliberately stricter than SQLite's own iterator
  * (sqlite3changeset_next, checked against SQLite 3.54.1) are marked STRICTER
- * where they are enforced. The common reason: the session module never writes
+ * where they are enforced; test/decoder-fuzz.test.ts names each one and
+ * checks that nothing else separates the two. The common reason: the session module never writes
  * such bytes, and the iterator's leniency turns them into silent data loss,
  * divergence between replicas, or an apply that fails on every replica.
  */
@@ -184,9 +185,9 @@ function readRecord(s: Scan, pos: number, at: Int32Array, allowUndefined: boolea
     pos++;
     switch (type) {
       case T_UNDEFINED:
-        // SQLite's iterator accepts undefined values in INSERT and DELETE
-        // records too, and apply then binds nothing for them. Its own format
-        // comment says these records never contain them.
+        // STRICTER: SQLite's iterator accepts undefined values in INSERT and
+        // DELETE records too, and apply then binds nothing for them. Its own
+        // format comment says these records never contain them.
         if (!allowUndefined) malformed(pos - 1, `${what}: column ${i} is undefined (type 0)`);
         break;
       case T_INTEGER:
@@ -239,8 +240,8 @@ function readTableHeader(s: Scan, pos: number): number {
   s.tableStart = pos;
   pos++;
   const nCol = readVarint(buf, pos, "table header column count");
-  // SQLite refuses 0 and anything above 65536; MAX_COLUMNS is SQLite's
-  // default SQLITE_MAX_COLUMN, so no real table has more.
+  // SQLite refuses 0 and anything above 65536. STRICTER: MAX_COLUMNS is
+  // SQLite's default SQLITE_MAX_COLUMN, so no real table has more.
   if (nCol === 0) malformed(pos, "table header has 0 columns");
   if (nCol > MAX_COLUMNS) malformed(pos, `table header has ${nCol} columns, more than ${MAX_COLUMNS}`);
   pos = varintEnd;
@@ -354,6 +355,9 @@ function checkUpdate(s: Scan): void {
 
 function scan(buf: Uint8Array, visitor: Visitor | undefined): { tables: number; changes: number } {
   const len = buf.length;
+  // STRICTER: SQLite reads zero bytes as a changeset without changes (and
+  // patchsets, below, as changesets without old values); a push carries a
+  // transaction's changes, and v1 replays full changesets only.
   if (len === 0) malformed(0, "empty input");
   const first = buf[0]!;
   if (first !== TABLE) {

@@ -6,7 +6,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { DatabaseSync, constants } from "node:sqlite";
-import sqlite3InitModule from "@sqlite.org/sqlite-wasm";
 import fc from "fast-check";
 import {
   decodeChangeset,
@@ -20,83 +19,7 @@ import {
   type TableHeader,
 } from "../protocol/changeset.ts";
 import { RelayError } from "../protocol/errors.ts";
-
-// ---------------------------------------------------------------- oracle
-
-const sqlite3 = await sqlite3InitModule();
-const { capi, wasm } = sqlite3;
-// The wasm helpers are typed with branded pointer types; plain numbers are what they take.
-type Ptr = any;
-
-function withWasmCopy<T>(bytes: Uint8Array, f: (p: Ptr) => T): T {
-  const p: Ptr = wasm.alloc(Math.max(1, bytes.length));
-  try {
-    wasm.heap8u().set(bytes, Number(p));
-    return f(p);
-  } finally {
-    wasm.dealloc(p);
-  }
-}
-
-/** sqlite3changeset_invert: the output bytes, or the SQLite error code. */
-function sqliteInvert(bytes: Uint8Array): Uint8Array | number {
-  return withWasmCopy(bytes, (p) => {
-    const sp = wasm.pstack.pointer;
-    try {
-      const pnOut: Ptr = wasm.pstack.allocPtr();
-      const ppOut: Ptr = wasm.pstack.allocPtr();
-      const rc = capi.sqlite3changeset_invert(bytes.length, p, pnOut, ppOut);
-      if (rc !== 0) return rc;
-      const n = Number(wasm.peek32(pnOut));
-      const q = Number(wasm.peekPtr(ppOut));
-      const out = wasm.heap8u().slice(q, q + n);
-      if (q !== 0) capi.sqlite3_free(q as Ptr);
-      return out;
-    } finally {
-      wasm.pstack.restore(sp);
-    }
-  });
-}
-
-interface SqliteChange {
-  table: string;
-  op: number;
-  indirect: number;
-  old: unknown[] | undefined;
-  new: unknown[] | undefined;
-}
-
-/** Walk with sqlite3changeset_start/next: rc 0 if SQLite's iterator accepts every byte, with what it saw. */
-function sqliteIterate(bytes: Uint8Array): { rc: number; changes: SqliteChange[] } {
-  return withWasmCopy(bytes, (p) => {
-    const sp = wasm.pstack.pointer;
-    const changes: SqliteChange[] = [];
-    try {
-      const ppIter: Ptr = wasm.pstack.allocPtr();
-      let rc = capi.sqlite3changeset_start(ppIter, bytes.length, p);
-      if (rc !== 0) return { rc, changes };
-      const it: Ptr = wasm.peekPtr(ppIter);
-      const [pzTab, pnCol, pOp, pInd] = wasm.pstack.allocPtr(4) as Ptr[];
-      while ((rc = capi.sqlite3changeset_next(it)) === capi.SQLITE_ROW) {
-        capi.sqlite3changeset_op(it, pzTab, pnCol, pOp, pInd);
-        const nCol = Number(wasm.peek32(pnCol));
-        const op = Number(wasm.peek32(pOp));
-        const read = (f: (it: Ptr, i: number) => unknown): unknown[] => Array.from({ length: nCol }, (_, i) => f(it, i));
-        changes.push({
-          table: wasm.cstrToJs(wasm.peekPtr(pzTab) as Ptr) ?? "",
-          op,
-          indirect: Number(wasm.peek32(pInd)),
-          old: op === capi.SQLITE_INSERT ? undefined : read(capi.sqlite3changeset_old_js),
-          new: op === capi.SQLITE_DELETE ? undefined : read(capi.sqlite3changeset_new_js),
-        });
-      }
-      const rcFinal = capi.sqlite3changeset_finalize(it);
-      return { rc: rc === capi.SQLITE_DONE ? rcFinal : rc, changes };
-    } finally {
-      wasm.pstack.restore(sp);
-    }
-  });
-}
+import { capi, sqliteInvert, sqliteIterate } from "./support/sqlite-oracle.ts";
 
 // ---------------------------------------------------------------- helpers
 
