@@ -10,27 +10,92 @@ const STATEMENT_CACHE_SIZE = 64;
 
 let module: Promise<Sqlite3Static> | undefined;
 
-/** The sqlite-wasm module, instantiated once per process (or worker). */
-export function loadSqliteWasm(): Promise<Sqlite3Static> {
-  module ??= sqlite3InitModule().catch((e: unknown) => {
+/** The VFS that file paths open on when `openWasm` is given none: set by `installOpfsSahPool`. */
+let persistentVfs: string | undefined;
+
+export interface LoadOptions {
+  /**
+   * Where sqlite3.wasm is served. Default: next to the sqlite-wasm module
+   * (`new URL("sqlite3.wasm", import.meta.url)`), which Vite, webpack and
+   * Rollup rewrite for you; bundlers that do not (esbuild) pass the URL
+   * their file loader gives for "@sqlite.org/sqlite-wasm/sqlite3.wasm".
+   */
+  wasmUrl?: string;
+}
+
+/** The sqlite-wasm module, instantiated once per process (or worker). Options count on the first call only. */
+export function loadSqliteWasm(options: LoadOptions = {}): Promise<Sqlite3Static> {
+  const { wasmUrl } = options;
+  // The published typings declare no argument; the Emscripten module takes the usual Module overrides.
+  const init = sqlite3InitModule as unknown as (module?: { locateFile?: (file: string) => string }) => Promise<Sqlite3Static>;
+  module ??= init(wasmUrl === undefined ? undefined : { locateFile: (file) => (file.endsWith(".wasm") ? wasmUrl : file) }).catch((e: unknown) => {
     module = undefined; // let a later call retry
     throw e;
   });
   return module;
 }
 
+export interface OpfsPoolOptions extends LoadOptions {
+  /**
+   * OPFS directory the pool lives in. The pool owns every file in it and
+   * holds all of them open, so only one worker of the origin may use one
+   * directory at a time: the caller serialises that (a Web Lock).
+   */
+  directory: string;
+  /** Attempts while the handles are still held by a closing context (a reloading tab's old worker). Default 20. */
+  attempts?: number;
+  /** First wait between attempts in ms, doubling up to 1 s. Default 25. */
+  retryMs?: number;
+}
+
 /**
- * Opens ":memory:", or a file on a persistent VFS (in a browser worker:
- * "opfs-sahpool", once installed). The default VFS of the Node build keeps
+ * Installs the "opfs-sahpool" VFS (OPFS through sync access handles: a
+ * dedicated Web Worker only, no cross-origin isolation needed) and makes it
+ * the VFS file paths open on. Resolves the VFS name; rejects when OPFS is
+ * not available here (the caller falls back to ":memory:").
+ */
+export async function installOpfsSahPool(options: OpfsPoolOptions): Promise<string> {
+  const sqlite3 = await loadSqliteWasm(options);
+  const attempts = options.attempts ?? 20;
+  let wait = options.retryMs ?? 25;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      // The typings lack forceReinitIfPreviouslyFailed (documented in the
+      // source): without it a failed first attempt is cached and returned forever.
+      const install = sqlite3.installOpfsSAHPoolVfs.bind(sqlite3) as (opts: Parameters<Sqlite3Static["installOpfsSAHPoolVfs"]>[0] & { forceReinitIfPreviouslyFailed?: boolean }) => ReturnType<Sqlite3Static["installOpfsSAHPoolVfs"]>;
+      const pool = await install({
+        directory: options.directory,
+        // Without it a failed init deletes the pool: a reloading tab whose old
+        // worker still holds the handles would wipe the database.
+        preserveOnInitFailure: true,
+        forceReinitIfPreviouslyFailed: true,
+      });
+      persistentVfs = pool.vfsName;
+      return pool.vfsName;
+    } catch (e) {
+      // Missing APIs never appear later; a busy handle (NoModificationAllowedError) does free up.
+      if (attempt >= attempts || /Missing required OPFS APIs/.test(String((e as Error)?.message))) throw e;
+      await new Promise((r) => setTimeout(r, wait));
+      wait = Math.min(wait * 2, 1000);
+    }
+  }
+}
+
+/**
+ * Opens ":memory:", or a file on a persistent VFS: `options.vfs`, else the one
+ * `installOpfsSahPool` installed. The default VFS of the Node build keeps
  * files in memory, so a path without a VFS would silently lose data.
  */
 export async function openWasm(path: string, options: { vfs?: string } = {}): Promise<Driver> {
   const sqlite3 = await loadSqliteWasm();
   const memory = path === ":memory:" || path === "";
-  if (!memory && options.vfs === undefined) {
+  const vfs = memory ? options.vfs : (options.vfs ?? persistentVfs);
+  if (!memory && vfs === undefined) {
     throw new Error(`wasm driver: "${path}" needs a persistent VFS; only ":memory:" works without one`);
   }
-  const db = new sqlite3.oo1.DB(options.vfs === undefined ? { filename: path } : { filename: path, vfs: options.vfs });
+  // opfs-sahpool only recognises absolute paths.
+  const filename = !memory && vfs !== undefined && !path.startsWith("/") ? `/${path}` : path;
+  const db = new sqlite3.oo1.DB(vfs === undefined ? { filename } : { filename, vfs });
   const driver = new WasmDriver(sqlite3, db, !memory);
   driver.exec("PRAGMA foreign_keys = ON");
   return driver;

@@ -33,6 +33,8 @@ export interface RelayOptions {
   bindings?: Record<string, string>;
   /** A fixed port, so a restarted relay is reachable at the same URL (default: any free port). */
   port?: number;
+  /** Serve this directory as the Worker's static assets, as wrangler.toml's [assets] does (the demo: "demo/dist"). */
+  assets?: string;
 }
 
 export interface TestRelay {
@@ -63,6 +65,8 @@ export async function startRelay(opts: RelayOptions = {}): Promise<TestRelay> {
     durableObjects: { LOG: { className: "ChangesetLog", useSQLite: true } },
     bindings: { RELAY_SECRET: TEST_SECRET, ...opts.bindings },
     ...(opts.persist ? { durableObjectsPersist: opts.persist } : {}),
+    // Routed like wrangler.toml's [assets]: /v1/* straight to the Worker, other paths are files when there is one.
+    ...(opts.assets ? { assets: { directory: opts.assets, routerConfig: { has_user_worker: true, static_routing: { user_worker: ["/v1/*"] } } } } : {}),
     host: "127.0.0.1",
     port: opts.port ?? 0,
   });

@@ -1,0 +1,235 @@
+/**
+ * The owner side: the one worker of an origin that has the database open.
+ * It runs the real Replica (client/replica.ts, wasm driver, OPFS) and serves
+ * calls from its own page and from the other tabs' workers alike; nothing of
+ * the sync logic is repeated here.
+ */
+import { RelayError } from "../../protocol/errors.ts";
+import { installOpfsSahPool } from "../drivers/wasm.ts";
+import { openReplica, type Replica, type ReplicaEvents, type Tx } from "../replica.ts";
+import type { Params } from "../drivers/types.ts";
+import { toWire, type CallArgs, type EventName, type Method, type SharedStatus, type Storage, type WorkerOpenOptions } from "./messages.ts";
+import { liveControl, type LiveControl } from "./live.ts";
+
+const FORWARDED: readonly (keyof ReplicaEvents & EventName)[] = ["change", "sync", "conflict", "error", "connection"];
+/** Status changes without an event (an own entry confirmed by the socket, say) still reach the pages within this. */
+const STATUS_POLL_MS = 250;
+
+export interface HostEvents {
+  emit(name: EventName, payload: unknown): void;
+  warn(message: string): void;
+}
+
+/** One interactive transaction driven from a page, op by op. */
+interface TxSession {
+  origin: string;
+  run(op: (tx: Tx) => Promise<unknown>): Promise<unknown>;
+  end(commit: boolean): Promise<void>;
+}
+
+class Rollback extends Error {}
+
+export class Host {
+  readonly storage: Storage;
+  private readonly replica: Replica;
+  private readonly live: LiveControl;
+  private readonly out: HostEvents;
+  private readonly txs = new Map<string, TxSession>();
+  private readonly poll: ReturnType<typeof setInterval>;
+  private lastStatus = "";
+  private nextTx = 1;
+  private closed = false;
+
+  private constructor(replica: Replica, storage: Storage, live: LiveControl, out: HostEvents) {
+    this.replica = replica;
+    this.storage = storage;
+    this.live = live;
+    this.out = out;
+    for (const name of FORWARDED) {
+      replica.on(name, (payload) => {
+        this.out.emit(name, name === "error" ? toWire(payload) : payload);
+        this.statusChanged();
+      });
+    }
+    live.onConnection((connected) => {
+      this.out.emit("connection", { connected });
+      this.statusChanged();
+    });
+    this.poll = setInterval(() => this.statusChanged(), STATUS_POLL_MS);
+  }
+
+  /** Open the database: OPFS when this browser has it, else memory with a warning. */
+  static async open(opts: WorkerOpenOptions, out: HostEvents): Promise<Host> {
+    let path = opts.path;
+    let storage: Storage = "memory";
+    if (opts.storage !== "memory" && path !== ":memory:") {
+      try {
+        await installOpfsSahPool({ directory: `.changeset-relay/${path}`, ...(opts.wasmUrl ? { wasmUrl: opts.wasmUrl } : {}) });
+        storage = "opfs";
+      } catch (e) {
+        path = ":memory:";
+        out.warn(
+          `changeset-relay: OPFS is not available here (${(e as Error)?.message ?? e}); ` +
+            `database "${opts.db}" is kept in memory and its unsynced writes are lost when the tab closes.`,
+        );
+      }
+    } else {
+      path = ":memory:";
+    }
+    const { live, wasmUrl: _wasmUrl, storage: _storage, ...rest } = opts;
+    const replica = await openReplica({ ...rest, path, driver: "wasm" });
+    return new Host(replica, storage, liveControl(replica, live ?? false), out);
+  }
+
+  status(): SharedStatus {
+    const s = this.replica.status();
+    return { ...s, connected: this.live.connected(s.connected), storage: this.storage, persistent: this.storage === "opfs", live: this.live.enabled };
+  }
+
+  /** Run one call from tab `origin`. */
+  async handle(method: Method, args: unknown[], origin: string): Promise<unknown> {
+    if (this.closed) throw new RelayError("closed", "replica is closed");
+    switch (method) {
+      case "exec": {
+        const [sql, params] = args as CallArgs["exec"];
+        return this.replica.exec(sql, params);
+      }
+      case "query": {
+        const [sql, params] = args as CallArgs["query"];
+        return this.replica.query(sql, params);
+      }
+      case "sync":
+        return this.replica.sync();
+      case "conflicts":
+        return this.replica.conflicts();
+      case "setLive": {
+        const [enabled] = args as CallArgs["setLive"];
+        this.live.set(enabled);
+        this.statusChanged();
+        return undefined;
+      }
+      case "status":
+        return this.status();
+      case "txBegin":
+        return this.begin(origin);
+      case "txExec": {
+        const [id, sql, params] = args as CallArgs["txExec"];
+        return this.tx(id, origin).run((tx) => tx.exec(sql, params as Params));
+      }
+      case "txQuery": {
+        const [id, sql, params] = args as CallArgs["txQuery"];
+        return this.tx(id, origin).run((tx) => tx.query(sql, params as Params));
+      }
+      case "txEnd": {
+        const [id, commit] = args as CallArgs["txEnd"];
+        const session = this.tx(id, origin);
+        this.txs.delete(id);
+        return session.end(commit);
+      }
+    }
+  }
+
+  /** A tab went away: roll back what it left open. */
+  abandon(origin: string): void {
+    for (const [id, s] of this.txs) {
+      if (s.origin !== origin) continue;
+      this.txs.delete(id);
+      s.end(false).catch(() => undefined);
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    clearInterval(this.poll);
+    for (const id of [...this.txs.keys()]) this.txs.get(id)?.end(false).catch(() => undefined);
+    this.txs.clear();
+    this.live.stop();
+    await this.replica.close();
+  }
+
+  private tx(id: string, origin: string): TxSession {
+    const s = this.txs.get(id);
+    if (!s || s.origin !== origin) throw new RelayError("closed", "transaction already finished");
+    return s;
+  }
+
+  /**
+   * Starts replica.transaction() with a body that waits for the page's ops:
+   * the replica's own capture/outbox/commit logic runs unchanged. Resolves the
+   * transaction's id once BEGIN has run.
+   */
+  private begin(origin: string): Promise<string> {
+    const id = `${origin}:${this.nextTx++}`;
+    const queue: { op: (tx: Tx) => Promise<unknown>; resolve: (v: unknown) => void; reject: (e: unknown) => void }[] = [];
+    let wake: (() => void) | undefined;
+    let ending: { commit: boolean } | undefined;
+    let started!: () => void;
+    const startedP = new Promise<void>((r) => (started = r));
+    const done = this.replica
+      .transaction(async (tx) => {
+        started();
+        for (;;) {
+          const next = queue.shift();
+          if (next) {
+            try {
+              next.resolve(await next.op(tx));
+            } catch (e) {
+              next.reject(e);
+            }
+            continue;
+          }
+          if (ending) {
+            if (!ending.commit) throw new Rollback();
+            return;
+          }
+          await new Promise<void>((r) => (wake = r));
+          wake = undefined;
+        }
+      })
+      .catch((e: unknown) => {
+        if (!(e instanceof Rollback)) throw e;
+      });
+    const session: TxSession = {
+      origin,
+      run: (op) =>
+        new Promise((resolve, reject) => {
+          if (ending) return reject(new RelayError("closed", "transaction already finished"));
+          queue.push({ op, resolve, reject });
+          wake?.();
+        }),
+      end: (commit) => {
+        ending ??= { commit };
+        wake?.();
+        return done;
+      },
+    };
+    this.txs.set(id, session);
+    return new Promise<string>((resolve, reject) => {
+      startedP.then(() => resolve(id));
+      // Before BEGIN (read-only replica, closed) this rejects txBegin; after it,
+      // txEnd reports the outcome (this late reject is then a no-op).
+      done.then(
+        () => this.txs.delete(id),
+        (e: unknown) => {
+          this.txs.delete(id);
+          reject(e);
+        },
+      );
+    });
+  }
+
+  private statusChanged(): void {
+    if (this.closed) return;
+    let s: SharedStatus;
+    try {
+      s = this.status();
+    } catch {
+      return; // closing
+    }
+    const json = JSON.stringify(s);
+    if (json === this.lastStatus) return;
+    this.lastStatus = json;
+    this.out.emit("status", null);
+  }
+}

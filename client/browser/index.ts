@@ -1,0 +1,271 @@
+/**
+ * changeset-relay in the browser: the same openReplica() API as
+ * "changeset-relay/client", backed by a dedicated Web Worker that runs the
+ * replica on the official SQLite WASM build, persisted in the origin private
+ * file system (opfs-sahpool VFS: no cross-origin isolation headers needed).
+ * This module is a thin message-passing proxy; see worker.ts for the worker
+ * and for how tabs of one origin share one database.
+ */
+import { RelayError } from "../../protocol/errors.ts";
+import type { ConflictRecord } from "../conflicts.ts";
+import type { Params, Row } from "../drivers/types.ts";
+import type { ChangeEvent, SyncEvent, Tx } from "../replica.ts";
+import { fromWire, type BrowserStatus, type Method, type PageToWorker, type WireError, type WorkerOpenOptions, type WorkerToPage } from "./messages.ts";
+
+export type { BrowserStatus, Storage } from "./messages.ts";
+export type { ChangeEvent, SyncEvent, Tx } from "../replica.ts";
+export type { ConflictRecord, ConflictKind, Resolution, TablePolicy } from "../conflicts.ts";
+export type { Params, Row } from "../drivers/types.ts";
+export { RelayError, isRelayError } from "../../protocol/errors.ts";
+export type { ErrorCode } from "../../protocol/errors.ts";
+
+export interface BrowserReplicaOptions extends Omit<WorkerOpenOptions, "path" | "conflicts"> {
+  /**
+   * The database file in OPFS ([A-Za-z0-9_.-], default `<db>.sqlite3`), or
+   * ":memory:". Tabs that open the same file share one replica.
+   */
+  path?: string;
+  /** Conflict policies by name; a custom onConflict function cannot cross into the worker. */
+  conflicts?: WorkerOpenOptions["conflicts"] | undefined;
+  /**
+   * The database worker, when the bundler does not find it by itself (esbuild):
+   * its URL, or a function that starts it. Default: `new URL("./worker.js", import.meta.url)`.
+   */
+  worker?: URL | string | (() => Worker);
+}
+
+export interface BrowserReplicaEvents {
+  change: ChangeEvent;
+  sync: SyncEvent;
+  conflict: ConflictRecord;
+  error: RelayError;
+  connection: { connected: boolean };
+  /** Something in status() changed (pending count, cursor, connection, owner tab...). */
+  status: BrowserStatus;
+  /** This tab's worker took over the database from a tab that closed, or another tab did. */
+  owner: { owner: boolean };
+}
+
+const PATH = /^[A-Za-z0-9_.-]{1,128}$/;
+
+/**
+ * Open (or create) a replica of `db` that lives in a Web Worker and persists
+ * in OPFS. Resolves once the database is open (here or in the tab that owns it).
+ *
+ * @example
+ * import { openReplica } from "changeset-relay/browser";
+ * const replica = await openReplica({ url: location.origin, db: "todos", token, live: true,
+ *   schema: ["CREATE TABLE IF NOT EXISTS todo(id TEXT PRIMARY KEY, title TEXT, done INTEGER)"] });
+ * replica.on("change", () => render());
+ * await replica.exec("INSERT INTO todo VALUES (?, ?, 0)", [crypto.randomUUID(), "milk"]);
+ */
+export async function openReplica(options: BrowserReplicaOptions): Promise<BrowserReplica> {
+  const { worker: spec, path: givenPath, conflicts, ...rest } = options;
+  if ((options.conflicts as { onConflict?: unknown } | undefined)?.onConflict !== undefined) {
+    throw new RelayError("bad_request", "conflicts.onConflict cannot run in the database worker: use per-table policies in the browser");
+  }
+  const path = givenPath ?? `${options.db}.sqlite3`;
+  if (path !== ":memory:" && !PATH.test(path)) throw new RelayError("invalid_name", "path must match [A-Za-z0-9_.-]{1,128} or be \":memory:\"");
+  const worker = startWorker(spec);
+  const replica = new BrowserReplica(worker);
+  await replica.opened({ ...rest, ...(conflicts ? { conflicts } : {}), path });
+  return replica;
+}
+
+function startWorker(spec: BrowserReplicaOptions["worker"]): Worker {
+  if (typeof spec === "function") return spec();
+  // The literal `new Worker(new URL(...), { type: "module" })` is what Vite,
+  // webpack and Parcel recognise to bundle the worker and its .wasm.
+  if (spec === undefined) return new Worker(new URL("./worker.js", import.meta.url), { type: "module" });
+  return new Worker(spec, { type: "module" });
+}
+
+type Listener = (e: never) => void;
+
+export class BrowserReplica {
+  #worker: Worker;
+  #status: BrowserStatus | undefined;
+  #nextId = 1;
+  #calls = new Map<number, { resolve: (v: unknown) => void; reject: (e: unknown) => void }>();
+  #listeners = new Map<keyof BrowserReplicaEvents, Set<Listener>>();
+  #open: { resolve: () => void; reject: (e: unknown) => void } | undefined;
+  #closed: Promise<void> | undefined;
+  #closedResolve: (() => void) | undefined;
+  /** Milliseconds from starting the worker to an open database (OPFS install included). */
+  openMs = 0;
+
+  /** Use `openReplica`. */
+  constructor(worker: Worker) {
+    this.#worker = worker;
+    worker.addEventListener("message", (e: MessageEvent<WorkerToPage>) => this.#onMessage(e.data));
+    worker.addEventListener("error", (e: ErrorEvent) => {
+      const err = new RelayError("internal", `database worker failed: ${e.message || "could not load it (is the worker URL served?)"}`);
+      this.#open?.reject(err);
+      for (const c of this.#calls.values()) c.reject(err);
+      this.#calls.clear();
+    });
+  }
+
+  /** @internal */
+  opened(options: WorkerOpenOptions): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      this.#open = { resolve, reject };
+      this.#post({ t: "open", options });
+    }).catch((e: unknown) => {
+      this.#worker.terminate();
+      throw e;
+    });
+  }
+
+  get clientId(): string {
+    return this.status().clientId;
+  }
+
+  /** Run one write transaction; it becomes one changeset. */
+  exec(sql: string, params?: Params): Promise<{ changes: number }> {
+    return this.#call("exec", params === undefined ? [sql] : [sql, params]) as Promise<{ changes: number }>;
+  }
+
+  /** Read with SQL; rows as plain objects. Sees pending local writes. */
+  query<T extends Row = Row>(sql: string, params?: Params): Promise<T[]> {
+    return this.#call("query", params === undefined ? [sql] : [sql, params]) as Promise<T[]>;
+  }
+
+  /**
+   * Several statements as one transaction, one changeset. Each tx call is a
+   * round trip to the worker; the database is locked for other writers
+   * (this tab's and the other tabs') until `fn` settles, so keep it short.
+   */
+  async transaction<T>(fn: (tx: Tx) => Promise<T> | T): Promise<T> {
+    const id = (await this.#call("txBegin", [])) as string;
+    let done = false;
+    const tx: Tx = {
+      exec: (sql, params) => {
+        if (done) return Promise.reject(new RelayError("closed", "transaction already finished"));
+        return this.#call("txExec", params === undefined ? [id, sql] : [id, sql, params]) as Promise<{ changes: number }>;
+      },
+      query: <R extends Row>(sql: string, params?: Params) => {
+        if (done) return Promise.reject(new RelayError("closed", "transaction already finished"));
+        return this.#call("txQuery", params === undefined ? [id, sql] : [id, sql, params]) as Promise<R[]>;
+      },
+    };
+    let result: T;
+    try {
+      result = await fn(tx);
+    } catch (e) {
+      done = true;
+      await this.#call("txEnd", [id, false]).catch(() => undefined);
+      throw e;
+    }
+    done = true;
+    await this.#call("txEnd", [id, true]);
+    return result;
+  }
+
+  /** Push everything pending, pull to the head of the log, rebase. */
+  sync(): Promise<SyncEvent> {
+    return this.#call("sync", []) as Promise<SyncEvent>;
+  }
+
+  /**
+   * Live sync on or off (off: an "offline" switch; writes keep queueing).
+   * The replica is shared by the origin's tabs, so this switches it for all of them.
+   */
+  async setLive(enabled: boolean): Promise<void> {
+    await this.#call("setLive", [enabled]);
+  }
+
+  /** The last status the worker reported: updated with every result and event. */
+  status(): BrowserStatus {
+    if (!this.#status) throw new RelayError("closed", "replica is not open");
+    return this.#status;
+  }
+
+  /** Conflicts recorded so far, oldest first. */
+  conflicts(): Promise<ConflictRecord[]> {
+    return this.#call("conflicts", []) as Promise<ConflictRecord[]>;
+  }
+
+  on<K extends keyof BrowserReplicaEvents>(event: K, fn: (e: BrowserReplicaEvents[K]) => void): () => void {
+    let set = this.#listeners.get(event);
+    if (!set) this.#listeners.set(event, (set = new Set()));
+    set.add(fn as Listener);
+    return () => set.delete(fn as Listener);
+  }
+
+  /** Close the database (or leave it to the other tabs) and stop the worker. */
+  close(): Promise<void> {
+    this.#closed ??= new Promise<void>((resolve) => {
+      this.#closedResolve = resolve;
+      this.#post({ t: "close" });
+      // A worker that cannot answer any more is stopped all the same.
+      setTimeout(resolve, 5000);
+    }).then(() => this.#worker.terminate());
+    return this.#closed;
+  }
+
+  #call(method: Method, args: unknown[]): Promise<unknown> {
+    if (this.#closed) return Promise.reject(new RelayError("closed", "replica is closed"));
+    const id = this.#nextId++;
+    return new Promise((resolve, reject) => {
+      this.#calls.set(id, { resolve, reject });
+      this.#post({ t: "call", id, method, args });
+    });
+  }
+
+  #post(m: PageToWorker): void {
+    this.#worker.postMessage(m);
+  }
+
+  #onMessage(m: WorkerToPage): void {
+    switch (m.t) {
+      case "opened":
+        this.#status = m.status;
+        this.openMs = m.openMs;
+        this.#open?.resolve();
+        this.#open = undefined;
+        return;
+      case "open-failed":
+        this.#open?.reject(fromWire(m.error));
+        this.#open = undefined;
+        return;
+      case "result": {
+        if (m.status) this.#setStatus(m.status);
+        const c = this.#calls.get(m.id);
+        if (!c) return;
+        this.#calls.delete(m.id);
+        if (m.ok) c.resolve(m.value);
+        else c.reject(fromWire(m.error));
+        return;
+      }
+      case "event":
+        if (!this.#status) return; // before open: the opened message carries the state
+        this.#setStatus(m.status);
+        if (m.name === "status") return;
+        this.#emit(m.name, m.name === "error" ? fromWire(m.payload as WireError) : m.payload);
+        return;
+      case "warn":
+        console.warn(m.message);
+        return;
+      case "closed":
+        this.#closedResolve?.();
+        return;
+    }
+  }
+
+  #setStatus(s: BrowserStatus): void {
+    const changed = JSON.stringify(s) !== JSON.stringify(this.#status);
+    this.#status = s;
+    if (changed) this.#emit("status", s);
+  }
+
+  #emit(event: keyof BrowserReplicaEvents, payload: unknown): void {
+    for (const fn of this.#listeners.get(event) ?? []) {
+      try {
+        (fn as (e: unknown) => void)(payload);
+      } catch (e) {
+        console.error(`changeset-relay: a "${String(event)}" listener threw`, e);
+      }
+    }
+  }
+}

@@ -1,0 +1,126 @@
+/**
+ * Messages between a page and its database worker (postMessage), and between
+ * the workers of one origin's tabs (BroadcastChannel). Everything here is
+ * structured-cloneable: errors travel as { code, message } and are rebuilt
+ * as RelayError on arrival.
+ *
+ *   page ──call──▶ own worker ──(owner? run it : req over the channel)──▶ owner tab's worker
+ *   page ◀─result/event/status── own worker ◀──res/event/status── owner tab's worker
+ */
+import { isErrorCode, RelayError, type ErrorCode } from "../../protocol/errors.ts";
+import type { ConflictOptions } from "../conflicts.ts";
+import type { Params } from "../drivers/types.ts";
+import type { ReplicaStatus } from "../replica.ts";
+
+export const PROTOCOL = "changeset-relay/browser@1";
+
+/** The openReplica options that can cross a thread boundary (no functions, no transports). */
+export interface WorkerOpenOptions {
+  url: string;
+  db: string;
+  token?: string;
+  /** OPFS file name; ":memory:" for a replica that lives as long as its owner tab. */
+  path: string;
+  schema?: string[];
+  conflicts?: Omit<ConflictOptions, "onConflict">;
+  clientId?: string;
+  live?: boolean;
+  readOnly?: boolean;
+  backoff?: { baseMs?: number; capMs?: number; maxAttempts?: number };
+  /** Force a storage: "memory" skips OPFS. Default "auto": OPFS when the browser has it. */
+  storage?: "auto" | "memory";
+  /** URL of sqlite3.wasm when the bundler does not place it next to the worker. */
+  wasmUrl?: string;
+}
+
+export type Storage = "opfs" | "memory";
+
+/** What `status()` reports in a browser: the replica's status plus where it lives. */
+export interface BrowserStatus extends ReplicaStatus {
+  /** "opfs": persisted in the origin private file system; "memory": gone when the owner tab closes. */
+  storage: Storage;
+  persistent: boolean;
+  /** Whether this tab's worker owns the database (the others proxy through it). */
+  owner: boolean;
+  /** Whether live sync is switched on (see setLive); `connected` says whether it is connected. */
+  live: boolean;
+}
+
+/** Status fields that belong to the database, the same in every tab. */
+export type SharedStatus = Omit<BrowserStatus, "owner">;
+
+export type Method =
+  | "exec"
+  | "query"
+  | "sync"
+  | "conflicts"
+  | "setLive"
+  | "status"
+  | "txBegin"
+  | "txExec"
+  | "txQuery"
+  | "txEnd";
+
+export interface CallArgs {
+  exec: [sql: string, params?: Params];
+  query: [sql: string, params?: Params];
+  sync: [];
+  conflicts: [];
+  setLive: [enabled: boolean];
+  status: [];
+  txBegin: [];
+  txExec: [tx: string, sql: string, params?: Params];
+  txQuery: [tx: string, sql: string, params?: Params];
+  txEnd: [tx: string, commit: boolean];
+}
+
+export interface WireError {
+  code: ErrorCode | "unknown";
+  message: string;
+  name: string;
+}
+
+export type EventName = "change" | "sync" | "conflict" | "error" | "connection" | "status" | "owner";
+
+/** page → worker */
+export type PageToWorker =
+  | { t: "open"; options: WorkerOpenOptions }
+  | { t: "call"; id: number; method: Method; args: unknown[] }
+  | { t: "close" };
+
+/** worker → page */
+export type WorkerToPage =
+  | { t: "opened"; status: BrowserStatus; openMs: number }
+  | { t: "open-failed"; error: WireError }
+  | { t: "result"; id: number; ok: true; value: unknown; status: BrowserStatus }
+  | { t: "result"; id: number; ok: false; error: WireError; status: BrowserStatus | undefined }
+  | { t: "event"; name: EventName; payload: unknown; status: BrowserStatus }
+  | { t: "warn"; message: string }
+  | { t: "closed" };
+
+/** worker ↔ worker, on the BroadcastChannel of one database */
+export type Peer =
+  /** A tab's worker looking for the owner. */
+  | { t: "hello"; from: string }
+  /** The owner announcing itself (on taking over, and in answer to hello). */
+  | { t: "owner"; owner: string; status: SharedStatus }
+  | { t: "req"; from: string; id: number; method: Method; args: unknown[] }
+  | { t: "res"; to: string; id: number; ok: true; value: unknown; status: SharedStatus }
+  | { t: "res"; to: string; id: number; ok: false; error: WireError; status: SharedStatus }
+  | { t: "event"; name: EventName; payload: unknown; status: SharedStatus };
+
+export function toWire(e: unknown): WireError {
+  if (e instanceof RelayError) return { code: e.code, message: e.message, name: e.name };
+  const err = e as { message?: unknown; name?: unknown } | null;
+  return { code: "unknown", message: typeof err?.message === "string" ? err.message : String(e), name: typeof err?.name === "string" ? err.name : "Error" };
+}
+
+export function fromWire(w: WireError): Error {
+  if (isErrorCode(w.code)) return new RelayError(w.code, w.message);
+  return Object.assign(new Error(w.message), { name: w.name });
+}
+
+/** Names of the Web Lock and BroadcastChannel of one database file of one origin. */
+export function channelName(db: string, path: string): string {
+  return `changeset-relay:${db}:${path}`;
+}
