@@ -7,6 +7,7 @@ import { openReplica, type BrowserReplica, type BrowserStatus, type ConflictReco
 // esbuild's file loader copies the .wasm into the build and gives its URL:
 // esbuild does not follow `new URL("sqlite3.wasm", import.meta.url)` by itself.
 import wasmFile from "@sqlite.org/sqlite-wasm/sqlite3.wasm";
+import { DEMO_SCHEMA } from "./schema.ts";
 
 type Todo = {
   id: string;
@@ -15,7 +16,6 @@ type Todo = {
   created_at: number;
 };
 
-const SCHEMA = ["CREATE TABLE IF NOT EXISTS todo(id TEXT PRIMARY KEY, title TEXT NOT NULL, done INTEGER NOT NULL DEFAULT 0, created_at INTEGER NOT NULL)"];
 
 const params = new URLSearchParams(location.search);
 const db = /^[A-Za-z0-9_-]{1,64}$/.test(params.get("db") ?? "") ? params.get("db")! : "demo";
@@ -96,7 +96,7 @@ async function open(): Promise<BrowserReplica> {
     url: location.origin,
     db,
     token,
-    schema: SCHEMA,
+    schema: DEMO_SCHEMA,
     live: localStorage.getItem(keys.offline) !== "1",
     worker: new URL("./worker.js", import.meta.url),
     wasmUrl: new URL(wasmFile, import.meta.url).href,

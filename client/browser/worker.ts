@@ -86,7 +86,7 @@ async function start(opts: WorkerOpenOptions): Promise<void> {
     if (opts.path !== ":memory:" && opts.storage !== "memory") {
       post({ t: "warn", message: "changeset-relay: Web Locks are not available (not a secure context?): this tab's replica is not shared with other tabs" });
     }
-    await becomeOwner({ ...opts, storage: locks ? opts.storage ?? "auto" : "memory" });
+    await becomeOwner(opts);
     return;
   }
   const key = channelName(opts.db, opts.path);
