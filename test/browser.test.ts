@@ -9,6 +9,7 @@ import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import type { Browser, BrowserContext, Page } from "playwright-core";
 import type { Replica } from "../client/index.ts";
+import type { BrowserReplica } from "../client/browser/index.ts";
 import { DEMO_SCHEMA } from "../demo/schema.ts";
 import { launch, screenshot, seedToken, WAIT, watchPage } from "./support/browser.ts";
 import { startRelay, type TestRelay } from "./support/relay.ts";
@@ -45,6 +46,9 @@ interface Demo {
 async function newProfile(db: string, who: string, origin = relay.url): Promise<Demo> {
   const context = await browser.newContext();
   contexts.push(context);
+  await context.addInitScript(() => {
+    (globalThis as unknown as { demoReplica: () => unknown }).demoReplica = () => (globalThis as unknown as { demo: { replica: unknown } }).demo.replica;
+  });
   await seedToken(context, db, await relay.token("write", `${who}-${dbCounter}`, db));
   return openTab(context, db, who, origin);
 }
@@ -125,6 +129,14 @@ function browserDump(page: Page): Promise<string> {
     query: (sql: string) => page.evaluate((q) => (globalThis as unknown as { demo: { replica: { query(q: string): Promise<unknown[]> } } }).demo.replica.query(q), sql),
   };
   return dump(proxy as unknown as Replica);
+}
+
+/** The demo's replica, inside page.evaluate. */
+declare global {
+  function demoReplica(): BrowserReplica;
+}
+async function cursorOf(page: Page): Promise<number> {
+  return page.evaluate(() => demoReplica().status().cursor);
 }
 
 describe("the demo in Chromium", () => {
@@ -212,15 +224,87 @@ describe("the demo in Chromium", () => {
     const clientIds = await Promise.all([first.page, second.page].map((p) => p.textContent("[data-testid=client-id]")));
     assert.equal(clientIds[0], clientIds[1], "one replica, one client id");
     await pending(second.page, 0); // the owner's status reaches the other tab too
+    // A transaction from a non-owner tab runs in the owner, op by op, and is one changeset.
+    const before = await cursorOf(second.page);
+    await second.page.evaluate(() =>
+      demoReplica().transaction(async (tx) => {
+        await tx.exec("INSERT INTO todo(id, title, done, created_at) VALUES ('t1', 'tx one', 0, 1e13)");
+        await tx.exec("UPDATE todo SET title = 'tx one (edited)' WHERE id = 't1'");
+      }),
+    );
+    await waitForItems(other.page, [{ title: "from tab 2", done: false }, { title: "tx one (edited)", done: false }], "a cross-tab transaction replicates");
+    await second.page.waitForFunction((c) => demoReplica().status().cursor === c + 1, before, { timeout: WAIT });
+    // A tab that dies inside a transaction must not leave the database locked for the others.
+    const third = await openTab(first.context, db, "tab3");
+    await third.page.evaluate(() => {
+      void demoReplica().transaction(async (tx) => {
+        await tx.exec("INSERT INTO todo(id, title, done, created_at) VALUES ('t2', 'never committed', 0, 2e13)");
+        (globalThis as unknown as { txOpen: boolean }).txOpen = true;
+        await new Promise(() => undefined);
+      });
+    });
+    await third.page.waitForFunction(() => (globalThis as unknown as { txOpen?: boolean }).txOpen === true, null, { timeout: WAIT });
+    await third.page.close();
+    await add(first.page, "after an abandoned transaction");
+    const three = [
+      { title: "from tab 2", done: false },
+      { title: "after an abandoned transaction", done: false },
+      { title: "tx one (edited)", done: false },
+    ];
+    await waitForItems(first.page, three, "the owner goes on writing after a tab died mid-transaction, which rolled back");
+    await waitForItems(other.page, three, "and replicates");
     await screenshot(second.page, "tabs-follower");
     await first.page.close();
     await second.page.waitForSelector("[data-testid=tab-role]:text-is('this tab owns the database')", { timeout: WAIT });
     await second.page.waitForSelector("[data-testid=connection][data-state=live]", { timeout: WAIT });
     await add(second.page, "after the takeover");
-    const both = [{ title: "from tab 2", done: false }, { title: "after the takeover", done: false }];
+    const both = [
+      { title: "from tab 2", done: false },
+      { title: "after an abandoned transaction", done: false },
+      { title: "after the takeover", done: false },
+      { title: "tx one (edited)", done: false },
+    ];
     await waitForItems(second.page, both, "the new owner keeps the data and writes");
     await waitForItems(other.page, both, "and its writes replicate");
     assert.deepEqual(second.log.filter((l) => /pageerror/.test(l)), []);
+  });
+
+  it("the page's replica has the openReplica API: transactions roll back, errors are RelayErrors with codes", async () => {
+    const db = freshDb("api");
+    const { page } = await newProfile(db, "api");
+    const result = await page.evaluate(async () => {
+      const r = demoReplica();
+      const caught = async (fn: () => Promise<unknown>) => fn().then(() => null, (e: { name: string; code?: string; message: string }) => ({ name: e.name, code: e.code }));
+      await r.setLive(false);
+      const committed = await r.transaction(async (tx) => {
+        await tx.exec("INSERT INTO todo(id, title, done, created_at) VALUES ('a', 'kept', 0, 1)");
+        return (await tx.query<{ n: number }>("SELECT count(*) AS n FROM todo"))[0]!.n;
+      });
+      const rolledBack = await caught(() =>
+        r.transaction(async (tx) => {
+          await tx.exec("INSERT INTO todo(id, title, done, created_at) VALUES ('b', 'dropped', 0, 2)");
+          throw new Error("changed my mind");
+        }),
+      );
+      return {
+        committed,
+        rolledBack,
+        ddl: await caught(() => r.exec("CREATE TABLE other(id INTEGER PRIMARY KEY)")),
+        sqlError: await caught(() => r.exec("INSERT INTO nope VALUES (1)")),
+        rows: await r.query("SELECT id, title FROM todo ORDER BY id"),
+        pending: r.status().pending,
+        status: r.status(),
+      };
+    });
+    assert.equal(result.committed, 1);
+    assert.deepEqual(result.rolledBack, { name: "Error", code: undefined });
+    assert.deepEqual(result.ddl, { name: "RelayError", code: "ddl_outside_schema" });
+    assert.equal(result.sqlError?.name, "Error");
+    assert.deepEqual(result.rows, [{ id: "a", title: "kept" }]);
+    assert.equal(result.pending, 1);
+    assert.equal(result.status.live, false);
+    assert.equal(result.status.driver, "wasm");
+    assert.equal(result.status.owner, true);
   });
 
   it("a Node replica and a browser replica converge on one database", async () => {
