@@ -1,9 +1,8 @@
 /**
  * The bundling story, as a user lives it: an app that imports
  * "changeset-relay/browser" from an installed package (compiled dist/, the
- * package.json's exports), built by Vite with no configuration at all, then
- * run in Chromium against the relay. Vite must find the database worker and
- * sqlite3.wasm by itself (`new Worker(new URL(...))`, `new URL("sqlite3.wasm", import.meta.url)`).
+ * package.json's exports), built by Vite with no configuration at all and by
+ * esbuild with the README's recipe, then run in Chromium against the relay.
  */
 import { after, before, it } from "node:test";
 import assert from "node:assert/strict";
@@ -12,15 +11,15 @@ import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlin
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { build } from "vite";
+import { build as vite } from "vite";
+import { build as esbuild } from "esbuild";
 import type { Browser } from "playwright-core";
 import { launch, screenshot, WAIT, watchPage } from "./support/browser.ts";
-import { startRelay, type TestRelay } from "./support/relay.ts";
+import { startRelay } from "./support/relay.ts";
 import pkg from "../package.json" with { type: "json" };
 
 const root = fileURLToPath(new URL("..", import.meta.url));
 let dir: string;
-let relay: TestRelay | undefined;
 let browser: Browser | undefined;
 
 /** node_modules/changeset-relay as `npm install` would lay it out: package.json + dist, dependencies beside it. */
@@ -42,51 +41,95 @@ function installPackage(into: string): void {
   }
 }
 
-const APP = `
+/** The app: `extra` is what the bundler needs spelled out (nothing for Vite). */
+function app(imports: string, extra: string): string {
+  return `
 import { openReplica } from "changeset-relay/browser";
+${imports}
 const out = document.getElementById("out");
 const token = new URLSearchParams(location.hash.slice(1)).get("token");
 try {
-  const replica = await openReplica({ url: location.origin, db: "bundled", token,
+  const replica = await openReplica({ url: location.origin, db: "bundled", token, ${extra}
     schema: ["CREATE TABLE IF NOT EXISTS note(id TEXT PRIMARY KEY, body TEXT)"] });
-  await replica.exec("INSERT INTO note VALUES (?, ?)", ["1", "from a Vite build"]);
+  await replica.exec("INSERT INTO note VALUES (?, ?)", ["1", "from a bundled app"]);
   await replica.sync();
   out.textContent = JSON.stringify({ rows: await replica.query("SELECT * FROM note"), status: replica.status() });
 } catch (e) {
   out.textContent = JSON.stringify({ error: String(e && e.message || e) });
 }
 `;
+}
+const INDEX = `<!doctype html><html><body><pre id="out"></pre><script type="module" src="./main.js"></script></body></html>`;
+
+/** Each bundler builds the app in `dir` into `out` and names the files that must come out of it. */
+const BUNDLERS: Record<string, { build(dir: string, out: string): Promise<void>; expect: RegExp[] }> = {
+  // Zero configuration: Vite follows `new Worker(new URL(...))` and `new URL("sqlite3.wasm", import.meta.url)`.
+  vite: {
+    async build(dir, out) {
+      writeFileSync(join(dir, "index.html"), INDEX);
+      writeFileSync(join(dir, "main.js"), app("", ""));
+      await vite({ root: dir, configFile: false, logLevel: "silent", build: { outDir: out, emptyOutDir: true } });
+    },
+    expect: [/^assets\/sqlite3-.*\.wasm$/, /^assets\/worker-.*\.js$/],
+  },
+  // esbuild follows neither: the worker is a second entry point, the .wasm comes from the file loader.
+  esbuild: {
+    async build(dir, out) {
+      writeFileSync(
+        join(dir, "main.js"),
+        app(
+          `import wasm from "@sqlite.org/sqlite-wasm/sqlite3.wasm";`,
+          `worker: new URL("./relay-worker.js", import.meta.url), wasmUrl: new URL(wasm, import.meta.url).href,`,
+        ),
+      );
+      await esbuild({
+        absWorkingDir: dir,
+        entryPoints: { main: "./main.js", "relay-worker": "changeset-relay/browser/worker" },
+        bundle: true,
+        format: "esm",
+        outdir: out,
+        loader: { ".wasm": "file" },
+        logLevel: "silent",
+      });
+      writeFileSync(join(out, "index.html"), INDEX);
+    },
+    expect: [/^sqlite3-.*\.wasm$/, /^relay-worker\.js$/],
+  },
+};
 
 before(async () => {
-  dir = mkdtempSync(join(tmpdir(), "relay-vite-"));
+  dir = mkdtempSync(join(tmpdir(), "relay-bundle-"));
   installPackage(dir);
-  writeFileSync(join(dir, "index.html"), `<!doctype html><html><body><pre id="out"></pre><script type="module" src="./main.js"></script></body></html>`);
-  writeFileSync(join(dir, "main.js"), APP);
+  browser = await launch();
 });
 after(async () => {
   await browser?.close();
-  await relay?.close();
   rmSync(dir, { recursive: true, force: true });
 });
 
-it("a zero-config Vite build of an app on changeset-relay/browser runs in Chromium with OPFS", async () => {
-  const outDir = join(dir, "dist");
-  await build({ root: dir, configFile: false, logLevel: "silent", build: { outDir, emptyOutDir: true } });
-  const assets = readdirSync(join(outDir, "assets"));
-  assert.ok(assets.some((f) => /^sqlite3-.*\.wasm$/.test(f)), `sqlite3.wasm emitted: ${assets.join(", ")}`);
-  assert.ok(assets.some((f) => /^worker-.*\.js$/.test(f)), `database worker emitted: ${assets.join(", ")}`);
+for (const [name, bundler] of Object.entries(BUNDLERS)) {
+  it(`an app on changeset-relay/browser built by ${name} runs in Chromium with OPFS`, async () => {
+    const out = join(dir, `dist-${name}`);
+    await bundler.build(dir, out);
+    const files = readdirSync(out, { recursive: true }).map(String);
+    for (const want of bundler.expect) assert.ok(files.some((f) => want.test(f)), `${want} among ${files.join(", ")}`);
 
-  relay = await startRelay({ assets: outDir });
-  browser = await launch();
-  const page = await browser.newPage();
-  const log = watchPage(page, "vite-app");
-  await page.goto(`${relay.url}/#token=${await relay.token("write", "vite-app", "bundled")}`);
-  await page.waitForFunction(() => document.getElementById("out")!.textContent !== "", null, { timeout: WAIT });
-  const result = JSON.parse((await page.textContent("#out"))!);
-  assert.equal(result.error, undefined, `${result.error}\n${log.join("\n")}`);
-  assert.deepEqual(result.rows, [{ id: "1", body: "from a Vite build" }]);
-  assert.equal(result.status.storage, "opfs");
-  assert.equal(result.status.pending, 0);
-  assert.equal(result.status.cursor, 1);
-  await screenshot(page, "vite-app");
-});
+    const relay = await startRelay({ assets: out });
+    const page = await browser!.newPage();
+    try {
+      const log = watchPage(page, `${name}-app`);
+      await page.goto(`${relay.url}/#token=${await relay.token("write", `${name}-app`, "bundled")}`);
+      await page.waitForFunction(() => document.getElementById("out")!.textContent !== "", null, { timeout: WAIT });
+      const result = JSON.parse((await page.textContent("#out"))!);
+      assert.equal(result.error, undefined, `${result.error}\n${log.join("\n")}`);
+      assert.deepEqual(result.rows, [{ id: "1", body: "from a bundled app" }]);
+      assert.equal(result.status.storage, "opfs");
+      assert.equal(result.status.pending, 0);
+      assert.equal(result.status.cursor, 1);
+      await screenshot(page, `bundle-${name}`);
+    } finally {
+      await page.close();
+      await relay.close();
+    }
+  });
+}
