@@ -43,7 +43,7 @@ export function rebase(d: Driver, me: string, entries: readonly LogEntry[], poli
   }
   const rest = entries.slice(i);
   if (rest.length > 0) {
-    for (const p of [...pending].reverse()) forceApply(d, invertChangeset(p.applied));
+    for (const p of [...pending].reverse()) undo(d, p.applied);
     for (const e of rest) {
       try {
         result.conflicts.push(...applyWithPolicy(d, e.changeset, e, policy, schema));
@@ -78,10 +78,15 @@ export function rebase(d: Driver, me: string, entries: readonly LogEntry[], poli
   return result;
 }
 
-/** Undo must restore the confirmed state whatever it meets: it is our own inverse. */
-function forceApply(d: Driver, changeset: Uint8Array): void {
-  if (changeset.byteLength === 0) return;
-  d.applyChangeset(changeset, (t) => (t === CONFLICT.DATA || t === CONFLICT.CONFLICT ? RESOLUTION.REPLACE : RESOLUTION.OMIT));
+/**
+ * Undo what a pending entry holds locally; must restore the confirmed state
+ * whatever it meets: it is our own inverse. `applied` is empty when a sent
+ * entry's re-application changed nothing (another entry already did the same),
+ * and an empty changeset has no inverse to compute.
+ */
+function undo(d: Driver, applied: Uint8Array): void {
+  if (applied.byteLength === 0) return;
+  d.applyChangeset(invertChangeset(applied), (t) => (t === CONFLICT.DATA || t === CONFLICT.CONFLICT ? RESOLUTION.REPLACE : RESOLUTION.OMIT));
 }
 
 function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
