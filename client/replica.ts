@@ -13,6 +13,9 @@ import { Emitter, Mutex } from "./events.ts";
 import { rebase } from "./rebase.ts";
 import * as store from "./store.ts";
 import { httpTransport, type Transport } from "./transport/http.ts";
+import { LiveSocket, socketUrl, type WebSocketLike } from "./transport/socket.ts";
+import { FRAME, FRAME_ENTRY_BUDGET, type RelayFrame } from "../protocol/frames.ts";
+import type { LogEntry } from "../protocol/messages.ts";
 
 export interface ReplicaOptions {
   /** Relay base URL, e.g. http://127.0.0.1:8787 */
@@ -30,8 +33,12 @@ export interface ReplicaOptions {
   conflicts?: ConflictOptions;
   /** Default: the one persisted in the database, else the token's sub, else random. */
   clientId?: string;
-  /** Stay connected and sync continuously (not available yet in this version). */
+  /** Stay connected over a WebSocket: push each commit at once, apply others' entries as they land. */
   live?: boolean;
+  /** Live socket factory (default: the runtime's WebSocket). */
+  createWebSocket?: (url: string) => WebSocketLike;
+  /** Live heartbeat interval in ms (default 15000). */
+  heartbeatMs?: number;
   /** Refuse local writes. Default: true when the token's role is "read". */
   readOnly?: boolean;
   /** Override how the relay is reached (tests inject faults here). */
@@ -96,6 +103,13 @@ export class Replica {
   private readonly fk: boolean;
   private head = 0;
   private closed = false;
+  private live: LiveSocket | undefined;
+  /** Highest cseq sent over the current socket; reset on reconnect so unconfirmed entries are re-sent. */
+  private flushedUpTo = 0;
+  private nextFrameId = 1;
+  /** Background sync requested while one runs: run once more after it. */
+  private syncWanted = false;
+  private syncRunning = false;
 
   /** Use `openReplica`. */
   constructor(d: Driver, clientId: string, opts: ReplicaOptions, readOnly: boolean) {
@@ -156,7 +170,10 @@ export class Replica {
           store.enqueue(d, this.nextCseq(), changeset);
         }
         d.exec("COMMIT");
-        if (changeset.byteLength > 0) this.events.emit("change", { source: "local", cursor: this.cursor() });
+        if (changeset.byteLength > 0) {
+          this.events.emit("change", { source: "local", cursor: this.cursor() });
+          if (this.live) queueMicrotask(() => this.flush());
+        }
         return result;
       } catch (e) {
         done = true;
@@ -199,7 +216,7 @@ export class Replica {
       cursor: this.closed ? 0 : this.cursor(),
       head: this.head,
       pending: this.closed ? 0 : store.pendingCount(this.d),
-      connected: false,
+      connected: this.live?.connected ?? false,
       driver: this.d.kind,
       readOnly: this.readOnly,
     };
@@ -227,8 +244,157 @@ export class Replica {
     );
   }
 
+  /**
+   * Turn live sync on or off. Off closes the socket and stops all automatic
+   * syncing (an app's "offline" switch); local writes keep queueing. On
+   * reconnects, resumes from the cursor and pushes what is pending.
+   */
+  setLive(enabled: boolean): void {
+    this.assertOpen();
+    if (!enabled) {
+      const live = this.live;
+      this.live = undefined;
+      live?.stop();
+      return;
+    }
+    if (this.live) return;
+    this.live = new LiveSocket(
+      {
+        url: socketUrl(this.opts.url, this.opts.db, this.opts.token),
+        backoff: { ...this.backoff, maxAttempts: Infinity },
+        ...(this.opts.heartbeatMs === undefined ? {} : { heartbeatMs: this.opts.heartbeatMs }),
+        ...(this.opts.createWebSocket ? { createWebSocket: this.opts.createWebSocket } : {}),
+      },
+      {
+        opened: (send) => {
+          this.flushedUpTo = 0;
+          this.events.emit("connection", { connected: true });
+          send({ t: FRAME.sub, after: this.cursor() });
+          this.flush();
+        },
+        frame: (f) => this.onFrame(f),
+        closed: (attempt) => {
+          if (attempt === 0) this.events.emit("connection", { connected: false });
+          // The handshake cannot tell us why it failed (browsers hide the
+          // status): an HTTP sync surfaces auth errors, and fatal ones stop
+          // live sync instead of retrying forever.
+          if (attempt >= 2) this.requestSync();
+        },
+      },
+    );
+    this.live.start();
+  }
+
+  /**
+   * Live: send pending entries not yet sent on this connection; large ones go
+   * over HTTP. Under the local lock, so marking entries sent never lands
+   * inside a user's open transaction.
+   */
+  private flush(): void {
+    if (!this.live?.connected || this.closed || this.readOnly) return;
+    this.local.run(() => this.flushNow()).catch((e) => this.fail(e));
+  }
+
+  private flushNow(): void {
+    if (!this.live?.connected || this.closed) return;
+    const rows = this.d.all("SELECT cseq, changeset FROM _relay_outbox WHERE cseq > ? ORDER BY cseq LIMIT ?", [this.flushedUpTo, MAX_ENTRIES_PER_PUSH]);
+    let batch: PushEntry[] = [];
+    let bytes = 0;
+    const sendBatch = () => {
+      if (batch.length === 0) return true;
+      store.markSent(this.d, batch.at(-1)!.cseq);
+      if (!this.live?.send({ t: FRAME.push, id: this.nextFrameId++, client: this.clientId, entries: batch })) return false;
+      this.flushedUpTo = batch.at(-1)!.cseq;
+      batch = [];
+      bytes = 0;
+      return true;
+    };
+    for (const r of rows) {
+      const cs = r.changeset as Uint8Array;
+      if (cs.byteLength > FRAME_ENTRY_BUDGET) {
+        sendBatch();
+        return this.requestSync();
+      }
+      if (bytes + cs.byteLength > FRAME_ENTRY_BUDGET && !sendBatch()) return;
+      batch.push({ cseq: r.cseq as number, changeset: cs });
+      bytes += cs.byteLength;
+    }
+    sendBatch();
+    if (rows.length === MAX_ENTRIES_PER_PUSH) queueMicrotask(() => this.flush());
+  }
+
+  private onFrame(f: RelayFrame): void {
+    if (this.closed) return;
+    switch (f.t) {
+      case FRAME.entries:
+        this.head = Math.max(this.head, f.head);
+        this.applyPage(f.entries).then(
+          (inOrder) => {
+            if (!inOrder) return this.requestSync();
+            // Also when only our own entries came back: pending went down.
+            this.events.emit("sync", { pushed: 0, pulled: f.entries.length, cursor: this.cursor(), head: this.head });
+          },
+          (e) => this.fail(e),
+        );
+        return;
+      case FRAME.head:
+        this.head = Math.max(this.head, f.head);
+        if (f.head > this.cursor()) this.requestSync();
+        return;
+      case FRAME.ack:
+        this.head = Math.max(this.head, f.head);
+        return;
+      case FRAME.error: {
+        const err = new RelayError(f.error.code, f.error.message);
+        this.events.emit("error", err);
+        // A refused push stays pending; an HTTP sync retries it and reports
+        // for good if the refusal is final.
+        if (f.id !== undefined && err.retryable) setTimeout(() => this.requestSync(), this.backoff.baseMs);
+        return;
+      }
+    }
+  }
+
+  /** Run a background sync soon; coalesces requests. Errors become "error" events, never unhandled rejections. */
+  private requestSync(): void {
+    if (this.closed) return;
+    if (this.syncRunning) {
+      this.syncWanted = true;
+      return;
+    }
+    this.syncRunning = true;
+    this.sync().then(
+      () => this.afterBackgroundSync(),
+      (e: unknown) => {
+        if (e instanceof RelayError && !e.retryable && e.code !== "closed" && e.code !== "aborted") this.setLiveOffAfterFatal();
+        this.afterBackgroundSync();
+      },
+    );
+  }
+
+  private afterBackgroundSync(): void {
+    this.syncRunning = false;
+    if (this.syncWanted && !this.closed) {
+      this.syncWanted = false;
+      this.requestSync();
+    }
+  }
+
+  private setLiveOffAfterFatal(): void {
+    if (this.live && !this.closed) this.setLive(false);
+  }
+
+  private fail(e: unknown): void {
+    const err = e instanceof RelayError ? e : new RelayError("internal", String((e as Error)?.message ?? e), { cause: e });
+    if (err.code === "closed") return;
+    this.events.emit("error", err);
+    if (!err.retryable) this.setLiveOffAfterFatal();
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
+    this.live?.stop();
+    this.live = undefined;
     await this.syncs.run(() => undefined);
     await this.local.run(() => {
       this.closed = true;
@@ -283,6 +449,7 @@ export class Replica {
       this.head = Math.max(this.head, page.head);
       if (page.entries.length > 0) {
         if (page.entries[0]!.seq !== after + 1) throw new RelayError("internal", `relay skipped from ${after} to ${page.entries[0]!.seq}`);
+        // false only if the socket applied past us meanwhile: ask again from the new cursor.
         await this.applyPage(page.entries);
         pulled += page.entries.length;
       }
@@ -290,10 +457,18 @@ export class Replica {
     }
   }
 
-  /** One sync step: one local transaction over one page of log entries. */
-  private applyPage(entries: Parameters<typeof rebase>[2]): Promise<void> {
+  /**
+   * One sync step: one local transaction over consecutive log entries. Pages
+   * from HTTP and frames from the socket both land here; entries already
+   * applied are skipped, and a gap returns false (the caller pulls instead).
+   */
+  private applyPage(page: readonly LogEntry[]): Promise<boolean> {
     return this.local.run(() => {
-      this.assertOpen();
+      if (this.closed) return true;
+      const cursor = this.cursor();
+      const entries = page.filter((e) => e.seq > cursor);
+      if (entries.length === 0) return true;
+      if (entries[0]!.seq !== cursor + 1) return false;
       const d = this.d;
       // Replicated state may legitimately break a foreign key (a child row
       // inserted concurrently with its parent's deletion): enforcing it mid-apply
@@ -316,6 +491,7 @@ export class Replica {
       }
       for (const c of result.conflicts) this.events.emit("conflict", c);
       if (result.applied > 0) this.events.emit("change", { source: "remote", cursor: entries.at(-1)!.seq });
+      return true;
     });
   }
 }
@@ -360,7 +536,6 @@ function recordConflict(d: Driver, c: ConflictRecord): void {
  */
 export async function openReplica(opts: ReplicaOptions): Promise<Replica> {
   if (!isName(opts.db)) throw new RelayError("invalid_name", `db must match [A-Za-z0-9_-]{1,64}`);
-  if (opts.live) throw new RelayError("bad_request", "live sync is not available in this version; call sync()");
   const claims = opts.token ? readTokenClaims(opts.token) : undefined;
   const d = await openDriver(opts.driver ?? defaultDriverKind(), opts.path ?? ":memory:");
   try {
@@ -380,7 +555,9 @@ export async function openReplica(opts: ReplicaOptions): Promise<Replica> {
     if (!isName(clientId)) throw new RelayError("invalid_name", "clientId must match [A-Za-z0-9_-]{1,64}");
     if (!persisted) store.setMeta(d, "client_id", clientId);
     d.exec("COMMIT");
-    return new Replica(d, clientId, opts, opts.readOnly ?? claims?.role === "read");
+    const replica = new Replica(d, clientId, opts, opts.readOnly ?? claims?.role === "read");
+    if (opts.live) replica.setLive(true);
+    return replica;
   } catch (e) {
     if (d.inTransaction) d.exec("ROLLBACK");
     d.close();

@@ -16,8 +16,9 @@ const packr = new Packr({
   useTimestamp32: false,
 });
 
-export function encode(value: unknown): Uint8Array {
-  return packr.pack(value);
+export function encode(value: unknown): Uint8Array<ArrayBuffer> {
+  // msgpackr returns a Buffer (Node) or Uint8Array, never over a SharedArrayBuffer.
+  return packr.pack(value) as Uint8Array<ArrayBuffer>;
 }
 
 /** Decode a msgpack document; anything that is not exactly one is `bad_request`. */

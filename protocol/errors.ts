@@ -14,7 +14,7 @@ export const ERROR_STATUS = {
   cseq_conflict: 409,
   payload_too_large: 413,
   too_many_entries: 413,
-  unsupported_version: 426,
+  upgrade_required: 426,
   overloaded: 503,
   internal: 500,
   // Client-side codes: never sent by the relay, raised by the replica library.

@@ -8,7 +8,7 @@ import { openReplica, RelayError, type Replica } from "../client/index.ts";
 import { httpTransport, type Transport } from "../client/transport/http.ts";
 import type { DriverKind } from "../client/drivers/types.ts";
 import { startRelay, type TestRelay } from "./support/relay.ts";
-import { dump, replica, TODO_SCHEMA } from "./support/replicas.ts";
+import { closeReplicas, dump, replica, TODO_SCHEMA } from "./support/replicas.ts";
 import { pullAll } from "./support/http.ts";
 
 let relay: TestRelay;
@@ -18,6 +18,7 @@ before(async () => {
   dir = mkdtempSync(join(tmpdir(), "replica-"));
 });
 after(async () => {
+  await closeReplicas();
   await relay.close();
   rmSync(dir, { recursive: true, force: true });
 });

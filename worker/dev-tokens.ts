@@ -2,7 +2,7 @@ import { Hono } from "hono";
 import { RelayError } from "../protocol/errors.ts";
 import { name } from "../protocol/messages.ts";
 import { signToken } from "../protocol/token.ts";
-import type { Env } from "./env.ts";
+import { errorResponse } from "./errors.ts";
 
 /**
  * Local development only: `POST /v1/dev/token?db=NAME` mints a write token
@@ -16,12 +16,18 @@ import type { Env } from "./env.ts";
  * could then write), and answered only on a loopback host even then.
  * Mounted by worker/index.ts with `app.route("/v1/dev", devTokens)`.
  */
-type DevEnv = Env & { DEV_TOKENS?: string };
+/** The bindings it reads (a subset of Env; typed here so Node tests can import it without the Workers types). */
+interface DevEnv {
+  RELAY_SECRET?: string;
+  DEV_TOKENS?: string;
+}
 
 export const DEV_TOKEN_TTL_SECONDS = 24 * 3600;
 const LOOPBACK = new Set(["127.0.0.1", "localhost", "[::1]"]);
 
 export const devTokens = new Hono<{ Bindings: DevEnv }>();
+// Its own error mapping, so it answers the same mounted or on its own.
+devTokens.onError((e) => errorResponse(e));
 
 devTokens.post("/token", async (c) => {
   const url = new URL(c.req.url);

@@ -9,6 +9,8 @@ import { authorize } from "./auth.ts";
 import { errorResponse } from "./errors.ts";
 import type { Env } from "./env.ts";
 
+import { ROLE_HEADER, SUB_HEADER } from "./log.ts";
+
 export { ChangesetLog } from "./log.ts";
 
 /**
@@ -86,6 +88,19 @@ app.get("/v1/db/:db/pull", async (c) => {
   await authorize(c.env, c.req.raw, db, "read");
   const q = new URL(c.req.url).search;
   return logFor(c.env, db).fetch(`https://log/pull${q}`);
+});
+
+// Live sync. Claims are verified here and handed to the database's object in
+// headers only the Worker can set (the object is not reachable otherwise).
+app.get("/v1/db/:db/ws", async (c) => {
+  const db = name(c.req.param("db"), "database name");
+  if (c.req.header("upgrade")?.toLowerCase() !== "websocket") {
+    throw new RelayError("upgrade_required", "this route only speaks WebSocket (send Upgrade: websocket)");
+  }
+  const claims = await authorize(c.env, c.req.raw, db, "read");
+  return logFor(c.env, db).fetch("https://log/ws", {
+    headers: { upgrade: "websocket", [ROLE_HEADER]: claims.role, [SUB_HEADER]: claims.sub },
+  });
 });
 
 app.notFound((c) => errorResponse(new RelayError("not_found", `no route ${c.req.method} ${new URL(c.req.url).pathname}`)));

@@ -89,10 +89,11 @@ function append(sql: Sql, seq: number, client: string, entry: PushEntry, ts: num
  * all-or-nothing rule — the caller runs this inside `transactionSync`, so a
  * throw after some inserts rolls them back too.
  */
-export function push(sql: Sql, client: string, entries: readonly PushEntry[], now: number): PushResponse {
+export function push(sql: Sql, client: string, entries: readonly PushEntry[], now: number): PushResponse & { appended: LogEntry[] } {
   let h = head(sql);
   let maxCseq = sql.exec<{ m: number | null }>("SELECT max(cseq) AS m FROM relay_log WHERE client = ?", client).one().m ?? 0;
   const acks: Ack[] = [];
+  const appended: LogEntry[] = [];
   for (const entry of entries) {
     const prior = sql
       .exec<{ seq: number; size: number; chunks: number; body: ArrayBuffer | null }>(
@@ -112,8 +113,9 @@ export function push(sql: Sql, client: string, entries: readonly PushEntry[], no
     append(sql, h, client, entry, now);
     maxCseq = entry.cseq;
     acks.push({ cseq: entry.cseq, seq: h });
+    appended.push({ seq: h, client, cseq: entry.cseq, changeset: entry.changeset, ts: now });
   }
-  return { acks, head: h };
+  return { acks, head: h, appended };
 }
 
 /**

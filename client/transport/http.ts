@@ -47,7 +47,7 @@ export function httpTransport(opts: HttpTransportOptions): Transport {
 
   return {
     async push(client, entries, signal) {
-      const init: RequestInit = { method: "POST", body: encode({ client, entries }) as Uint8Array<ArrayBuffer>, headers: { ...auth, "content-type": MSGPACK } };
+      const init: RequestInit = { method: "POST", body: encode({ client, entries }), headers: { ...auth, "content-type": MSGPACK } };
       if (signal) init.signal = signal;
       return parsePushResponse(await call("/push", init));
     },

@@ -5,8 +5,16 @@ import type { TestRelay } from "./relay.ts";
 export const TODO_SCHEMA = ["CREATE TABLE IF NOT EXISTS todo(id TEXT PRIMARY KEY, title TEXT, done INTEGER NOT NULL DEFAULT 0, note TEXT)"];
 
 /** A replica of `db` with a write token whose sub is its client id. */
+const opened = new Set<Replica>();
+
+/** Close every replica `replica()` opened (a failed test must not leave live sockets reconnecting forever). */
+export async function closeReplicas(): Promise<void> {
+  await Promise.all([...opened].map((r) => r.close()));
+  opened.clear();
+}
+
 export async function replica(relay: TestRelay, db: string, clientId: string, driver: DriverKind, opts: Partial<ReplicaOptions> = {}): Promise<Replica> {
-  return openReplica({
+  const r = await openReplica({
     url: relay.url,
     db,
     token: await relay.token("write", clientId, db),
@@ -16,6 +24,8 @@ export async function replica(relay: TestRelay, db: string, clientId: string, dr
     backoff: { baseMs: 5, capMs: 50 },
     ...opts,
   });
+  opened.add(r);
+  return r;
 }
 
 /** Every replicated table, ordered, as JSON: equal dumps mean equal data. */
