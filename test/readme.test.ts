@@ -1,0 +1,45 @@
+import { after, before, it } from "node:test";
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+import { startRelay, type TestRelay } from "./support/relay.ts";
+
+/**
+ * Every ```ts example block of the README runs, as a user would run it: a
+ * module importing the built package by name ("changeset-relay/client"),
+ * against a real relay, with tokens in the environment.
+ */
+const root = fileURLToPath(new URL("..", import.meta.url));
+const scratch = `${root}test/.readme/`;
+const examples = [...readFileSync(`${root}README.md`, "utf8").matchAll(/```ts example\n([\s\S]*?)```/g)].map((m) => m[1]!);
+
+let relay: TestRelay;
+before(async () => {
+  relay = await startRelay();
+  mkdirSync(scratch, { recursive: true });
+});
+after(async () => {
+  await relay.close();
+  rmSync(scratch, { recursive: true, force: true });
+});
+
+it("the README has runnable examples", () => assert.ok(examples.length >= 2));
+
+examples.forEach((code, i) => {
+  it(`README example ${i + 1} runs`, async () => {
+    const file = `${scratch}example-${i + 1}.ts`;
+    writeFileSync(file, code.replaceAll("http://127.0.0.1:8787", relay.url));
+    const env = {
+      ...process.env,
+      TOKEN: await relay.token("write", `readme-${i}`, "todos"),
+      TOKEN_A: await relay.token("write", `readme-a-${i}`, "live-demo"),
+      TOKEN_B: await relay.token("write", `readme-b-${i}`, "live-demo"),
+    };
+    const { stdout } = await promisify(execFile)(process.execPath, [file], { env, timeout: 30_000 });
+    // Each example prints what it did; check the part that proves it worked.
+    if (code.includes("buy milk")) assert.match(stdout, /walk the dog/);
+    if (code.includes("live-demo")) assert.match(stdout, /b applied log entry \d+ \[ \{ title: 'written on a' \} \]/);
+  });
+});
