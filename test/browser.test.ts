@@ -327,6 +327,26 @@ describe("the demo in Chromium", () => {
     }
   });
 
+  it("the demo gets its own development token from the relay (DEV_TOKENS=1, as npm start sets)", async (t) => {
+    const probe = await fetch(`${relay.url}/v1/dev/token?db=probe`, { method: "POST" });
+    if (probe.status === 404) return t.skip("worker/index.ts does not mount worker/dev-tokens.ts yet");
+    const db = freshDb("devtoken");
+    const tabs: Demo[] = [];
+    for (const who of ["dev1", "dev2"]) {
+      const context = await browser.newContext();
+      contexts.push(context);
+      tabs.push(await openTab(context, db, who));
+    }
+    const ids = await Promise.all(tabs.map((d) => d.page.textContent("[data-testid=client-id]")));
+    for (const id of ids) assert.match(id ?? "", /^dev-[0-9a-f]{16}$/);
+    assert.notEqual(ids[0], ids[1], "each browser is its own client");
+    await add(tabs[0]!.page, "with a dev token");
+    await waitForItems(tabs[1]!.page, [{ title: "with a dev token", done: false }], "dev-token replicas sync");
+    await tabs[0]!.page.reload();
+    await ready(tabs[0]!.page, tabs[0]!.log);
+    assert.equal(await tabs[0]!.page.textContent("[data-testid=client-id]"), ids[0], "the token is kept with the persistent database");
+  });
+
   it("without OPFS (an insecure origin) the replica runs in memory and says so", async () => {
     const db = freshDb("memory");
     const port = new URL(relay.url).port;
