@@ -221,6 +221,16 @@ describe("socket protocol", () => {
     assert.equal(await closed, 1007);
   });
 
+  it("a frame over 1 MiB is refused with payload_too_large and close code 1009, log unchanged", async () => {
+    const db = freshDb("wsbig");
+    const ws = await open(db, await relay.token("write", "c", db));
+    const closed = new Promise<number>((res) => ws.addEventListener("close", (e) => res(e.code)));
+    ws.send(encode({ t: "push", id: 1, client: "c", entries: [{ cseq: 1, changeset: insertChangeset([[1, new Uint8Array(1024 * 1024)]]) }] }));
+    assert.equal((await next(ws)).error.code, "payload_too_large");
+    assert.equal(await closed, 1009);
+    assert.equal((await pullAll(relay.url, db, await relay.token("read", "x", db))).length, 0);
+  });
+
   it("the upgrade is authenticated like HTTP", async () => {
     const db = freshDb("wsauth");
     // fetch() refuses Upgrade headers, so the handshake is sent with node:http.
