@@ -63,10 +63,10 @@ async function openTab(context: BrowserContext, db: string, who: string, origin 
 }
 
 async function ready(page: Page, log: string[]): Promise<void> {
-  try {
-    await page.waitForSelector("body[data-ready='1']", { timeout: WAIT });
-  } catch (e) {
-    throw new Error(`demo did not open: ${await page.textContent("[data-testid=error]").catch(() => "")}\n${log.join("\n")}`, { cause: e });
+  // Ready, or an error on the page: then fail at once, with what the page said.
+  await page.waitForSelector("body[data-ready='1'], [data-testid=error]:not([hidden])", { timeout: WAIT }).catch(() => undefined);
+  if ((await page.getAttribute("body", "data-ready")) !== "1") {
+    throw new Error(`demo did not open: ${await page.textContent("[data-testid=error]").catch(() => "")}\n${log.join("\n")}`);
   }
 }
 

@@ -5,7 +5,7 @@
  * the sync logic is repeated here.
  */
 import { RelayError } from "../../protocol/errors.ts";
-import { installOpfsSahPool } from "../drivers/wasm.ts";
+import { installOpfsSahPool, loadSqliteWasm } from "../drivers/wasm.ts";
 import { openReplica, type Replica, type ReplicaEvents, type Tx } from "../replica.ts";
 import type { Params } from "../drivers/types.ts";
 import { toWire, type CallArgs, type EventName, type Method, type SharedStatus, type Storage, type WorkerOpenOptions } from "./messages.ts";
@@ -60,11 +60,13 @@ export class Host {
 
   /** Open the database: OPFS when this browser has it, else memory with a warning. */
   static async open(opts: WorkerOpenOptions, out: HostEvents): Promise<Host> {
+    // First, and whatever the storage: the one place the .wasm location is given.
+    await loadSqliteWasm(opts.wasmUrl ? { wasmUrl: opts.wasmUrl } : {});
     let path = opts.path;
     let storage: Storage = "memory";
     if (opts.storage !== "memory" && path !== ":memory:") {
       try {
-        await installOpfsSahPool({ directory: `.changeset-relay/${path}`, ...(opts.wasmUrl ? { wasmUrl: opts.wasmUrl } : {}) });
+        await installOpfsSahPool({ directory: `.changeset-relay/${path}` });
         storage = "opfs";
       } catch (e) {
         path = ":memory:";

@@ -35,7 +35,7 @@ export function loadSqliteWasm(options: LoadOptions = {}): Promise<Sqlite3Static
   return module;
 }
 
-export interface OpfsPoolOptions extends LoadOptions {
+export interface OpfsPoolOptions {
   /**
    * OPFS directory the pool lives in. The pool owns every file in it and
    * holds all of them open, so only one worker of the origin may use one
@@ -55,7 +55,12 @@ export interface OpfsPoolOptions extends LoadOptions {
  * not available here (the caller falls back to ":memory:").
  */
 export async function installOpfsSahPool(options: OpfsPoolOptions): Promise<string> {
-  const sqlite3 = await loadSqliteWasm(options);
+  const opfs = globalThis as { FileSystemFileHandle?: { prototype?: { createSyncAccessHandle?: unknown } }; navigator?: { storage?: { getDirectory?: unknown } } };
+  if (typeof opfs.FileSystemFileHandle?.prototype?.createSyncAccessHandle !== "function" || typeof opfs.navigator?.storage?.getDirectory !== "function") {
+    // Not a dedicated worker in a secure context with OPFS: no retry will change that.
+    throw new Error("OPFS sync access handles are not available in this context");
+  }
+  const sqlite3 = await loadSqliteWasm();
   const attempts = options.attempts ?? 20;
   let wait = options.retryMs ?? 25;
   for (let attempt = 1; ; attempt++) {
@@ -73,8 +78,8 @@ export async function installOpfsSahPool(options: OpfsPoolOptions): Promise<stri
       persistentVfs = pool.vfsName;
       return pool.vfsName;
     } catch (e) {
-      // Missing APIs never appear later; a busy handle (NoModificationAllowedError) does free up.
-      if (attempt >= attempts || /Missing required OPFS APIs/.test(String((e as Error)?.message))) throw e;
+      // A handle still held by a closing context (NoModificationAllowedError) frees up.
+      if (attempt >= attempts) throw e;
       await new Promise((r) => setTimeout(r, wait));
       wait = Math.min(wait * 2, 1000);
     }
