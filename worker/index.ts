@@ -6,6 +6,7 @@ import { validateChangeset } from "../protocol/changeset.ts";
 import { MAX_BODY_BYTES_DEFAULT } from "../protocol/limits.ts";
 import { MIN_PROTOCOL_VERSION, MSGPACK, PACKAGE_VERSION, PROTOCOL_VERSION } from "../protocol/version.ts";
 import { authorize } from "./auth.ts";
+import { devTokens } from "./dev-tokens.ts";
 import { errorResponse } from "./errors.ts";
 import type { Env } from "./env.ts";
 
@@ -102,6 +103,9 @@ app.get("/v1/db/:db/ws", async (c) => {
     headers: { upgrade: "websocket", [ROLE_HEADER]: claims.role, [SUB_HEADER]: claims.sub },
   });
 });
+
+// Local development only (DEV_TOKENS=1): tokens for the demo, see dev-tokens.ts.
+app.route("/v1/dev", devTokens);
 
 app.notFound((c) => errorResponse(new RelayError("not_found", `no route ${c.req.method} ${new URL(c.req.url).pathname}`)));
 app.onError((e) => errorResponse(e));
