@@ -9,7 +9,6 @@ import { installOpfsSahPool, loadSqliteWasm } from "../drivers/wasm.ts";
 import { openReplica, type Replica, type ReplicaEvents, type Tx } from "../replica.ts";
 import type { Params } from "../drivers/types.ts";
 import { toWire, type CallArgs, type EventName, type Method, type SharedStatus, type Storage, type WorkerOpenOptions } from "./messages.ts";
-import { liveControl, type LiveControl } from "./live.ts";
 
 const FORWARDED: readonly (keyof ReplicaEvents & EventName)[] = ["change", "sync", "conflict", "error", "connection"];
 /** Status changes without an event (an own entry confirmed by the socket, say) still reach the pages within this. */
@@ -32,7 +31,8 @@ class Rollback extends Error {}
 export class Host {
   readonly storage: Storage;
   private readonly replica: Replica;
-  private readonly live: LiveControl;
+  /** Whether live sync is switched on: the replica's setLive has no getter. */
+  private live: boolean;
   private readonly out: HostEvents;
   private readonly txs = new Map<string, TxSession>();
   private readonly poll: ReturnType<typeof setInterval>;
@@ -40,7 +40,7 @@ export class Host {
   private nextTx = 1;
   private closed = false;
 
-  private constructor(replica: Replica, storage: Storage, live: LiveControl, out: HostEvents) {
+  private constructor(replica: Replica, storage: Storage, live: boolean, out: HostEvents) {
     this.replica = replica;
     this.storage = storage;
     this.live = live;
@@ -51,10 +51,6 @@ export class Host {
         this.statusChanged();
       });
     }
-    live.onConnection((connected) => {
-      this.out.emit("connection", { connected });
-      this.statusChanged();
-    });
     this.poll = setInterval(() => this.statusChanged(), STATUS_POLL_MS);
   }
 
@@ -78,14 +74,14 @@ export class Host {
     } else {
       path = ":memory:";
     }
-    const { live, wasmUrl: _wasmUrl, storage: _storage, ...rest } = opts;
+    const { wasmUrl: _wasmUrl, storage: _storage, ...rest } = opts;
     const replica = await openReplica({ ...rest, path, driver: "wasm" });
-    return new Host(replica, storage, liveControl(replica, live ?? false), out);
+    return new Host(replica, storage, opts.live ?? false, out);
   }
 
   status(): SharedStatus {
     const s = this.replica.status();
-    return { ...s, connected: this.live.connected(s.connected), storage: this.storage, persistent: this.storage === "opfs", live: this.live.enabled };
+    return { ...s, storage: this.storage, persistent: this.storage === "opfs", live: this.live };
   }
 
   /** Run one call from tab `origin`. */
@@ -106,7 +102,8 @@ export class Host {
         return this.replica.conflicts();
       case "setLive": {
         const [enabled] = args as CallArgs["setLive"];
-        this.live.set(enabled);
+        this.replica.setLive(enabled);
+        this.live = enabled;
         this.statusChanged();
         return undefined;
       }
@@ -146,7 +143,6 @@ export class Host {
     clearInterval(this.poll);
     for (const id of [...this.txs.keys()]) this.txs.get(id)?.end(false).catch(() => undefined);
     this.txs.clear();
-    this.live.stop();
     await this.replica.close();
   }
 
