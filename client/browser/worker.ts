@@ -27,7 +27,6 @@ import {
   type PageToWorker,
   type Peer,
   type SharedStatus,
-  type WireError,
   type WorkerOpenOptions,
   type WorkerToPage,
 } from "./messages.ts";
@@ -131,7 +130,6 @@ async function becomeOwner(opts: WorkerOpenOptions): Promise<void> {
     warn: (message) => post({ t: "warn", message }),
   });
   host = h;
-  const previous = owner;
   owner = tabId;
   const status = h.status();
   ownerStatus = status;
@@ -140,7 +138,7 @@ async function becomeOwner(opts: WorkerOpenOptions): Promise<void> {
     opened = true;
     post({ t: "opened", status: { ...status, owner: true }, openMs: Math.round(performance.now() - openedAt) });
   } else {
-    post({ t: "event", name: "owner", payload: { owner: true, previous }, status: { ...status, owner: true } });
+    post({ t: "event", name: "owner", payload: { owner: true }, status: { ...status, owner: true } });
   }
   // Calls sent to the previous owner died with it; the unsent ones run here now.
   for (const [id, f] of forwarded) {
@@ -179,14 +177,16 @@ function onPeer(m: Peer): void {
       }
       return;
     }
-    case "req":
-      if (!host) return;
+    case "req": {
+      const h = host;
+      if (!h) return;
       watchTab(m.from);
-      runOnHost(m.method, m.args, m.from).then(
-        (value) => channel?.postMessage({ t: "res", to: m.from, id: m.id, ok: true, value, status: host!.status() } satisfies Peer),
-        (e: unknown) => channel?.postMessage({ t: "res", to: m.from, id: m.id, ok: false, error: toWire(e), status: host!.status() } satisfies Peer),
+      h.handle(m.method, m.args, m.from).then(
+        (value) => channel?.postMessage({ t: "res", to: m.from, id: m.id, ok: true, value, status: h.status() } satisfies Peer),
+        (e: unknown) => channel?.postMessage({ t: "res", to: m.from, id: m.id, ok: false, error: toWire(e), status: h.status() } satisfies Peer),
       );
       return;
+    }
     case "res": {
       if (m.to !== tabId || !forwarded.delete(m.id)) return;
       ownerStatus = m.status;
@@ -206,7 +206,7 @@ function call(id: number, method: Method, args: unknown[]): void {
   if (closing) return fail(id, new RelayError("closed", "replica is closed"));
   if (host) {
     const h = host;
-    runOnHost(method, args, tabId).then(
+    h.handle(method, args, tabId).then(
       (value) => post({ t: "result", id, ok: true, value, status: pageStatus(h.status()) }),
       (e: unknown) => post({ t: "result", id, ok: false, error: toWire(e), status: safeStatus(h) }),
     );
@@ -215,11 +215,6 @@ function call(id: number, method: Method, args: unknown[]): void {
   const sentTo = owner;
   forwarded.set(id, { method, args, sentTo });
   if (sentTo !== undefined) channel?.postMessage({ t: "req", from: tabId, id, method, args } satisfies Peer);
-}
-
-function runOnHost(method: Method, args: unknown[], origin: string): Promise<unknown> {
-  // Results cross a structured clone: plain data only.
-  return host!.handle(method, args, origin);
 }
 
 /** Roll back a follower tab's open transactions once it is gone (its tab lock comes free). */
@@ -270,5 +265,3 @@ async function close(): Promise<void> {
 function randomId(): string {
   return Array.from(crypto.getRandomValues(new Uint8Array(8)), (b) => b.toString(16).padStart(2, "0")).join("");
 }
-
-export type { WireError };
