@@ -1,4 +1,6 @@
+import { validateChangeset } from "../protocol/changeset.ts";
 import { RelayError } from "../protocol/errors.ts";
+import type { PushRequest } from "../protocol/messages.ts";
 import { roleAtLeast, ROLES, verifyToken, type Role, type TokenClaims } from "../protocol/token.ts";
 import type { Env } from "./env.ts";
 
@@ -24,4 +26,24 @@ export async function authorize(env: Env, request: Request, db: string, need: Ro
   if (claims.db !== "*" && claims.db !== db) throw new RelayError("forbidden", `token is for database "${claims.db}", not "${db}"`);
   if (!roleAtLeast(claims.role, need)) throw new RelayError("forbidden", `token role "${claims.role}" cannot ${need}`);
   return claims;
+}
+
+/**
+ * What every push must pass, over HTTP or a socket, before the log sees it:
+ * the role, the client id matching the token, and every changeset parsing
+ * completely (the error names the entry).
+ */
+export function checkPush(claims: Pick<TokenClaims, "role" | "sub">, req: PushRequest): void {
+  if (!roleAtLeast(claims.role, "write")) throw new RelayError("forbidden", `token role "${claims.role}" cannot write`);
+  if (claims.role !== "admin" && req.client !== claims.sub) {
+    throw new RelayError("forbidden", `client "${req.client}" does not match the token's sub "${claims.sub}"`);
+  }
+  req.entries.forEach((e, i) => {
+    try {
+      validateChangeset(e.changeset);
+    } catch (err) {
+      if (err instanceof RelayError) throw new RelayError(err.code, `entries[${i}] (cseq ${e.cseq}): ${err.message}`);
+      throw err;
+    }
+  });
 }

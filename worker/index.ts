@@ -2,10 +2,9 @@ import { Hono } from "hono";
 import { decode } from "../protocol/codec.ts";
 import { RelayError } from "../protocol/errors.ts";
 import { name, parsePushRequest } from "../protocol/messages.ts";
-import { validateChangeset } from "../protocol/changeset.ts";
 import { MAX_BODY_BYTES_DEFAULT } from "../protocol/limits.ts";
 import { MIN_PROTOCOL_VERSION, MSGPACK, PACKAGE_VERSION, PROTOCOL_VERSION } from "../protocol/version.ts";
-import { authorize } from "./auth.ts";
+import { authorize, checkPush } from "./auth.ts";
 import { devTokens } from "./dev-tokens.ts";
 import { errorResponse } from "./errors.ts";
 import type { Env } from "./env.ts";
@@ -70,17 +69,7 @@ app.post("/v1/db/:db/push", async (c) => {
   if (!type.startsWith(MSGPACK)) throw new RelayError("unsupported_media_type", `push bodies must be ${MSGPACK}`);
   const raw = await readBody(c.req.raw, bodyLimit(c.env));
   const body = parsePushRequest(decode(raw));
-  if (claims.role !== "admin" && body.client !== claims.sub) {
-    throw new RelayError("forbidden", `client "${body.client}" does not match the token's sub "${claims.sub}"`);
-  }
-  body.entries.forEach((e, i) => {
-    try {
-      validateChangeset(e.changeset);
-    } catch (err) {
-      if (err instanceof RelayError) throw new RelayError(err.code, `entries[${i}] (cseq ${e.cseq}): ${err.message}`);
-      throw err;
-    }
-  });
+  checkPush(claims, body);
   return logFor(c.env, db).fetch("https://log/push", { method: "POST", body: raw, headers: { "content-type": MSGPACK } });
 });
 

@@ -1,11 +1,11 @@
 import { DurableObject } from "cloudflare:workers";
-import { validateChangeset } from "../protocol/changeset.ts";
 import { decode, encode } from "../protocol/codec.ts";
 import { RelayError } from "../protocol/errors.ts";
 import { CLOSE, FRAME, FRAME_ENTRY_BUDGET, HEARTBEAT_PING, HEARTBEAT_PONG, MAX_FRAME_BYTES, parseClientFrame, type RelayFrame } from "../protocol/frames.ts";
 import { parsePullQuery, parsePushRequest, type LogEntry, type PushEntry } from "../protocol/messages.ts";
 import { PULL_LIMIT_DEFAULT, PULL_LIMIT_MAX } from "../protocol/limits.ts";
-import { roleAtLeast, type Role } from "../protocol/token.ts";
+import type { Role } from "../protocol/token.ts";
+import { checkPush } from "./auth.ts";
 import { MSGPACK } from "../protocol/version.ts";
 import * as store from "./log-store.ts";
 import { errorResponse, toRelayError } from "./errors.ts";
@@ -115,18 +115,7 @@ export class ChangesetLog extends DurableObject<Env> {
         send(ws, frames.length === 1 ? frames[0]! : { t: FRAME.head, head: page.head });
         return;
       }
-      if (!roleAtLeast(info.role, "write")) throw new RelayError("forbidden", `token role "${info.role}" cannot write`);
-      if (info.role !== "admin" && frame.client !== info.sub) {
-        throw new RelayError("forbidden", `client "${frame.client}" does not match the token's sub "${info.sub}"`);
-      }
-      frame.entries.forEach((e, i) => {
-        try {
-          validateChangeset(e.changeset);
-        } catch (err) {
-          if (err instanceof RelayError) throw new RelayError(err.code, `entries[${i}] (cseq ${e.cseq}): ${err.message}`);
-          throw err;
-        }
-      });
+      checkPush(info, frame);
       const { appended, ...res } = this.append(frame.client, frame.entries);
       send(ws, { t: FRAME.ack, id: frame.id, ...res });
     } catch (e) {

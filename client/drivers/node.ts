@@ -1,7 +1,7 @@
 import type { DatabaseSync, SQLInputValue, SQLOutputValue, StatementSync } from "node:sqlite";
 import type { SqlValue } from "../../protocol/changeset.ts";
 import { RelayError } from "../../protocol/errors.ts";
-import { RESOLUTION, type ConflictType, type Driver, type Params, type Resolution, type Row, type Session } from "./types.ts";
+import { checkResolution, narrow, RESOLUTION, type ConflictType, type Driver, type Params, type Resolution, type Row, type Session } from "./types.ts";
 
 /** Prepared statements kept per connection; the sync engine reuses a few dozen at most. */
 const STATEMENT_CACHE_SIZE = 64;
@@ -139,15 +139,5 @@ function fromNode(row: Record<string, SQLOutputValue>): void {
   }
 }
 
-const MIN_SAFE = BigInt(Number.MIN_SAFE_INTEGER);
-const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
 
-function narrow(v: bigint): number | bigint {
-  return v >= MIN_SAFE && v <= MAX_SAFE ? Number(v) : v;
-}
 
-/** Anything else would be SQLITE_MISUSE on one build and a silent OMIT on the other. */
-function checkResolution(r: Resolution): Resolution {
-  if (r !== RESOLUTION.OMIT && r !== RESOLUTION.REPLACE && r !== RESOLUTION.ABORT) throw new TypeError(`invalid conflict resolution: ${String(r)}`);
-  return r;
-}

@@ -48,3 +48,17 @@ export interface Driver {
   readonly inTransaction: boolean;
   close(): void;
 }
+
+const MIN_SAFE = BigInt(Number.MIN_SAFE_INTEGER);
+const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
+
+/** Integers as number when exact, else bigint: both drivers hand out the same types. */
+export function narrow(v: bigint): number | bigint {
+  return v >= MIN_SAFE && v <= MAX_SAFE ? Number(v) : v;
+}
+
+/** Anything else would be SQLITE_MISUSE on one build and a silent OMIT on the other. */
+export function checkResolution(r: Resolution): Resolution {
+  if (r !== RESOLUTION.OMIT && r !== RESOLUTION.REPLACE && r !== RESOLUTION.ABORT) throw new TypeError(`invalid conflict resolution: ${String(r)}`);
+  return r;
+}

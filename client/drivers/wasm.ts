@@ -1,7 +1,7 @@
 import sqlite3InitModule, { type Database, type Sqlite3Static } from "@sqlite.org/sqlite-wasm";
 import type { SqlValue } from "../../protocol/changeset.ts";
 import { RelayError } from "../../protocol/errors.ts";
-import { RESOLUTION, type ConflictType, type Driver, type Params, type Resolution, type Row, type Session } from "./types.ts";
+import { checkResolution, narrow, RESOLUTION, type ConflictType, type Driver, type Params, type Resolution, type Row, type Session } from "./types.ts";
 
 // No Node-only imports in this file: it also runs in a browser Web Worker.
 
@@ -414,16 +414,5 @@ function isPositional(params: Params): params is readonly SqlValue[] {
 
 const INT64_MIN = -(2n ** 63n);
 const INT64_MAX = 2n ** 63n - 1n;
-const MIN_SAFE = BigInt(Number.MIN_SAFE_INTEGER);
-const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
 
-/** Integers as number when exact, else bigint: the node driver returns the same. */
-function narrow(v: bigint): number | bigint {
-  return v >= MIN_SAFE && v <= MAX_SAFE ? Number(v) : v;
-}
 
-/** Anything else would be SQLITE_MISUSE on one build and a silent OMIT on the other. */
-function checkResolution(r: Resolution): Resolution {
-  if (r !== RESOLUTION.OMIT && r !== RESOLUTION.REPLACE && r !== RESOLUTION.ABORT) throw new TypeError(`invalid conflict resolution: ${String(r)}`);
-  return r;
-}
