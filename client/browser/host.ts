@@ -31,8 +31,6 @@ class Rollback extends Error {}
 export class Host {
   readonly storage: Storage;
   private readonly replica: Replica;
-  /** Whether live sync is switched on: the replica's setLive has no getter. */
-  private live: boolean;
   private readonly out: HostEvents;
   private readonly txs = new Map<string, TxSession>();
   private readonly poll: ReturnType<typeof setInterval>;
@@ -40,10 +38,9 @@ export class Host {
   private nextTx = 1;
   private closed = false;
 
-  private constructor(replica: Replica, storage: Storage, live: boolean, out: HostEvents) {
+  private constructor(replica: Replica, storage: Storage, out: HostEvents) {
     this.replica = replica;
     this.storage = storage;
-    this.live = live;
     this.out = out;
     for (const name of FORWARDED) {
       replica.on(name, (payload) => {
@@ -76,12 +73,12 @@ export class Host {
     }
     const { wasmUrl: _wasmUrl, storage: _storage, ...rest } = opts;
     const replica = await openReplica({ ...rest, path, driver: "wasm" });
-    return new Host(replica, storage, opts.live ?? false, out);
+    return new Host(replica, storage, out);
   }
 
   status(): SharedStatus {
     const s = this.replica.status();
-    return { ...s, storage: this.storage, persistent: this.storage === "opfs", live: this.live };
+    return { ...s, storage: this.storage, persistent: this.storage === "opfs" };
   }
 
   /** Run one call from tab `origin`. */
@@ -103,7 +100,6 @@ export class Host {
       case "setLive": {
         const [enabled] = args as CallArgs["setLive"];
         this.replica.setLive(enabled);
-        this.live = enabled;
         this.statusChanged();
         return undefined;
       }

@@ -39,7 +39,7 @@ export interface BrowserReplicaEvents {
   sync: SyncEvent;
   conflict: ConflictRecord;
   error: RelayError;
-  connection: { connected: boolean };
+  connection: { connected: boolean; live: boolean };
   /** Something in status() changed (pending count, cursor, connection, owner tab...). */
   status: BrowserStatus;
   /** This tab's worker took over the database from a tab that closed, or another tab did. */

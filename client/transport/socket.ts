@@ -79,11 +79,9 @@ export class LiveSocket {
   }
 
   stop(): void {
-    const wasOpen = this.state.name === "open";
     this.state = { name: "stopped" };
     this.clearTimers();
     this.drop();
-    if (wasOpen) this.delegate.closed(0);
   }
 
   /** Drop the current connection as if the network failed (tests and the heartbeat use this). */
