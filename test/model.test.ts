@@ -1,10 +1,11 @@
 /**
  * Model-based convergence: fast-check generates schedules over 3–6 replicas
  * (node:sqlite on files and sqlite-wasm in memory, always both) of
- *   write   one transaction of 1–4 statements on overlapping keys of two
+ *   write   one transaction of 1–4 statements on overlapping keys of three
  *           tables (types mixed, a UNIQUE column, PK changes, multi-row
- *           statements); some fail half-way and roll back; some add a
- *           journal row nobody ever touches again
+ *           statements, a foreign key with ON DELETE CASCADE); some fail
+ *           half-way and roll back; some add a journal row nobody ever
+ *           touches again
  *   sync    push, pull, rebase
  *   offline / online
  *   lose    the next 1–3 push responses (the relay stored the push)
@@ -54,6 +55,8 @@ const SCHEMA = [
   // PK order differs from column order; w is UNIQUE, so concurrent writes meet constraint conflicts.
   "CREATE TABLE IF NOT EXISTS pair(a INTEGER, b TEXT, v, w TEXT UNIQUE, PRIMARY KEY(b, a))",
   "CREATE TABLE IF NOT EXISTS journal(id TEXT PRIMARY KEY, by TEXT NOT NULL)",
+  // Enforced on local writes (a missing parent rolls the transaction back), cascading into the changeset.
+  "CREATE TABLE IF NOT EXISTS child(id INTEGER PRIMARY KEY, parent TEXT REFERENCES todo(id) ON DELETE CASCADE, v)",
 ];
 
 // ---------------------------------------------------------------- schedules
@@ -96,6 +99,8 @@ const statement: fc.Arbitrary<string> = fc.oneof(
   fc.tuple(pk, value).map(([[a, b], v]) => `UPDATE pair SET v = ${v} WHERE a = ${a} AND b = ${b}`),
   fc.tuple(pk, uniq).map(([[a, b], w]) => `UPDATE pair SET w = ${w} WHERE a = ${a} AND b = ${b}`),
   pk.map(([a, b]) => `DELETE FROM pair WHERE a = ${a} AND b = ${b}`),
+  fc.tuple(fc.constantFrom(1, 2, 3), id, value).map(([c, p, v]) => `INSERT OR REPLACE INTO child(id, parent, v) VALUES (${c}, ${p}, ${v})`),
+  fc.tuple(fc.constantFrom(1, 2, 3), value).map(([c, v]) => `UPDATE child SET v = ${v} WHERE id = ${c}`),
 );
 
 const r = fc.nat({ max: 5 });
@@ -177,7 +182,7 @@ async function restartRelay(): Promise<void> {
 /** Every replicated table, each value quoted (1, 1.0, '1' and x'01' all differ), rows sorted. */
 async function dump(rep: Replica): Promise<Record<string, string[]>> {
   const out: Record<string, string[]> = {};
-  for (const table of ["todo", "pair", "journal"]) {
+  for (const table of ["todo", "pair", "journal", "child"]) {
     const cols = (await rep.query<{ name: string }>(`SELECT name FROM pragma_table_info('${table}') ORDER BY cid`)).map((c) => c.name);
     const rows = await rep.query<{ row: string }>(`SELECT ${cols.map((c) => `quote("${c}")`).join(" || '|' || ")} AS row FROM ${table}`);
     out[table] = rows.map((x) => x.row).sort();
