@@ -27,7 +27,10 @@ export interface RebaseResult {
 export function rebase(d: Driver, me: string, entries: readonly LogEntry[], policy: ConflictOptions, schema: SchemaCache): RebaseResult {
   const result: RebaseResult = { conflicts: [], applied: 0, skipped: 0 };
   if (entries.length === 0) return result;
-  let pending = store.outbox(d);
+  // At most entries.length pending rows can be consumed by the fast path
+  // below: reading the whole outbox (blobs and all) for every page made a live
+  // writer's cost per entry grow with its backlog.
+  let pending = store.outbox(d, entries.length);
 
   // Own entries arriving in capture order, before anything foreign, are
   // already in the local view exactly as the log has them (each pending entry
@@ -43,6 +46,7 @@ export function rebase(d: Driver, me: string, entries: readonly LogEntry[], poli
   }
   const rest = entries.slice(i);
   if (rest.length > 0) {
+    pending = store.outbox(d);
     for (const p of [...pending].reverse()) undo(d, p.applied);
     for (const e of rest) {
       try {

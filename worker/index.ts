@@ -3,6 +3,7 @@ import { decode } from "../protocol/codec.ts";
 import { RelayError } from "../protocol/errors.ts";
 import { name, parsePushRequest } from "../protocol/messages.ts";
 import { MAX_BODY_BYTES_DEFAULT } from "../protocol/limits.ts";
+import { acceptsGzip, COMPRESS_MIN_BYTES, GZIP, readBody } from "../protocol/compression.ts";
 import { MIN_PROTOCOL_VERSION, MSGPACK, PACKAGE_VERSION, PROTOCOL_VERSION } from "../protocol/version.ts";
 import { authorize, checkPush } from "./auth.ts";
 import { devTokens } from "./dev-tokens.ts";
@@ -29,33 +30,11 @@ function bodyLimit(env: Env): number {
   return Number.isSafeInteger(n) && n > 0 ? n : MAX_BODY_BYTES_DEFAULT;
 }
 
-/** Read a request body, refusing as soon as it passes `limit` rather than buffering it whole. */
-async function readBody(request: Request, limit: number): Promise<Uint8Array> {
-  const tooLarge = () => new RelayError("payload_too_large", `request body exceeds ${limit} bytes`);
+/** Read a push body (plain or gzip), refusing it as soon as it, or what it inflates to, passes `limit`. */
+async function readPushBody(request: Request, limit: number): Promise<Uint8Array> {
   const declared = Number(request.headers.get("content-length") ?? NaN);
-  if (declared > limit) throw tooLarge();
-  if (!request.body) return new Uint8Array(0);
-  const parts: Uint8Array[] = [];
-  let size = 0;
-  const reader = request.body.getReader();
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    size += value.byteLength;
-    if (size > limit) {
-      await reader.cancel();
-      throw tooLarge();
-    }
-    parts.push(value);
-  }
-  if (parts.length === 1) return parts[0]!;
-  const out = new Uint8Array(size);
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.byteLength;
-  }
-  return out;
+  if (declared > limit) throw new RelayError("payload_too_large", `request body exceeds ${limit} bytes`);
+  return readBody(request.body, request.headers.get("content-encoding"), limit);
 }
 
 function logFor(env: Env, db: string) {
@@ -67,7 +46,7 @@ app.post("/v1/db/:db/push", async (c) => {
   const claims = await authorize(c.env, c.req.raw, db, "write");
   const type = c.req.header("content-type") ?? "";
   if (!type.startsWith(MSGPACK)) throw new RelayError("unsupported_media_type", `push bodies must be ${MSGPACK}`);
-  const raw = await readBody(c.req.raw, bodyLimit(c.env));
+  const raw = await readPushBody(c.req.raw, bodyLimit(c.env));
   const body = parsePushRequest(decode(raw));
   checkPush(claims, body);
   return logFor(c.env, db).fetch("https://log/push", { method: "POST", body: raw, headers: { "content-type": MSGPACK } });
@@ -77,7 +56,17 @@ app.get("/v1/db/:db/pull", async (c) => {
   const db = name(c.req.param("db"), "database name");
   await authorize(c.env, c.req.raw, db, "read");
   const q = new URL(c.req.url).search;
-  return logFor(c.env, db).fetch(`https://log/pull${q}`);
+  const res = await logFor(c.env, db).fetch(`https://log/pull${q}`);
+  if (!res.ok || !acceptsGzip(c.req.header("accept-encoding"))) return res;
+  // Compressed here, in the stateless Worker, not in the database's object:
+  // the Workers runtime gzips a body whose Content-Encoding says so
+  // (encodeBody "automatic"), natively, as it streams out. The page is read
+  // first because its size decides (the object's response has no length here).
+  const body = await res.arrayBuffer();
+  const headers = new Headers(res.headers);
+  headers.append("vary", "accept-encoding");
+  if (body.byteLength >= COMPRESS_MIN_BYTES) headers.set("content-encoding", GZIP);
+  return new Response(body, { status: res.status, headers });
 });
 
 // Live sync. Claims are verified here and handed to the database's object in

@@ -2,6 +2,7 @@ import { decode, encode } from "../../protocol/codec.ts";
 import { errorFromBody, RelayError } from "../../protocol/errors.ts";
 import { parsePullResponse, parsePushResponse, type PullResponse, type PushEntry, type PushResponse } from "../../protocol/messages.ts";
 import { MSGPACK } from "../../protocol/version.ts";
+import { COMPRESS_MIN_BYTES, GZIP, gzip } from "../../protocol/compression.ts";
 
 /** How the sync engine reaches the relay. HTTP here; tests wrap it to inject faults. */
 export interface Transport {
@@ -47,7 +48,12 @@ export function httpTransport(opts: HttpTransportOptions): Transport {
 
   return {
     async push(client, entries, signal) {
-      const init: RequestInit = { method: "POST", body: encode({ client, entries }), headers: { ...auth, "content-type": MSGPACK } };
+      // Larger bodies go gzipped (see protocol/compression.ts); pull
+      // responses come back gzipped when large, and fetch inflates them.
+      const plain = encode({ client, entries });
+      const zipped = plain.byteLength >= COMPRESS_MIN_BYTES;
+      const headers = { ...auth, "content-type": MSGPACK, ...(zipped ? { "content-encoding": GZIP } : {}) };
+      const init: RequestInit = { method: "POST", body: zipped ? await gzip(plain) : plain, headers };
       if (signal) init.signal = signal;
       return parsePushResponse(await call("/push", init));
     },
