@@ -15,7 +15,7 @@ import * as store from "./store.ts";
 import { httpTransport, type Transport } from "./transport/http.ts";
 import { LiveSocket, socketUrl, type WebSocketLike } from "./transport/socket.ts";
 import { FRAME, FRAME_ENTRY_BUDGET, type RelayFrame } from "../protocol/frames.ts";
-import type { LogEntry } from "../protocol/messages.ts";
+import type { Ack, LogEntry } from "../protocol/messages.ts";
 
 export interface ReplicaOptions {
   /** Relay base URL, e.g. http://127.0.0.1:8787 */
@@ -355,6 +355,13 @@ export class Replica {
         return;
       case FRAME.ack:
         this.head = Math.max(this.head, f.head);
+        this.applyAcked(f.acks).then(
+          (inOrder) => {
+            if (!inOrder) return this.requestSync();
+            this.events.emit("sync", { pushed: f.acks.length, pulled: 0, cursor: this.cursor(), head: this.head });
+          },
+          (e) => this.fail(e),
+        );
         return;
       case FRAME.error: {
         const err = new RelayError(f.error.code, f.error.message);
@@ -429,6 +436,7 @@ export class Replica {
   private async pushAll(signal?: AbortSignal): Promise<number> {
     let pushed = 0;
     let after = 0;
+    const acks: Ack[] = [];
     for (;;) {
       const batch: PushEntry[] = await this.local.run(() => {
         const rows = this.d.all("SELECT cseq, changeset FROM _relay_outbox WHERE cseq > ? ORDER BY cseq LIMIT ?", [after, MAX_ENTRIES_PER_PUSH]);
@@ -445,9 +453,14 @@ export class Replica {
         if (out.length > 0) store.markSent(this.d, out.at(-1)!.cseq);
         return out;
       });
-      if (batch.length === 0) return pushed;
+      if (batch.length === 0) {
+        // Our own entries need not come back down in the pull that follows.
+        if (acks.length > 0) await this.applyAcked(acks);
+        return pushed;
+      }
       const res = await withRetry(() => this.transport.push(this.clientId, batch, signal), this.backoff, signal);
       this.head = Math.max(this.head, res.head);
+      acks.push(...res.acks);
       pushed += batch.length;
       after = batch.at(-1)!.cseq;
     }
@@ -475,36 +488,66 @@ export class Replica {
    * applied are skipped, and a gap returns false (the caller pulls instead).
    */
   private applyPage(page: readonly LogEntry[]): Promise<boolean> {
+    return this.local.run(() => this.applyNow(page));
+  }
+
+  /**
+   * Own entries the relay acknowledged, applied from the outbox instead of
+   * being downloaded again (the relay does not echo a socket's pushes back to
+   * it, and a 100,000-row push would otherwise come straight back down). The
+   * ack proves the log holds exactly these bytes at these seqs: a sent
+   * entry's bytes never change, and the relay refuses other bytes for a
+   * (client, cseq) it holds. The same step as a pulled page; false when they
+   * do not directly follow the cursor (foreign entries first: pull instead).
+   */
+  private applyAcked(acks: readonly Ack[]): Promise<boolean> {
     return this.local.run(() => {
       if (this.closed) return true;
       const cursor = this.cursor();
-      const entries = page.filter((e) => e.seq > cursor);
-      if (entries.length === 0) return true;
-      if (entries[0]!.seq !== cursor + 1) return false;
-      const d = this.d;
-      // Replicated state may legitimately break a foreign key (a child row
-      // inserted concurrently with its parent's deletion): enforcing it mid-apply
-      // would make SQLite refuse the commit on every replica, so it is relaxed
-      // while log entries are applied. PRAGMA foreign_keys is a no-op inside a
-      // transaction, hence outside BEGIN.
-      if (this.fk) d.exec("PRAGMA foreign_keys = OFF");
-      let result: ReturnType<typeof rebase>;
-      try {
-        d.exec("BEGIN IMMEDIATE");
-        this.schema.clear();
-        result = rebase(d, this.clientId, entries, this.opts.conflicts ?? {}, this.schema);
-        for (const c of result.conflicts) recordConflict(d, c);
-        d.exec("COMMIT");
-      } catch (e) {
-        if (d.inTransaction) d.exec("ROLLBACK");
-        throw e;
-      } finally {
-        if (this.fk) d.exec("PRAGMA foreign_keys = ON");
+      const fresh = acks.filter((a) => a.seq > cursor);
+      if (fresh.length === 0) return true;
+      const rows = this.d.all("SELECT cseq, changeset FROM _relay_outbox WHERE cseq >= ? AND cseq <= ?", [fresh[0]!.cseq, fresh.at(-1)!.cseq]);
+      const bytes = new Map(rows.map((r) => [r.cseq as number, r.changeset as Uint8Array]));
+      const entries: LogEntry[] = [];
+      for (const a of fresh) {
+        const changeset = bytes.get(a.cseq);
+        if (!changeset || (entries.length > 0 && a.seq !== entries.at(-1)!.seq + 1)) break;
+        entries.push({ seq: a.seq, client: this.clientId, cseq: a.cseq, changeset, ts: 0 });
       }
-      for (const c of result.conflicts) this.events.emit("conflict", c);
-      if (result.applied > 0) this.events.emit("change", { source: "remote", cursor: entries.at(-1)!.seq });
-      return true;
+      return entries.length === fresh.length && this.applyNow(entries);
     });
+  }
+
+  /** applyPage's body, under the local lock. */
+  private applyNow(page: readonly LogEntry[]): boolean {
+    if (this.closed) return true;
+    const cursor = this.cursor();
+    const entries = page.filter((e) => e.seq > cursor);
+    if (entries.length === 0) return true;
+    if (entries[0]!.seq !== cursor + 1) return false;
+    const d = this.d;
+    // Replicated state may legitimately break a foreign key (a child row
+    // inserted concurrently with its parent's deletion): enforcing it mid-apply
+    // would make SQLite refuse the commit on every replica, so it is relaxed
+    // while log entries are applied. PRAGMA foreign_keys is a no-op inside a
+    // transaction, hence outside BEGIN.
+    if (this.fk) d.exec("PRAGMA foreign_keys = OFF");
+    let result: ReturnType<typeof rebase>;
+    try {
+      d.exec("BEGIN IMMEDIATE");
+      this.schema.clear();
+      result = rebase(d, this.clientId, entries, this.opts.conflicts ?? {}, this.schema);
+      for (const c of result.conflicts) recordConflict(d, c);
+      d.exec("COMMIT");
+    } catch (e) {
+      if (d.inTransaction) d.exec("ROLLBACK");
+      throw e;
+    } finally {
+      if (this.fk) d.exec("PRAGMA foreign_keys = ON");
+    }
+    for (const c of result.conflicts) this.events.emit("conflict", c);
+    if (result.applied > 0) this.events.emit("change", { source: "remote", cursor: entries.at(-1)!.seq });
+    return true;
   }
 }
 

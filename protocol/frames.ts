@@ -16,7 +16,9 @@ import { parseLogEntry, parsePushRequest, positiveInt, type Ack, type LogEntry, 
  *
  * The socket never carries the whole log: a subscriber further behind than one
  * frame, or an entry larger than a frame, gets a `head` frame and catches up
- * with paged HTTP pulls.
+ * with paged HTTP pulls. Entries pushed over a socket are not sent back on
+ * that socket: its `ack` (cseq → seq) stands for them, and the pusher
+ * already holds their bytes.
  */
 export const FRAME = {
   sub: "sub",

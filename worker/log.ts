@@ -78,19 +78,24 @@ export class ChangesetLog extends DurableObject<Env> {
     return new Response(null, { status: 101, webSocket: client });
   }
 
-  /** Append, committed before anyone hears of it, then fan the new entries out to subscribers. */
-  private append(client: string, entries: PushEntry[]) {
+  /**
+   * Append, committed before anyone hears of it, then fan the new entries out
+   * to subscribers, except to the socket that pushed them: its ack carries
+   * their seqs, and echoing the bytes back would double what a live writer
+   * receives (and what it costs us to send).
+   */
+  private append(client: string, entries: PushEntry[], from?: WebSocket) {
     // transactionSync: all-or-nothing; the output gate holds every response
     // and socket message until the write is durable.
     const res = this.ctx.storage.transactionSync(() => store.push(this.sql, client, entries, Date.now()));
-    if (res.appended.length > 0) this.broadcast(res.appended, res.head);
+    if (res.appended.length > 0) this.broadcast(res.appended, res.head, from);
     return res;
   }
 
-  private broadcast(entries: LogEntry[], head: number): void {
+  private broadcast(entries: LogEntry[], head: number, except?: WebSocket): void {
     const frames = framesFor(entries, head).map(encode);
     for (const ws of this.ctx.getWebSockets()) {
-      if (!(ws.deserializeAttachment() as SocketInfo | null)?.subscribed) continue;
+      if (ws === except || !(ws.deserializeAttachment() as SocketInfo | null)?.subscribed) continue;
       try {
         for (const f of frames) ws.send(f);
       } catch {
@@ -116,7 +121,7 @@ export class ChangesetLog extends DurableObject<Env> {
         return;
       }
       checkPush(info, frame);
-      const { appended, ...res } = this.append(frame.client, frame.entries);
+      const { appended, ...res } = this.append(frame.client, frame.entries, ws);
       send(ws, { t: FRAME.ack, id: frame.id, ...res });
     } catch (e) {
       const err = toRelayError(e);
