@@ -314,7 +314,7 @@ export class Replica {
     let bytes = 0;
     const sendBatch = () => {
       if (batch.length === 0) return true;
-      store.markSent(this.d, batch.at(-1)!.cseq);
+      store.markSent(this.d, batch[0]!.cseq, batch.at(-1)!.cseq);
       if (!this.live?.send({ t: FRAME.push, id: this.nextFrameId++, client: this.clientId, entries: batch })) return false;
       this.flushedUpTo = batch.at(-1)!.cseq;
       batch = [];
@@ -450,7 +450,7 @@ export class Replica {
         }
         // Marked before sending: a sent entry's bytes are fixed, because the
         // relay may have stored them even if we never hear back.
-        if (out.length > 0) store.markSent(this.d, out.at(-1)!.cseq);
+        if (out.length > 0) store.markSent(this.d, out[0]!.cseq, out.at(-1)!.cseq);
         return out;
       });
       if (batch.length === 0) {

@@ -66,8 +66,13 @@ export function enqueue(d: Driver, cseq: number, changeset: Uint8Array): void {
   setMeta(d, "last_cseq", cseq);
 }
 
-export function markSent(d: Driver, upTo: number): void {
-  d.run("UPDATE _relay_outbox SET sent = 1 WHERE cseq <= ? AND sent = 0", [upTo]);
+/**
+ * Entries `from..upTo` are being sent. Batches go out in cseq order, so the
+ * rows below `from` are marked already; bounding the range keeps this from
+ * scanning the whole backlog of a writer that outpaces its acks.
+ */
+export function markSent(d: Driver, from: number, upTo: number): void {
+  d.run("UPDATE _relay_outbox SET sent = 1 WHERE cseq >= ? AND cseq <= ? AND sent = 0", [from, upTo]);
 }
 
 export function dequeue(d: Driver, cseq: number): void {
