@@ -12,8 +12,9 @@ import { RelayError } from "./errors.ts";
  * - Pull responses: the relay answers `Content-Encoding: gzip` when the
  *   request's `Accept-Encoding` allows gzip and the body is
  *   COMPRESS_MIN_BYTES or more; fetch inflates it for the client.
- * - Socket frames: the standard permessage-deflate extension, which workerd
- *   and Node's WebSocket negotiate on their own.
+ * - Socket frames: none. Live frames are a few hundred bytes; the relay
+ *   declines permessage-deflate (worker/log.ts says why), and anything large
+ *   (a backlog, a big entry) goes over HTTP pulls, which are compressed.
  *
  * Changesets compress well (repeated table headers, op bytes and type tags,
  * similar values in consecutive rows): the W1 rows go from 61 to about 9
