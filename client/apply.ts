@@ -62,6 +62,36 @@ export function applyWithPolicy(d: Driver, changeset: Uint8Array, ref: EntryRef,
   return records;
 }
 
+/**
+ * Consecutive log entries applied as one changeset, their bytes
+ * concatenated (a changeset is a sequence of table blocks applied in order,
+ * and SQLite keeps its prepared statements across blocks of one table), when
+ * none of them conflicts with anything. One sqlite3changeset_apply instead of
+ * one per entry, whose fixed cost dominated catching up on small entries
+ * (~15 µs an entry one by one, ~1 µs together). False, with nothing changed
+ * (SQLite rolls the apply back), at the first conflict or error: the caller
+ * then applies them one by one under the policy.
+ */
+export function applyAllClean(d: Driver, changesets: readonly Uint8Array[], schema: SchemaCache): boolean {
+  let size = 0;
+  for (const c of changesets) {
+    if (c.byteLength > 0) for (const t of changesetTables(c)) schema.check(t);
+    size += c.byteLength;
+  }
+  const all = new Uint8Array(size);
+  let at = 0;
+  for (const c of changesets) {
+    all.set(c, at);
+    at += c.byteLength;
+  }
+  try {
+    return size === 0 || apply(d, all, () => RESOLUTION.ABORT);
+  } catch (e) {
+    if (e instanceof RelayError && e.code === "apply_failed") return false;
+    throw e;
+  }
+}
+
 function apply(d: Driver, changeset: Uint8Array, onConflict: (t: ConflictType) => 0 | 1 | 2): boolean {
   return d.applyChangeset(changeset, onConflict);
 }

@@ -1,7 +1,7 @@
 import { invertChangeset } from "../protocol/changeset.ts";
 import type { LogEntry } from "../protocol/messages.ts";
 import { RelayError } from "../protocol/errors.ts";
-import { applyWithPolicy, type SchemaCache } from "./apply.ts";
+import { applyAllClean, applyWithPolicy, type SchemaCache } from "./apply.ts";
 import type { ConflictOptions, ConflictRecord } from "./conflicts.ts";
 import { CONFLICT, RESOLUTION, type Driver } from "./drivers/types.ts";
 import * as store from "./store.ts";
@@ -48,9 +48,11 @@ export function rebase(d: Driver, me: string, entries: readonly LogEntry[], poli
   if (rest.length > 0) {
     pending = store.outbox(d);
     for (const p of [...pending].reverse()) undo(d, p.applied);
+    // Most pages conflict with nothing: then they go in as one changeset.
+    const clean = rest.length > 1 && applyAllClean(d, rest.map((e) => e.changeset), schema);
     for (const e of rest) {
       try {
-        result.conflicts.push(...applyWithPolicy(d, e.changeset, e, policy, schema));
+        if (!clean) result.conflicts.push(...applyWithPolicy(d, e.changeset, e, policy, schema));
         result.applied++;
       } catch (err) {
         // A poison entry (valid in form, but SQLite refuses it) is skipped the

@@ -112,6 +112,8 @@ export class Replica {
   /** Background sync requested while one runs: run once more after it. */
   private syncWanted = false;
   private syncRunning = false;
+  /** Acks received and not yet applied: those of one network read are applied in one step. */
+  private acked: Ack[] = [];
 
   /** Use `openReplica`. */
   constructor(d: Driver, clientId: string, opts: ReplicaOptions, readOnly: boolean) {
@@ -140,33 +142,37 @@ export class Replica {
       this.assertOpen();
       if (this.readOnly) throw new RelayError("read_only", "this replica is read-only (its token's role is read): local writes are refused");
       const d = this.d;
-      const before = store.schemaVersion(d);
       d.exec("BEGIN IMMEDIATE");
       const session = d.session();
       let done = false;
-      // Only this transaction's statements change the count while it holds
-      // the lock, so each statement's "after" is the next one's "before": one
-      // total_changes() query per statement instead of two (it was a third of
-      // a bulk insert's time).
-      let total = totalChanges(d);
+      // One query after each statement reads both counters: total_changes()
+      // for its `changes` (only this transaction changes it while it holds
+      // the lock, so each statement's "after" is the next one's "before") and
+      // the schema version, to refuse DDL at the end without asking again.
+      // These queries were a third of a bulk insert's time when separate.
+      const start = probe(d);
+      let last = start;
+      let queried = false; // a query() after the last probe may have run DDL
       const tx: Tx = {
         exec: async (sql, params) => {
           if (done) throw new RelayError("closed", "transaction already finished");
           if (params === undefined) d.exec(sql);
           else d.run(sql, params);
-          const before = total;
-          total = totalChanges(d);
-          return { changes: total - before };
+          const before = last.changes;
+          last = probe(d);
+          queried = false;
+          return { changes: last.changes - before };
         },
         query: async <R extends Row>(sql: string, params?: Params) => {
           if (done) throw new RelayError("closed", "transaction already finished");
+          queried = true;
           return plain<R>(d.all(sql, params));
         },
       };
       try {
         const result = await fn(tx);
         done = true;
-        if (store.schemaVersion(d) !== before) {
+        if ((queried ? probe(d) : last).schema !== start.schema) {
           throw new RelayError("ddl_outside_schema", "schema changes must go through the `schema` option: DDL is not replicated");
         }
         const changeset = session.changeset();
@@ -340,6 +346,7 @@ export class Replica {
     switch (f.t) {
       case FRAME.entries:
         this.head = Math.max(this.head, f.head);
+        this.applyAcks(); // log order: acks that came first go first
         this.applyPage(f.entries).then(
           (inOrder) => {
             if (!inOrder) return this.requestSync();
@@ -355,13 +362,10 @@ export class Replica {
         return;
       case FRAME.ack:
         this.head = Math.max(this.head, f.head);
-        this.applyAcked(f.acks).then(
-          (inOrder) => {
-            if (!inOrder) return this.requestSync();
-            this.events.emit("sync", { pushed: f.acks.length, pulled: 0, cursor: this.cursor(), head: this.head });
-          },
-          (e) => this.fail(e),
-        );
+        // A fast writer gets acks in bursts (many in one network read, all
+        // dispatched before microtasks run): one local transaction for all.
+        if (this.acked.length === 0) queueMicrotask(() => this.applyAcks());
+        for (const a of f.acks) this.acked.push(a);
         return;
       case FRAME.error: {
         const err = new RelayError(f.error.code, f.error.message);
@@ -372,6 +376,19 @@ export class Replica {
         return;
       }
     }
+  }
+
+  private applyAcks(): void {
+    if (this.acked.length === 0) return;
+    const acks = this.acked;
+    this.acked = [];
+    this.applyAcked(acks).then(
+      (inOrder) => {
+        if (!inOrder) return this.requestSync();
+        this.events.emit("sync", { pushed: acks.length, pulled: 0, cursor: this.cursor(), head: this.head });
+      },
+      (e) => this.fail(e),
+    );
   }
 
   /** Run a background sync soon; coalesces requests. Errors become "error" events, never unhandled rejections. */
@@ -556,8 +573,9 @@ function plain<T>(rows: Row[]): T[] {
   return rows.map((r) => ({ ...r }) as T);
 }
 
-function totalChanges(d: Driver): number {
-  return d.all("SELECT total_changes() AS n")[0]!.n as number;
+function probe(d: Driver): { changes: number; schema: number } {
+  const row = d.all("SELECT total_changes() AS n, schema_version AS v FROM pragma_schema_version")[0]!;
+  return { changes: row.n as number, schema: row.v as number };
 }
 
 /** JSON for conflict records: BLOBs and big integers kept exact. */

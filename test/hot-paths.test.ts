@@ -1,0 +1,111 @@
+import { after, before, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { RelayError } from "../client/index.ts";
+import { startRelay, type TestRelay } from "./support/relay.ts";
+import { closeReplicas, dump, replica } from "./support/replicas.ts";
+
+/**
+ * Behaviour kept while the hot paths got faster (see README "Benchmarks"):
+ * fewer bookkeeping queries per local transaction, pages of entries applied
+ * as one changeset when nothing conflicts, acks applied in bursts.
+ */
+let relay: TestRelay;
+before(async () => {
+  relay = await startRelay();
+});
+after(async () => {
+  await closeReplicas();
+  await relay.close();
+});
+
+let n = 0;
+const freshDb = (name: string) => `${name}-${++n}`;
+
+async function until(pred: () => boolean | Promise<boolean>, what: string, ms = 10_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!(await pred())) {
+    if (Date.now() > end) throw new Error(`timed out: ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+describe("local transactions", () => {
+  it("exec reports each statement's own changes", async () => {
+    const A = await replica(relay, freshDb("changes"), "a", "node");
+    const counts = await A.transaction(async (tx) => [
+      (await tx.exec("INSERT INTO todo(id, title) VALUES ('1', 'a'), ('2', 'b'), ('3', 'c')")).changes,
+      (await tx.exec("UPDATE todo SET done = 1")).changes,
+      (await tx.exec("SELECT * FROM todo")).changes,
+      (await tx.exec("DELETE FROM todo WHERE id = ?", ["2"])).changes,
+    ]);
+    assert.deepEqual(counts, [3, 3, 0, 1]);
+  });
+
+  for (const driver of ["node", "wasm"] as const) {
+    it(`DDL is refused however it is run inside a transaction (${driver})`, async () => {
+      const A = await replica(relay, freshDb("ddl"), "a", driver);
+      await assert.rejects(
+        A.transaction(async (tx) => {
+          await tx.exec("INSERT INTO todo(id, title) VALUES ('1', 'x')");
+          await tx.query("CREATE TABLE sneaky(id INTEGER PRIMARY KEY)");
+        }),
+        (e: unknown) => e instanceof RelayError && e.code === "ddl_outside_schema",
+      );
+      await assert.rejects(
+        A.transaction(async (tx) => {
+          await tx.exec("CREATE TABLE sneaky2(id INTEGER PRIMARY KEY)");
+          await tx.exec("INSERT INTO todo(id, title) VALUES ('2', 'y')");
+        }),
+        (e: unknown) => e instanceof RelayError && e.code === "ddl_outside_schema",
+      );
+      assert.deepEqual(await A.query("SELECT * FROM todo"), []);
+      assert.equal(A.status().pending, 0);
+    });
+  }
+});
+
+describe("applying pages", () => {
+  it("a page with one conflicting entry: that entry under the policy, the rest applied, replicas converge", async () => {
+    const db = freshDb("page-conflict");
+    const A = await replica(relay, db, "a", "node");
+    const B = await replica(relay, db, "b", "node");
+    const C = await replica(relay, db, "c", "node");
+    await C.exec("INSERT INTO todo(id, title) VALUES ('x', 'shared')");
+    await C.sync();
+    await B.sync();
+    await B.exec("UPDATE todo SET title = 'edited by b' WHERE id = 'x'"); // concurrent with C's delete
+    await C.exec("DELETE FROM todo WHERE id = 'x'");
+    await C.sync(); // seq 2: delete
+    await B.sync(); // seq 3: the update, NOTFOUND everywhere it lands after the delete
+    for (let i = 0; i < 5; i++) await B.exec("INSERT INTO todo(id, title) VALUES (?, ?)", [`b${i}`, `row ${i}`]);
+    await B.sync(); // seqs 4..8
+    const ev = await A.sync(); // one page: 1..8
+    assert.equal(ev.cursor, 8);
+    const conflicts = await A.conflicts();
+    assert.deepEqual(conflicts.map((c) => [c.kind, c.seq, c.client]), [["notfound", 3, "b"]]);
+    await C.sync();
+    assert.equal(await dump(A), await dump(B));
+    assert.equal(await dump(A), await dump(C));
+    assert.equal((await A.query("SELECT * FROM todo")).length, 5);
+  });
+});
+
+describe("live acks", () => {
+  it("a burst of writes is confirmed through its acks alone, without an HTTP pull", async () => {
+    const db = freshDb("ack-burst");
+    let pulls = 0;
+    const spy: typeof fetch = (input, init) => {
+      if (String(input).includes("/pull")) pulls++;
+      return fetch(input, init);
+    };
+    const A = await replica(relay, db, "a", "node", { live: true, fetch: spy });
+    await until(() => A.status().connected, "connected");
+    for (let i = 0; i < 300; i++) await A.exec("INSERT INTO todo(id, title) VALUES (?, ?)", [`r${i}`, `row ${i}`]);
+    await until(() => A.status().pending === 0, "every write confirmed");
+    assert.equal(A.status().cursor, 300);
+    assert.equal(pulls, 0);
+    const B = await replica(relay, db, "b", "node");
+    await B.sync();
+    assert.equal(await dump(A), await dump(B));
+  });
+});
