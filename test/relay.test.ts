@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { encode } from "../protocol/codec.ts";
 import { signToken } from "../protocol/token.ts";
 import { startRelay, TEST_SECRET, type TestRelay } from "./support/relay.ts";
-import { insertChangeset, pull, pullAll, push, pushRaw } from "./support/http.ts";
+import { insertChangeset, pull, pullAll, push, pushEarlyAnswer, pushRaw } from "./support/http.ts";
 
 let relay: TestRelay;
 let admin: string;
@@ -146,7 +146,7 @@ describe("body limit", () => {
   it("refuses a 40 MB push with 413 under the default 32 MiB limit, log unchanged", async () => {
     const big = blob40();
     assert.ok(big.byteLength > 40 * 1024 * 1024);
-    const r = await push(relay.url, "big40", admin, "c", [{ cseq: 1, changeset: big }]);
+    const r = await pushEarlyAnswer(relay.url, "big40", admin, encode({ client: "c", entries: [{ cseq: 1, changeset: big }] }));
     assert.equal(r.status, 413);
     assert.equal(r.body.error.code, "payload_too_large");
     assert.equal((await pull(relay.url, "big40", admin)).body.head, 0);

@@ -1,6 +1,7 @@
 import { decode, encode } from "../../protocol/codec.ts";
 import { MSGPACK } from "../../protocol/version.ts";
 import { DatabaseSync } from "node:sqlite";
+import { request as httpRequest } from "node:http";
 
 /** Raw protocol calls for relay tests: they check statuses and bodies, not the client library. */
 export interface Reply {
@@ -19,6 +20,32 @@ export async function pushRaw(url: string, db: string, token: string | undefined
   const h: Record<string, string> = { "content-type": MSGPACK, ...headers };
   if (token) h.authorization = `Bearer ${token}`;
   return reply(await fetch(`${url}/v1/db/${db}/push`, { method: "POST", body: body as Uint8Array<ArrayBuffer>, headers: h }));
+}
+
+/**
+ * A push with node:http that reads the answer even when the relay answers
+ * before the body is sent and closes the connection (what refusing a body
+ * early looks like): fetch() reports that as a write error and loses the
+ * response.
+ */
+export function pushEarlyAnswer(url: string, db: string, token: string, body: Uint8Array): Promise<Reply> {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest(`${url}/v1/db/${db}/push`, {
+      method: "POST",
+      headers: { "content-type": MSGPACK, "content-length": String(body.byteLength), authorization: `Bearer ${token}` },
+    });
+    req.on("response", (res) => {
+      const chunks: Buffer[] = [];
+      res.on("data", (c: Buffer) => chunks.push(c));
+      res.on("end", () => {
+        const text = Buffer.concat(chunks).toString("utf8");
+        resolve({ status: res.statusCode ?? 0, body: res.headers["content-type"]?.startsWith("application/json") ? JSON.parse(text) : text });
+      });
+    });
+    // Writing after the relay has answered and hung up fails; the answer is what counts.
+    req.on("error", (e) => setTimeout(() => reject(e), 1000));
+    req.end(body);
+  });
 }
 
 export function push(url: string, db: string, token: string | undefined, client: string, entries: { cseq: number; changeset: Uint8Array }[]): Promise<Reply> {
