@@ -89,25 +89,27 @@ function append(sql: Sql, seq: number, client: string, entry: PushEntry, ts: num
  * all-or-nothing rule — the caller runs this inside `transactionSync`, so a
  * throw after some inserts rolls them back too.
  */
-export function push(sql: Sql, client: string, entries: readonly PushEntry[], now: number): PushResponse & { appended: LogEntry[] } {
-  let h = head(sql);
+export function push(sql: Sql, client: string, entries: readonly PushEntry[], now: number, knownHead?: number): PushResponse & { appended: LogEntry[] } {
+  // `knownHead`: the head a caller appending several pushes in one turn got
+  // back from the previous one, saving the query.
+  let h = knownHead ?? head(sql);
   let maxCseq = sql.exec<{ m: number | null }>("SELECT max(cseq) AS m FROM relay_log WHERE client = ?", client).one().m ?? 0;
   const acks: Ack[] = [];
   const appended: LogEntry[] = [];
   for (const entry of entries) {
-    const prior = sql
-      .exec<{ seq: number; size: number; chunks: number; body: ArrayBuffer | null }>(
-        "SELECT seq, size, chunks, body FROM relay_log WHERE client = ? AND cseq = ?", client, entry.cseq)
-      .toArray()[0];
-    if (prior) {
+    // Only a cseq at or below the client's highest can be a retry: new
+    // entries (the usual case) skip the lookup.
+    if (entry.cseq <= maxCseq) {
+      const prior = sql
+        .exec<{ seq: number; size: number; chunks: number; body: ArrayBuffer | null }>(
+          "SELECT seq, size, chunks, body FROM relay_log WHERE client = ? AND cseq = ?", client, entry.cseq)
+        .toArray()[0];
+      if (!prior) throw new RelayError("cseq_conflict", `cseq ${entry.cseq} is not above client ${client}'s highest cseq ${maxCseq}`);
       if (!sameBytes(readChangeset(sql, prior.seq, prior.size, prior.chunks, prior.body), entry.changeset)) {
         throw new RelayError("cseq_conflict", `client ${client} already pushed cseq ${entry.cseq} with different bytes (seq ${prior.seq})`);
       }
       acks.push({ cseq: entry.cseq, seq: prior.seq });
       continue;
-    }
-    if (entry.cseq <= maxCseq) {
-      throw new RelayError("cseq_conflict", `cseq ${entry.cseq} is not above client ${client}'s highest cseq ${maxCseq}`);
     }
     h += 1;
     append(sql, h, client, entry, now);

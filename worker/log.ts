@@ -119,9 +119,11 @@ export class ChangesetLog extends DurableObject<Env> {
     this.queue = [];
     const subs = this.subscribers();
     const out = new Outgoing();
+    let head: number | undefined; // nothing else appends during this loop
     for (const p of batch) {
       try {
-        const res = this.ctx.storage.transactionSync(() => store.push(this.sql, p.client, p.entries, Date.now()));
+        const res = this.ctx.storage.transactionSync(() => store.push(this.sql, p.client, p.entries, Date.now(), head));
+        head = res.head;
         for (const ws of subs) if (ws !== p.ws) out.entries(ws, res.appended, res.head);
         out.frame(p.ws, { t: FRAME.ack, id: p.id, acks: res.acks, head: res.head });
       } catch (e) {
