@@ -1,0 +1,20 @@
+/**
+ * The shared workload definitions of issue 6 (kept exact: other engines are
+ * measured on the same rows).
+ */
+export const TODOS_SCHEMA = "CREATE TABLE IF NOT EXISTS todos(id INTEGER PRIMARY KEY, title TEXT, done INTEGER, updated_at INTEGER)";
+export const INSERT_TODO = "INSERT INTO todos(id, title, done, updated_at) VALUES (?, ?, ?, ?)";
+export const UPDATE_TODO = "UPDATE todos SET done = ?, updated_at = ? WHERE id = ?";
+
+const PAD = "abcdefghijklmnopqrstuvwxyz0123456789";
+
+/** W1 row i (1..N): `title` is "todo i " right-padded to exactly 30 characters with PAD. */
+export function w1Row(i: number): [id: number, title: string, done: number, updatedAt: number] {
+  const head = `todo ${i} `;
+  return [i, (head + PAD).slice(0, 30), i % 2, 1700000000000 + i];
+}
+
+/** W2 update k: `done = 1 - (k % 2)`, `updated_at = 1800000000000 + k` on row `id = k`. */
+export function w2Update(k: number): [done: number, updatedAt: number, id: number] {
+  return [1 - (k % 2), 1800000000000 + k, k];
+}

@@ -1,0 +1,382 @@
+/**
+ * `npm run bench [-- --quick] [-- --only w1,w2] [-- --runs 5] [-- --cpu-prof]`
+ *
+ * Starts the relay (workerd via Miniflare) in its own process, runs the
+ * workloads of issue 6 with each replica in its own process, prints a table
+ * and writes bench/results.json. Every figure is the median of `runs` runs
+ * (default 3) with min–max. See README "Benchmarks".
+ */
+import { fork, type ChildProcess } from "node:child_process";
+import { mkdirSync, writeFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+import { signToken } from "../protocol/token.ts";
+import { TEST_SECRET } from "../test/support/relay.ts";
+import type { DriverKind } from "../client/drivers/types.ts";
+import type { Job } from "./child.ts";
+import { cpuMs, findByName, machine, memory, resetPeak } from "./proc.ts";
+import { profileRelay } from "./inspector.ts";
+import { figure, fmt, percentile, table, type Figure } from "./stats.ts";
+
+const here = (f: string) => fileURLToPath(new URL(f, import.meta.url));
+const { values: args } = parseArgs({
+  options: {
+    quick: { type: "boolean", default: false },
+    runs: { type: "string" },
+    only: { type: "string" },
+    drivers: { type: "string", default: "node,wasm" },
+    "cpu-prof": { type: "boolean", default: false },
+    out: { type: "string", default: here("results.json") },
+    /** Override W1's N list, e.g. --w1 100000 (while profiling). */
+    w1: { type: "string" },
+    w2: { type: "string" },
+  },
+});
+const quick = args.quick!;
+const RUNS = Number(args.runs ?? 3);
+const only = new Set((args.only ?? "limit,w1,w2,w3,w4").split(","));
+const drivers = args.drivers!.split(",") as DriverKind[];
+const profDir = here("profiles");
+const childArgv = args["cpu-prof"] ? (mkdirSync(profDir, { recursive: true }), ["--cpu-prof", `--cpu-prof-dir=${profDir}`]) : [];
+
+const W1_N = args.w1 ? args.w1.split(",").map(Number) : quick ? [1_000, 10_000] : [1_000, 10_000, 100_000];
+const W2_N = args.w2 ? args.w2.split(",").map(Number) : quick ? [1_000] : [1_000, 10_000];
+const W3_MS = quick ? 2_000 : 10_000;
+const W3_WRITERS = 20;
+const W3_RATE = 1_000; // offered single-row commits per second per writer (20,000/s in all)
+const W4_ENTRIES = quick ? 2_000 : 10_000;
+
+const log = (s: string) => process.stderr.write(`${s}\n`);
+const token = (sub: string, db: string) => signToken({ db, role: "write", sub }, TEST_SECRET);
+const started = Date.now();
+
+// ---------------------------------------------------------------- processes
+
+class Child {
+  readonly proc: ChildProcess;
+  private readonly queue: unknown[] = [];
+  private waiting: ((m: unknown) => void) | undefined;
+  private exitError: Error | undefined;
+  constructor(file: string, execArgv: string[] = childArgv, env: Record<string, string> = {}) {
+    this.proc = fork(here(file), [], { execArgv, env: { ...process.env, ...env }, serialization: "advanced", stdio: ["ignore", "inherit", "inherit", "ipc"] });
+    this.proc.on("message", (m) => {
+      if (this.waiting) {
+        const w = this.waiting;
+        this.waiting = undefined;
+        w(m);
+      } else this.queue.push(m);
+    });
+    this.proc.on("exit", (code) => {
+      this.exitError = new Error(`${file} exited with ${code}`);
+      this.waiting?.({ stage: "error", error: this.exitError.message });
+    });
+  }
+  send(m: unknown): void {
+    this.proc.send(m as never);
+  }
+  next<T = Record<string, unknown>>(): Promise<T> {
+    if (this.queue.length > 0) return Promise.resolve(this.queue.shift() as T);
+    if (this.exitError) return Promise.reject(this.exitError);
+    return new Promise((resolve) => (this.waiting = resolve as (m: unknown) => void));
+  }
+  /** The next message must be stage `stage`; an error stage throws. */
+  async expect<T = Record<string, unknown>>(stage: string): Promise<T> {
+    const m = await this.next<{ stage: string; error?: string }>();
+    if (m.stage === "error") throw new Error(m.error);
+    if (m.stage !== stage) throw new Error(`expected ${stage}, got ${m.stage}`);
+    return m as T;
+  }
+}
+
+/** Fork a client process, give it a job, wait for its result. */
+async function job<T>(j: Job): Promise<T & { peakRss: number; cpuMs: number }> {
+  const c = new Child("child.ts");
+  c.send(j);
+  return (await c.expect<{ result: T & { peakRss: number; cpuMs: number } }>("done")).result;
+}
+
+interface Relay {
+  url: string;
+  host: Child;
+  /** workerd processes (the relay itself; the Node host only supervises). */
+  pids: number[];
+  stop(): Promise<void>;
+}
+
+let relays = 0;
+async function startRelay(): Promise<Relay> {
+  const inspectorPort = args["cpu-prof"] ? 9400 + (relays++ % 50) : undefined;
+  const host = new Child("relay-host.ts", [], inspectorPort ? { INSPECTOR_PORT: String(inspectorPort) } : {});
+  const { url } = await host.next<{ url: string }>();
+  const pids = findByName(host.proc.pid!, "workerd");
+  if (pids.length === 0) throw new Error("no workerd process found under the relay host");
+  const profiler = inspectorPort ? await profileRelay(inspectorPort) : undefined;
+  return {
+    url,
+    host,
+    pids,
+    stop: async () => {
+      if (profiler) writeFileSync(`${profDir}/relay-${Date.now()}.cpuprofile`, JSON.stringify(await profiler.stop()));
+      await new Promise<void>((resolve) => {
+        host.proc.once("exit", () => resolve());
+        host.send("stop");
+      });
+    },
+  };
+}
+
+/** Relay-side measurement around one run: peak RSS (VmHWM reset first) and CPU. */
+async function onRelay<T>(relay: Relay, fn: () => Promise<T>): Promise<T & { relayPeakRss: number; relayCpuMs: number }> {
+  resetPeak(relay.pids);
+  const cpu0 = cpuMs(relay.pids);
+  const r = await fn();
+  return { ...r, relayPeakRss: memory(relay.pids).peak, relayCpuMs: cpuMs(relay.pids) - cpu0 };
+}
+
+let dbCounter = 0;
+const freshDb = (name: string) => `${name}-${Date.now().toString(36)}-${++dbCounter}`;
+
+// ---------------------------------------------------------------- workloads
+
+type Runs<T> = { [K in keyof T]: Figure };
+function collect<T extends Record<string, number>>(samples: T[]): Runs<T> {
+  const out = {} as Runs<T>;
+  for (const k of Object.keys(samples[0]!) as (keyof T)[]) out[k] = figure(samples.map((s) => s[k]!));
+  return out;
+}
+
+async function limitBench() {
+  const out: Record<number, Runs<{ totalMs: number; captureMs: number; applyMs: number; bytesPerRow: number }>> = {};
+  for (const n of W1_N) {
+    const samples = [];
+    for (let r = 0; r < RUNS; r++) {
+      const res = await job<{ totalMs: number; captureMs: number; applyMs: number; changesetBytes: number }>({ kind: "limit", n });
+      samples.push({ totalMs: res.totalMs, captureMs: res.captureMs, applyMs: res.applyMs, bytesPerRow: res.changesetBytes / n });
+    }
+    out[n] = collect(samples);
+    log(`limit N=${n}: ${fmt(out[n].totalMs, 1)} ms`);
+  }
+  return out;
+}
+
+async function w1Bench(relay: Relay, driver: DriverKind) {
+  const out: Record<number, ReturnType<typeof collect>> = {};
+  for (const n of W1_N) {
+    const samples = [];
+    for (let r = 0; r < RUNS; r++) {
+      const db = freshDb(`w1-${driver}-${n}`);
+      const res = await onRelay(relay, async () => {
+        const a = await job<{ writeMs: number; pushMs: number; wire: { up: number; down: number } }>({ kind: "w1-write", url: relay.url, db, token: await token("a", db), driver, n });
+        const b = await job<{ syncMs: number; wire: { up: number; down: number } }>({ kind: "catch-up", url: relay.url, db, token: await token("b", db), driver, rows: n });
+        return { a, b };
+      });
+      const { a, b } = res;
+      const up = a.wire.up + b.wire.up;
+      const down = a.wire.down + b.wire.down;
+      samples.push({
+        writeMs: a.writeMs,
+        pushMs: a.pushMs,
+        pullMs: b.syncMs,
+        totalMs: a.writeMs + a.pushMs + b.syncMs,
+        upBytes: up,
+        downBytes: down,
+        bytesPerRow: (up + down) / n,
+        pushBytesPerRow: a.wire.up / n,
+        pullBytesPerRow: b.wire.down / n,
+        clientPeakRss: Math.max(a.peakRss, b.peakRss),
+        clientCpuMs: a.cpuMs + b.cpuMs,
+        relayPeakRss: res.relayPeakRss,
+        relayCpuMs: res.relayCpuMs,
+      });
+    }
+    out[n] = collect(samples);
+    log(`W1 ${driver} N=${n}: total ${fmt(out[n].totalMs!)} ms, ${fmt(out[n].bytesPerRow!, 1)} B/row`);
+  }
+  return out;
+}
+
+async function w2Run(relay: Relay, driver: DriverKind, n: number) {
+  const db = freshDb(`w2-${driver}-${n}`);
+  return onRelay(relay, async () => {
+    const a = new Child("child.ts");
+    a.send({ kind: "w2-writer", url: relay.url, db, token: await token("a", db), driver, n } satisfies Job);
+    const { seedHead } = await a.expect<{ seedHead: number }>("seeded");
+    const b = new Child("child.ts");
+    b.send({ kind: "w2-reader", url: relay.url, db, token: await token("b", db), driver, target: seedHead + n } satisfies Job);
+    await b.expect("ready");
+    a.send("go");
+    const [ar, br] = await Promise.all([
+      a.expect<{ result: { start: number; resolved: number[]; wire: { up: number; down: number }; peakRss: number; cpuMs: number } }>("done"),
+      b.expect<{ result: { events: number[]; wire: { up: number; down: number }; peakRss: number; cpuMs: number } }>("done"),
+    ]);
+    const { start, resolved } = ar.result;
+    const ev = br.result.events;
+    // Update k is log entry seedHead + k; B sees it at the first remote change whose cursor reaches it.
+    const latencies: number[] = [];
+    let e = 0;
+    for (let k = 1; k <= n; k++) {
+      while (e < ev.length && ev[e]! < seedHead + k) e += 2;
+      if (e >= ev.length) throw new Error(`W2: B never saw update ${k}`);
+      latencies.push(ev[e + 1]! - resolved[k]!);
+    }
+    if (process.env.BENCH_DEBUG) {
+      const tenth = Math.ceil(n / 10);
+      log(`  latency by tenth of the run (ms): ${Array.from({ length: 10 }, (_, i) => percentile(latencies.slice(i * tenth, (i + 1) * tenth), 50).toFixed(1)).join(" ")}`);
+      log(`  B change events: ${ev.length / 2} for ${n} updates; A exec loop ${(resolved[n]! - start).toFixed(0)} ms`);
+    }
+    const lastSeen = ev[ev.length - 1]!;
+    const totalMs = lastSeen - start;
+    const up = ar.result.wire.up + br.result.wire.up;
+    const down = ar.result.wire.down + br.result.wire.down;
+    return {
+      totalMs,
+      updatesPerSec: n / (totalMs / 1000),
+      p50: percentile(latencies, 50),
+      p99: percentile(latencies, 99),
+      max: Math.max(...latencies),
+      bytesPerUpdate: (up + down) / n,
+      clientPeakRss: Math.max(ar.result.peakRss, br.result.peakRss),
+      clientCpuMs: ar.result.cpuMs + br.result.cpuMs,
+      aCpuMs: ar.result.cpuMs,
+      bCpuMs: br.result.cpuMs,
+    };
+  });
+}
+
+async function w2Bench(relay: Relay, driver: DriverKind) {
+  const out: Record<number, ReturnType<typeof collect>> = {};
+  for (const n of W2_N) {
+    const samples = [];
+    for (let r = 0; r < RUNS; r++) samples.push(await w2Run(relay, driver, n));
+    out[n] = collect(samples);
+    log(`W2 ${driver} N=${n}: ${fmt(out[n].updatesPerSec!)} updates/s, p50 ${fmt(out[n].p50!, 1)} p99 ${fmt(out[n].p99!, 1)} max ${fmt(out[n].max!, 1)} ms; CPU ms A ${fmt(out[n].aCpuMs!)} B ${fmt(out[n].bCpuMs!)} relay ${fmt(out[n].relayCpuMs!)}`);
+  }
+  return out;
+}
+
+async function w3Bench(relay: Relay) {
+  const out: Record<string, { figures: Record<string, Figure>; gapless: boolean }> = {};
+  for (const mode of ["batched", "single"] as const) {
+    const samples = [];
+    let gapless = true;
+    for (let r = 0; r < RUNS; r++) {
+      const db = freshDb(`w3-${mode}`);
+      const tokens = await Promise.all(Array.from({ length: W3_WRITERS }, (_, w) => token(`w3-${w}`, db)));
+      const res = await onRelay(relay, () =>
+        job<{ acceptedPerSec: number; pushesPerSec: number; meanBatch: number; rttP50: number; rttP99: number; gapless: boolean }>({ kind: "w3", url: relay.url, db, tokens, ms: W3_MS, mode, rate: W3_RATE }),
+      );
+      gapless &&= res.gapless;
+      samples.push({ acceptedPerSec: res.acceptedPerSec, pushesPerSec: res.pushesPerSec, meanBatch: res.meanBatch, rttP50: res.rttP50, rttP99: res.rttP99, relayCpuMs: res.relayCpuMs, relayPeakRss: res.relayPeakRss });
+    }
+    const figures = collect(samples);
+    out[mode] = { figures, gapless };
+    log(`W3 ${mode}: ${fmt(figures.acceptedPerSec)} entries/s, batch ${fmt(figures.meanBatch, 1)}, gapless ${gapless}`);
+  }
+  return out;
+}
+
+async function w4Bench(relay: Relay) {
+  const db = freshDb("w4");
+  const seed = await job<{ rows: number; head: number }>({ kind: "w4-seed", url: relay.url, db, token: await token("seed", db), entries: W4_ENTRIES });
+  if (seed.head !== W4_ENTRIES) throw new Error(`W4 seed: head ${seed.head}, expected ${W4_ENTRIES}`);
+  const out: Record<string, ReturnType<typeof collect>> = {};
+  for (const driver of drivers) {
+    const samples = [];
+    for (let r = 0; r < RUNS; r++) {
+      const res = await onRelay(relay, async () =>
+        job<{ syncMs: number; wire: { up: number; down: number } }>({ kind: "catch-up", url: relay.url, db, token: await token(`fresh-${r}`, db), driver, rows: seed.rows }),
+      );
+      samples.push({ syncMs: res.syncMs, downBytes: res.wire.down, upBytes: res.wire.up, clientPeakRss: res.peakRss, relayPeakRss: res.relayPeakRss, relayCpuMs: res.relayCpuMs });
+    }
+    out[driver] = collect(samples);
+    log(`W4 ${driver}: ${fmt(out[driver].syncMs!)} ms, ${fmt(out[driver].downBytes!, 0)} bytes down`);
+  }
+  return { entries: W4_ENTRIES, rows: seed.rows, ...out };
+}
+
+// ---------------------------------------------------------------- main
+
+const before = machine();
+log(`bench: ${quick ? "quick" : "full"}, ${RUNS} runs each; ${before.cores} cores (${before.cpu}), load ${before.load1.toFixed(2)} at start`);
+const results: Record<string, unknown> = { date: new Date().toISOString(), quick, runs: RUNS, node: process.version, machine: before };
+
+async function withRelay<T>(fn: (relay: Relay) => Promise<T>): Promise<T> {
+  const relay = await startRelay();
+  try {
+    return await fn(relay);
+  } finally {
+    await relay.stop();
+  }
+}
+
+if (only.has("limit") || only.has("w1")) results.limit = await limitBench();
+if (only.has("w1")) {
+  const w1: Record<string, unknown> = {};
+  for (const d of drivers) w1[d] = await withRelay((r) => w1Bench(r, d));
+  results.w1 = w1;
+}
+if (only.has("w2")) {
+  const w2: Record<string, unknown> = {};
+  for (const d of drivers) w2[d] = await withRelay((r) => w2Bench(r, d));
+  results.w2 = w2;
+}
+if (only.has("w3")) results.w3 = await withRelay(w3Bench);
+if (only.has("w4")) results.w4 = await withRelay(w4Bench);
+const after = machine();
+results.loadAtEnd = { load1: after.load1, load5: after.load5 };
+results.seconds = (Date.now() - started) / 1000;
+writeFileSync(args.out!, JSON.stringify(results, null, 2) + "\n");
+console.log(report(results));
+log(`bench: ${results.seconds} s; load ${before.load1.toFixed(2)} → ${after.load1.toFixed(2)}; wrote ${args.out}`);
+process.exit(0);
+
+// ---------------------------------------------------------------- report
+
+function report(res: Record<string, unknown>): string {
+  const MB = 1 / (1024 * 1024);
+  const out: string[] = [];
+  const m = res.machine as ReturnType<typeof machine>;
+  out.push(`Machine: ${m.cores} cores (${m.cpu}), ${m.memGiB} GiB, Node ${res.node}; load average ${m.load1.toFixed(2)} at start, ${(res.loadAtEnd as { load1: number }).load1.toFixed(2)} at end. Median of ${res.runs} runs (min–max).`);
+  const limit = res.limit as Record<number, Record<string, Figure>> | undefined;
+  const w1 = res.w1 as Record<string, Record<number, Record<string, Figure>>> | undefined;
+  if (w1 && limit) {
+    const rows: string[][] = [];
+    for (const n of W1_N) rows.push(["limit", n.toLocaleString("en-US"), "", "", fmt(limit[n]!.totalMs, 1), "1.0", `${fmt(limit[n]!.bytesPerRow, 1)} raw`, "", ""]);
+    for (const d of Object.keys(w1)) {
+      for (const n of W1_N) {
+        const f = w1[d]![n]!;
+        const ratio = f.totalMs!.median / limit[n]!.totalMs!.median;
+        rows.push([d, n.toLocaleString("en-US"), fmt(f.writeMs), fmt(f.pushMs), fmt(f.totalMs), ratio.toFixed(1), `${fmt(f.pushBytesPerRow, 1)} / ${fmt(f.pullBytesPerRow, 1)}`, fmt(f.clientPeakRss, 0, MB), fmt(f.relayPeakRss, 0, MB)]);
+        rows[rows.length - 1]!.splice(4, 0, fmt(f.pullMs));
+      }
+    }
+    rows.filter((r) => r.length === 9).forEach((r) => r.splice(4, 0, ""));
+    out.push("\nW1 bulk: A inserts N rows in one transaction and pushes; fresh B syncs them (ms)");
+    out.push(table(["driver", "N", "A write", "A push", "B pull+apply", "total", "× limit", "wire B/row push / pull", "client MB", "relay MB"], rows));
+  }
+  const w2 = res.w2 as Record<string, Record<number, Record<string, Figure>>> | undefined;
+  if (w2) {
+    const rows: string[][] = [];
+    for (const d of Object.keys(w2)) {
+      for (const n of W2_N) {
+        const f = w2[d]![n]!;
+        rows.push([d, n.toLocaleString("en-US"), fmt(f.totalMs), fmt(f.updatesPerSec), fmt(f.p50, 1), fmt(f.p99, 1), fmt(f.max, 1), fmt(f.bytesPerUpdate, 0), fmt(f.clientPeakRss, 0, MB), fmt(f.relayPeakRss, 0, MB)]);
+      }
+    }
+    out.push("\nW2 chatty: N single-row updates on A, live; latency = exec() resolved on A → \"change\" on B (ms)");
+    out.push(table(["driver", "N", "total", "updates/s", "p50", "p99", "max", "wire B/update", "client MB", "relay MB"], rows));
+  }
+  const w3 = res.w3 as Record<string, { figures: Record<string, Figure>; gapless: boolean }> | undefined;
+  if (w3) {
+    const rows = Object.entries(w3).map(([mode, { figures: f, gapless }]) => [mode, fmt(f.acceptedPerSec), fmt(f.pushesPerSec), fmt(f.meanBatch, 1), fmt(f.rttP50, 1), fmt(f.rttP99, 1), String(gapless), fmt(f.relayPeakRss, 0, MB)]);
+    out.push(`\nW3 fan-in: ${W3_WRITERS} writers push to one Durable Object for ${W3_MS / 1000} s (batched: ${W3_RATE} commits/s offered per writer)`);
+    out.push(table(["mode", "entries/s", "pushes/s", "entries/push", "ack p50 ms", "ack p99 ms", "gapless", "relay MB"], rows));
+  }
+  const w4 = res.w4 as ({ entries: number; rows: number } & Record<string, Record<string, Figure>>) | undefined;
+  if (w4) {
+    const rows = drivers.filter((d) => w4[d]).map((d) => [d, fmt(w4[d]!.syncMs), fmt(w4[d]!.downBytes, 0, 1 / 1024), fmt(w4[d]!.upBytes, 0, 1 / 1024), fmt(w4[d]!.clientPeakRss, 0, MB), fmt(w4[d]!.relayPeakRss, 0, MB)]);
+    out.push(`\nW4 bootstrap: a fresh replica catches up on ${w4.entries.toLocaleString("en-US")} entries (${w4.rows.toLocaleString("en-US")} rows)`);
+    out.push(table(["driver", "time ms", "KiB down", "KiB up", "client MB", "relay MB"], rows));
+  }
+  return out.join("\n");
+}
