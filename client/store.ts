@@ -61,8 +61,9 @@ export function pendingCount(d: Driver): number {
   return d.all("SELECT count(*) AS n FROM _relay_outbox")[0]!.n as number;
 }
 
-export function enqueue(d: Driver, cseq: number, changeset: Uint8Array): void {
-  d.run("INSERT INTO _relay_outbox(cseq, changeset, applied) VALUES (?, ?, ?)", [cseq, changeset, changeset]);
+/** `sent`: the caller sends it as soon as this transaction commits. */
+export function enqueue(d: Driver, cseq: number, changeset: Uint8Array, sent = false): void {
+  d.run("INSERT INTO _relay_outbox(cseq, changeset, applied, sent) VALUES (?, ?, ?, ?)", [cseq, changeset, changeset, sent ? 1 : 0]);
   setMeta(d, "last_cseq", cseq);
 }
 

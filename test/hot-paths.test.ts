@@ -3,6 +3,8 @@ import assert from "node:assert/strict";
 import { RelayError } from "../client/index.ts";
 import { startRelay, type TestRelay } from "./support/relay.ts";
 import { closeReplicas, dump, replica } from "./support/replicas.ts";
+import { pullAll } from "./support/http.ts";
+import type { WebSocketLike } from "../client/transport/socket.ts";
 
 /**
  * Behaviour kept while the hot paths got faster (see README "Benchmarks"):
@@ -104,6 +106,33 @@ describe("live acks", () => {
     await until(() => A.status().pending === 0, "every write confirmed");
     assert.equal(A.status().cursor, 300);
     assert.equal(pulls, 0);
+    const B = await replica(relay, db, "b", "node");
+    await B.sync();
+    assert.equal(await dump(A), await dump(B));
+  });
+
+  it("writes sent straight after their commit survive the socket dropping between them", async () => {
+    const db = freshDb("direct-drops");
+    const sockets: WebSocketLike[] = [];
+    const A = await replica(relay, db, "a", "node", {
+      live: true,
+      createWebSocket: (url) => {
+        const ws = new WebSocket(url) as unknown as WebSocketLike;
+        sockets.push(ws);
+        return ws;
+      },
+    });
+    await until(() => A.status().connected, "connected");
+    for (let i = 0; i < 120; i++) {
+      if (i === 80) await until(() => sockets.length === 2, "a second connection");
+      if (i === 40 || i === 80) sockets.at(-1)!.close(); // the next writes find it closing or closed
+      await A.exec("INSERT INTO todo(id, title) VALUES (?, ?)", [`r${i}`, `row ${i}`]);
+      if (i % 10 === 0) await new Promise((r) => setTimeout(r, 1));
+    }
+    await until(() => A.status().pending === 0 && A.status().connected, "every write confirmed after reconnecting", 20_000);
+    assert.ok(sockets.length >= 3, `${sockets.length} connections`);
+    const log = await pullAll(relay.url, db, await relay.token("read", "x", db));
+    assert.deepEqual(log.map((e) => e.cseq), Array.from({ length: 120 }, (_, i) => i + 1));
     const B = await replica(relay, db, "b", "node");
     await B.sync();
     assert.equal(await dump(A), await dump(B));
