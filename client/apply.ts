@@ -75,7 +75,18 @@ export function applyWithPolicy(d: Driver, changeset: Uint8Array, ref: EntryRef,
 export function applyAllClean(d: Driver, changesets: readonly Uint8Array[], schema: SchemaCache): boolean {
   let size = 0;
   for (const c of changesets) {
-    if (c.byteLength > 0) for (const t of changesetTables(c)) schema.check(t);
+    if (c.byteLength > 0) {
+      for (const t of changesetTables(c)) {
+        schema.check(t);
+        // Within one apply, SQLite defers a change that fails a constraint
+        // and retries it after the rest: a later entry could then make an
+        // earlier one succeed that fails when applied alone. Replicas group
+        // entries differently (pages, live frames), so only tables whose one
+        // constraint is the primary key (reported as a conflict, never
+        // deferred) may be grouped.
+        if (!schema.onlyKeyConstraints(t.name)) return false;
+      }
+    }
     size += c.byteLength;
   }
   const all = new Uint8Array(size);
@@ -107,8 +118,26 @@ export class SchemaCache {
   constructor(d: Driver) {
     this.d = d;
   }
+  private readonly keyOnly = new Map<string, boolean>();
   clear(): void {
     this.tables.clear();
+    this.keyOnly.clear();
+  }
+  /** No UNIQUE, NOT NULL or CHECK constraint besides the primary key, and no trigger (which may RAISE). */
+  onlyKeyConstraints(table: string): boolean {
+    const key = table.toLowerCase();
+    let ok = this.keyOnly.get(key);
+    if (ok === undefined) {
+      const d = this.d;
+      const unique = d.all("SELECT 1 FROM pragma_index_list(?) WHERE \"unique\" = 1 AND origin <> 'pk'", [table]).length > 0;
+      const notNull = d.all("SELECT 1 FROM pragma_table_info(?) WHERE \"notnull\" = 1 AND pk = 0", [table]).length > 0;
+      const sql = d.all("SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = ? COLLATE NOCASE", [table])[0]?.sql;
+      const check = typeof sql !== "string" || /\bcheck\b/i.test(sql);
+      const trigger = d.all("SELECT 1 FROM sqlite_schema WHERE type = 'trigger' AND tbl_name = ? COLLATE NOCASE", [table]).length > 0;
+      ok = !unique && !notNull && !check && !trigger;
+      this.keyOnly.set(key, ok);
+    }
+    return ok;
   }
   info(table: string): ColumnInfo | undefined {
     const key = table.toLowerCase();
