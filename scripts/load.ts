@@ -2,8 +2,9 @@
  * `npm run test:load`: many replicas against a real `wrangler dev` relay.
  *
  * Starts `wrangler dev --local` on a random port with a throwaway config,
- * secret (.dev.vars) and --persist-to directory, all in a temp dir (the
- * repository's .dev.vars and .wrangler/state are never touched). Then
+ * secret (.dev.vars), --persist-to directory and a snapshot of the Worker
+ * bundled the way the tests bundle it, all in a temp dir (the repository's
+ * .dev.vars and .wrangler/state are never touched). Then
  * LOAD_REPLICAS replicas (default 50; node:sqlite on files and sqlite-wasm in
  * memory, alternating) write and sync for LOAD_SECONDS (default 60): each
  * loop one transaction of 1-3 statements on a small shared key space, plus a
@@ -22,7 +23,7 @@
  */
 import { spawn, execFileSync, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -30,7 +31,7 @@ import { fileURLToPath } from "node:url";
 import { openReplica, RelayError, type Replica } from "../client/index.ts";
 import type { DriverKind } from "../client/drivers/types.ts";
 import { signToken } from "../protocol/token.ts";
-import { freePort } from "../test/support/relay.ts";
+import { freePort, workerBundle } from "../test/support/relay.ts";
 
 const SECONDS = Number(process.env.LOAD_SECONDS ?? 60);
 const REPLICAS = Number(process.env.LOAD_REPLICAS ?? 50);
@@ -46,25 +47,35 @@ const rand = (n: number) => Math.floor(Math.random() * n);
 // ---------------------------------------------------------------- the relay
 
 const dir = mkdtempSync(join(tmpdir(), "relay-load-"));
+// wrangler watches the directory of the Worker's entry point: keep the replicas' files out of it.
+const relayDir = join(dir, "relay");
+const replicaDir = join(dir, "replicas");
+mkdirSync(relayDir);
+mkdirSync(replicaDir);
 const secret = `load-${randomBytes(16).toString("hex")}`;
 
-/** The repository's wrangler.toml with `main` made absolute and without [assets] (the demo is not needed here). */
-function writeConfig(): string {
+/**
+ * The repository's wrangler.toml, pointed at a snapshot of the Worker bundled
+ * now (so edits to worker/ during the run do not make wrangler reload it) and
+ * without [assets] (the demo is not needed here).
+ */
+async function writeConfig(): Promise<string> {
+  writeFileSync(join(relayDir, "worker.js"), await workerBundle());
   const toml = readFileSync(join(root, "wrangler.toml"), "utf8")
-    .replace(/^main\s*=.*$/m, `main = ${JSON.stringify(join(root, "worker/index.ts"))}`)
+    .replace(/^main\s*=.*$/m, `main = "worker.js"`)
     .replace(/^\[assets\][^[]*/m, "");
-  const path = join(dir, "wrangler.toml");
+  const path = join(relayDir, "wrangler.toml");
   writeFileSync(path, toml);
   // wrangler dev reads the secret from .dev.vars next to the config.
-  writeFileSync(join(dir, ".dev.vars"), `RELAY_SECRET=${secret}\n`);
+  writeFileSync(join(relayDir, ".dev.vars"), `RELAY_SECRET=${secret}\n`);
   return path;
 }
 
 async function startWrangler(): Promise<{ child: ChildProcess; url: string; port: number }> {
   const port = await freePort();
   const wrangler = createRequire(import.meta.url).resolve("wrangler/bin/wrangler.js");
-  const args = [wrangler, "dev", "--local", "-c", writeConfig(), "--ip", "127.0.0.1", "--port", String(port), "--inspector-port", String(await freePort()), "--persist-to", join(dir, "state"), "--show-interactive-dev-session=false", "--log-level", "warn"];
-  const child = spawn(process.execPath, args, { cwd: dir, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, WRANGLER_SEND_METRICS: "false", CI: "1" } });
+  const args = [wrangler, "dev", "--local", "--no-bundle", "-c", await writeConfig(), "--ip", "127.0.0.1", "--port", String(port), "--inspector-port", String(await freePort()), "--persist-to", join(dir, "state"), "--show-interactive-dev-session=false", "--log-level", "warn"];
+  const child = spawn(process.execPath, args, { cwd: relayDir, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, WRANGLER_SEND_METRICS: "false", CI: "1" } });
   let output = "";
   child.stdout!.on("data", (b) => (output += b));
   child.stderr!.on("data", (b) => (output += b));
@@ -120,6 +131,12 @@ interface Worker {
 
 async function main(): Promise<boolean> {
   const { child, url, port } = await startWrangler();
+  // A stalled relay must fail the run, not hang it: requests have no timeout of their own.
+  setTimeout(() => {
+    console.error(`load: no result ${SECONDS + 180} s after the start: something stalled`);
+    child.kill("SIGTERM");
+    process.exit(1);
+  }, (SECONDS + 180) * 1000).unref();
   const failures: string[] = [];
   const samples: { t: number; kib: number; proxy: number }[] = [];
   const started = Date.now();
@@ -139,7 +156,7 @@ async function main(): Promise<boolean> {
         db: DB,
         token: await signToken({ db: DB, role: "write", sub: client }, secret),
         driver,
-        path: driver === "node" ? join(dir, `${client}.db`) : ":memory:",
+        path: driver === "node" ? join(replicaDir, `${client}.db`) : ":memory:",
         schema: SCHEMA,
       });
       workers.push({ client, replica, committed: [], writes: 0, syncs: 0 });

@@ -43,7 +43,7 @@ const SEED = Number(process.env.RELAY_FUZZ_SEED ?? Math.floor(Math.random() * 2 
  * reads bytes the session module never writes; the comment in
  * protocol/changeset.ts says why accepting them would hurt.
  */
-export const RULES = [
+const RULES = [
   "empty-input",
   "patchset",
   "varint-non-minimal",
@@ -64,10 +64,10 @@ export const RULES = [
   "update-old-without-new",
   "update-changes-no-column",
 ] as const;
-export type Rule = (typeof RULES)[number];
+type Rule = (typeof RULES)[number];
 
 /** What the independent walker found: the first rule broken (and where), a structural error, or nothing. */
-export type Finding = { rule: Rule; at: number } | { structural: string; at: number } | null;
+type Finding = { rule: Rule; at: number } | { structural: string; at: number } | null;
 
 class Stop {
   readonly finding: NonNullable<Finding>;
@@ -84,7 +84,7 @@ const strictUtf8 = new TextDecoder("utf-8", { fatal: true });
  * clarity, not speed, and separately from the codec: it is the specification
  * the validator is checked against.
  */
-export function explain(b: Uint8Array): Finding {
+function explain(b: Uint8Array): Finding {
   const rule = (r: Rule, at: number): never => {
     throw new Stop({ rule: r, at });
   };
@@ -201,7 +201,7 @@ export function explain(b: Uint8Array): Finding {
 
 // ---------------------------------------------------------------- the verdict
 
-export type Outcome = "accept" | "reject" | Rule;
+type Outcome = "accept" | "reject" | Rule;
 /** An input whose verdicts no rule explains. */
 interface Unexplained {
   why: string;
@@ -220,7 +220,7 @@ function ours(b: Uint8Array): { ok: true; changes: number } | { ok: false; at: n
 }
 
 /** Classify one input, or say why it is unexplained. */
-export function judge(b: Uint8Array): Outcome | Unexplained {
+function judge(b: Uint8Array): Outcome | Unexplained {
   const us = ours(b);
   const them = sqliteParse(b);
   const sqliteOk = them.rc === 0;
@@ -260,6 +260,7 @@ function sqliteMade(): Uint8Array[] {
     CREATE TABLE pairs(a TEXT, b INTEGER, c BLOB, d, PRIMARY KEY(c, a));
     CREATE TABLE kv(note TEXT, k TEXT PRIMARY KEY) WITHOUT ROWID;
     CREATE TABLE r(x REAL PRIMARY KEY, y, z);
+    CREATE TABLE u(id PRIMARY KEY, v);
   `);
   const out: Uint8Array[] = [];
   const capture = (sql: string): void => {
@@ -283,7 +284,8 @@ function sqliteMade(): Uint8Array[] {
   capture("INSERT INTO t VALUES (30, 1); UPDATE t SET v = 2 WHERE id = 30; INSERT INTO kv VALUES ('a', 'b')");
   // A PK that changes type but not value, with another column: the session
   // module writes a new value on the PK column (the validator allows it).
-  capture("UPDATE t SET id = 4.0, v = 'four' WHERE id = 4");
+  capture("INSERT INTO u VALUES (4, 'x')");
+  capture("UPDATE u SET id = 4.0, v = 'four' WHERE id = 4");
   db.close();
   return out;
 }
