@@ -98,9 +98,37 @@ export function applyAllClean(d: Driver, changesets: readonly Uint8Array[], sche
   try {
     return size === 0 || apply(d, all, () => RESOLUTION.ABORT);
   } catch (e) {
-    if (e instanceof RelayError && e.code === "apply_failed") return false;
+    // A poison entry among them: the caller finds it one by one. Anything
+    // else (a full disk...) is not the entries' fault, and SQLite may have
+    // rolled back the whole transaction: going on would apply the rest
+    // outside of it, one autocommit at a time.
+    if (isEntryFault(e) && d.inTransaction) return false;
     throw e;
   }
+}
+
+/**
+ * Primary SQLite result codes with which an apply fails because of the entry
+ * itself (given the schema all replicas share): every replica fails alike, so
+ * every replica may skip it (a "poison" entry). Anything else (FULL, IOERR, NOMEM, BUSY, ...)
+ * is this replica's own trouble, and skipping the entry here would make it
+ * diverge for good.
+ */
+const ENTRY_FAULTS: ReadonlySet<number> = new Set([
+  1, // SQLITE_ERROR ("SQL logic error": e.g. an UPDATE SQLite cannot express)
+  11, // SQLITE_CORRUPT
+  18, // SQLITE_TOOBIG
+  19, // SQLITE_CONSTRAINT (outside the conflict handler's reach)
+  20, // SQLITE_MISMATCH (e.g. TEXT into an INTEGER PRIMARY KEY)
+  21, // SQLITE_MISUSE
+  25, // SQLITE_RANGE
+]);
+
+export function isEntryFault(err: unknown): boolean {
+  if (!(err instanceof RelayError) || err.code !== "apply_failed") return false;
+  // Both drivers put SQLite's (extended) result code on the cause as `errcode`.
+  const errcode = (err.cause as { errcode?: unknown } | undefined)?.errcode;
+  return typeof errcode !== "number" || ENTRY_FAULTS.has(errcode & 0xff);
 }
 
 function apply(d: Driver, changeset: Uint8Array, onConflict: (t: ConflictType) => 0 | 1 | 2): boolean {

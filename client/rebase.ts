@@ -1,7 +1,7 @@
 import { invertChangeset } from "../protocol/changeset.ts";
 import type { LogEntry } from "../protocol/messages.ts";
 import { RelayError } from "../protocol/errors.ts";
-import { applyAllClean, applyWithPolicy, type SchemaCache } from "./apply.ts";
+import { applyAllClean, applyWithPolicy, isEntryFault, type SchemaCache } from "./apply.ts";
 import type { ConflictOptions, ConflictRecord } from "./conflicts.ts";
 import { CONFLICT, RESOLUTION, type Driver } from "./drivers/types.ts";
 import * as store from "./store.ts";
@@ -59,7 +59,9 @@ export function rebase(d: Driver, me: string, entries: readonly LogEntry[], poli
         // same way on every replica, so they keep converging. A schema
         // mismatch is ours to fix, not the entry's, and so is a full disk:
         // they stop the sync.
-        if (!isPoison(err)) throw err;
+        // After some errors (FULL, IOERR, NOMEM) SQLite rolls back the whole
+        // transaction: going on would apply the rest outside of it.
+        if (!isEntryFault(err) || !d.inTransaction) throw err;
         result.conflicts.push({ kind: "corrupt", table: "", op: "insert", pk: [], local: null, incoming: { old: null, new: null }, seq: e.seq, client: e.client, cseq: e.cseq, resolution: "omit" });
         result.skipped++;
       }
@@ -83,30 +85,6 @@ export function rebase(d: Driver, me: string, entries: readonly LogEntry[], poli
   const own = entries.filter((e) => e.client === me).reduce((m, e) => Math.max(m, e.cseq), 0);
   if (own > Number(store.getMeta(d, "last_cseq") ?? 0)) store.setMeta(d, "last_cseq", own);
   return result;
-}
-
-/**
- * Primary SQLite result codes with which an apply fails because of the entry
- * itself (given the schema all replicas share): every replica fails alike, so
- * every replica may skip it. Anything else (FULL, IOERR, NOMEM, BUSY, ...)
- * is this replica's own trouble, and skipping the entry here would make it
- * diverge for good.
- */
-const ENTRY_FAULTS: ReadonlySet<number> = new Set([
-  1, // SQLITE_ERROR ("SQL logic error": e.g. an UPDATE SQLite cannot express)
-  11, // SQLITE_CORRUPT
-  18, // SQLITE_TOOBIG
-  19, // SQLITE_CONSTRAINT (outside the conflict handler's reach)
-  20, // SQLITE_MISMATCH (e.g. TEXT into an INTEGER PRIMARY KEY)
-  21, // SQLITE_MISUSE
-  25, // SQLITE_RANGE
-]);
-
-function isPoison(err: unknown): boolean {
-  if (!(err instanceof RelayError) || err.code !== "apply_failed") return false;
-  // Both drivers put SQLite's (extended) result code on the cause as `errcode`.
-  const errcode = (err.cause as { errcode?: unknown } | undefined)?.errcode;
-  return typeof errcode !== "number" || ENTRY_FAULTS.has(errcode & 0xff);
 }
 
 /**
