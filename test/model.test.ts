@@ -1,9 +1,10 @@
 /**
  * Model-based convergence: fast-check generates schedules over 3–6 replicas
  * (node:sqlite on files and sqlite-wasm in memory, always both) of
- *   write   one transaction of 1–4 statements on overlapping keys of three
+ *   write   one transaction of 1–4 statements on overlapping keys of four
  *           tables (types mixed, a UNIQUE column, PK changes, multi-row
- *           statements, a foreign key with ON DELETE CASCADE); some fail
+ *           statements, a foreign key with ON DELETE CASCADE, a table with
+ *           no constraint but its key, whose entries sync in groups); some fail
  *           half-way and roll back; some add a journal row nobody ever
  *           touches again
  *   sync    push, pull, rebase
@@ -54,7 +55,9 @@ const SCHEMA = [
   "CREATE TABLE IF NOT EXISTS todo(id TEXT PRIMARY KEY, title TEXT, done INTEGER NOT NULL DEFAULT 0, note)",
   // PK order differs from column order; w is UNIQUE, so concurrent writes meet constraint conflicts.
   "CREATE TABLE IF NOT EXISTS pair(a INTEGER, b TEXT, v, w TEXT UNIQUE, PRIMARY KEY(b, a))",
-  "CREATE TABLE IF NOT EXISTS journal(id TEXT PRIMARY KEY, by TEXT NOT NULL)",
+  "CREATE TABLE IF NOT EXISTS journal(id TEXT PRIMARY KEY, by TEXT)",
+  // No constraint but the key: entries touching only kv and journal may be applied as one group.
+  "CREATE TABLE IF NOT EXISTS kv(k TEXT PRIMARY KEY, v, n INTEGER)",
   // Enforced on local writes (a missing parent rolls the transaction back), cascading into the changeset.
   "CREATE TABLE IF NOT EXISTS child(id INTEGER PRIMARY KEY, parent TEXT REFERENCES todo(id) ON DELETE CASCADE, v)",
 ];
@@ -101,6 +104,12 @@ const statement: fc.Arbitrary<string> = fc.oneof(
   pk.map(([a, b]) => `DELETE FROM pair WHERE a = ${a} AND b = ${b}`),
   fc.tuple(fc.constantFrom(1, 2, 3), id, value).map(([c, p, v]) => `INSERT OR REPLACE INTO child(id, parent, v) VALUES (${c}, ${p}, ${v})`),
   fc.tuple(fc.constantFrom(1, 2, 3), value).map(([c, v]) => `UPDATE child SET v = ${v} WHERE id = ${c}`),
+  fc.tuple(id, value).map(([k, v]) => `INSERT OR REPLACE INTO kv(k, v, n) VALUES (${k}, ${v}, 0)`),
+  fc.tuple(id, value).map(([k, v]) => `INSERT OR IGNORE INTO kv(k, v) VALUES (${k}, ${v})`),
+  id.map((k) => `UPDATE kv SET n = coalesce(n, 0) + 1 WHERE k = ${k}`),
+  fc.tuple(id, value).map(([k, v]) => `UPDATE kv SET v = ${v} WHERE k = ${k}`),
+  id.map((k) => `DELETE FROM kv WHERE k = ${k}`),
+  fc.tuple(id, id).map(([k, k2]) => `UPDATE kv SET k = ${k2} WHERE k = ${k}`),
 );
 
 const r = fc.nat({ max: 5 });
@@ -182,7 +191,7 @@ async function restartRelay(): Promise<void> {
 /** Every replicated table, each value quoted (1, 1.0, '1' and x'01' all differ), rows sorted. */
 async function dump(rep: Replica): Promise<Record<string, string[]>> {
   const out: Record<string, string[]> = {};
-  for (const table of ["todo", "pair", "journal", "child"]) {
+  for (const table of ["todo", "pair", "journal", "child", "kv"]) {
     const cols = (await rep.query<{ name: string }>(`SELECT name FROM pragma_table_info('${table}') ORDER BY cid`)).map((c) => c.name);
     const rows = await rep.query<{ row: string }>(`SELECT ${cols.map((c) => `quote("${c}")`).join(" || '|' || ")} AS row FROM ${table}`);
     out[table] = rows.map((x) => x.row).sort();
