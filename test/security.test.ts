@@ -156,7 +156,7 @@ describe(`request bodies above MAX_BODY_BYTES (${LIMIT} here) are refused before
     assert.equal(await head("raw"), 0);
   });
 
-  it("a Content-Length that claims less than is sent: only the declared bytes are read as the body, the rest is not a second push", async () => {
+  it("a Content-Length that claims less than is sent: only the declared bytes are read as that request's body", async () => {
     const valid = encode({ client: "c", entries: [{ cseq: 1, changeset: cs(1) }] });
     const smuggled = Buffer.concat([Buffer.from(headers(valid.byteLength), "latin1"), valid]);
     // Declares 10 bytes; what follows is a whole, valid push request plus padding past the limit.
