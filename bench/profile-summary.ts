@@ -16,8 +16,13 @@ const prof = JSON.parse(readFileSync(file!, "utf8")) as { nodes: Node[]; samples
 const byId = new Map(prof.nodes.map((n) => [n.id, n]));
 const parent = new Map<number, number>();
 for (const n of prof.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
+// A sample's weight is the time since the previous one, capped: workerd's
+// sampler pauses while no JavaScript runs, and without the cap the whole pause
+// lands on whatever ran next.
+const deltas = [...prof.timeDeltas].sort((a, b) => a - b);
+const cap = 4 * (deltas[deltas.length >> 1] ?? 1000);
 const self = new Map<number, number>();
-prof.samples.forEach((id, i) => self.set(id, (self.get(id) ?? 0) + (prof.timeDeltas[i] ?? 0)));
+prof.samples.forEach((id, i) => self.set(id, (self.get(id) ?? 0) + Math.min(prof.timeDeltas[i] ?? 0, cap)));
 const total = [...self.values()].reduce((a, b) => a + b, 0);
 const label = (n: Node) => `${n.callFrame.functionName || "(anonymous)"} ${n.callFrame.url.replace(/^.*\/work\/main\//, "")}:${n.callFrame.lineNumber + 1}`;
 const selfBy = new Map<string, number>();

@@ -236,6 +236,7 @@ async function w2Run(relay: Relay, driver: DriverKind, n: number) {
       const tenth = Math.ceil(n / 10);
       log(`  latency by tenth of the run (ms): ${Array.from({ length: 10 }, (_, i) => percentile(latencies.slice(i * tenth, (i + 1) * tenth), 50).toFixed(1)).join(" ")}`);
       log(`  B change events: ${ev.length / 2} for ${n} updates; A exec loop ${(resolved[n]! - start).toFixed(0)} ms`);
+      log(`  first 20 latencies: ${latencies.slice(0, 20).map((x) => x.toFixed(1)).join(" ")}`);
     }
     const lastSeen = ev[ev.length - 1]!;
     const totalMs = lastSeen - start;
@@ -247,6 +248,9 @@ async function w2Run(relay: Relay, driver: DriverKind, n: number) {
       p50: percentile(latencies, 50),
       p99: percentile(latencies, 99),
       max: Math.max(...latencies),
+      // The first updates run on cold code in three processes (JIT) and own
+      // the p99 of a short run; this is the p99 of the remaining 90%.
+      p99Warm: percentile(latencies.slice(Math.ceil(n / 10)), 99),
       bytesPerUpdate: (up + down) / n,
       clientPeakRss: Math.max(ar.result.peakRss, br.result.peakRss),
       clientCpuMs: ar.result.cpuMs + br.result.cpuMs,
@@ -371,11 +375,11 @@ function report(res: Record<string, unknown>): string {
     for (const d of Object.keys(w2)) {
       for (const n of W2_N) {
         const f = w2[d]![n]!;
-        rows.push([d, n.toLocaleString("en-US"), fmt(f.totalMs), fmt(f.updatesPerSec), fmt(f.p50, 1), fmt(f.p99, 1), fmt(f.max, 1), fmt(f.bytesPerUpdate, 0), fmt(f.clientPeakRss, 0, MB), fmt(f.relayPeakRss, 0, MB)]);
+        rows.push([d, n.toLocaleString("en-US"), fmt(f.totalMs), fmt(f.updatesPerSec), fmt(f.p50, 1), fmt(f.p99, 1), fmt(f.max, 1), fmt(f.p99Warm, 1), fmt(f.bytesPerUpdate, 0), fmt(f.clientPeakRss, 0, MB), fmt(f.relayPeakRss, 0, MB)]);
       }
     }
     out.push("\nW2 chatty: N single-row updates on A, live; latency = exec() resolved on A → \"change\" on B (ms)");
-    out.push(table(["driver", "N", "total", "updates/s", "p50", "p99", "max", "wire B/update", "client MB", "relay MB"], rows));
+    out.push(table(["driver", "N", "total", "updates/s", "p50", "p99", "max", "p99 after first 10%", "wire B/update", "client MB", "relay MB"], rows));
   }
   const w3 = res.w3 as Record<string, { figures: Record<string, Figure>; gapless: boolean; offeredPerSec: number | null }> | undefined;
   if (w3) {

@@ -2,7 +2,7 @@ import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { request as httpRequest } from "node:http";
 import { gunzipSync, gzipSync } from "node:zlib";
-import { acceptsGzip, COMPRESS_MIN_BYTES, gzip, readBody } from "../protocol/compression.ts";
+import { acceptsGzip, COMPRESS_MIN_BYTES, gzip, gzipStream, readBody } from "../protocol/compression.ts";
 import { decode, encode } from "../protocol/codec.ts";
 import { isRelayError } from "../protocol/errors.ts";
 import { httpTransport } from "../client/transport/http.ts";
@@ -41,6 +41,10 @@ describe("compression module", () => {
     same(gunzipSync(zipped), plain);
     same(await readBody(streamOf(zipped, 7).stream, "gzip", plain.byteLength), plain);
     same(await readBody(streamOf(plain).stream, null, plain.byteLength), plain);
+    // The CompressionStream path, taken where node:zlib is missing (browsers).
+    const streamed = await gzipStream(plain);
+    same(gunzipSync(streamed), plain);
+    same(await readBody(streamOf(streamed, 5).stream, "gzip", plain.byteLength), plain);
   });
 
   it("reads Accept-Encoding like HTTP does", () => {
