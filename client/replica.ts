@@ -44,6 +44,8 @@ export interface ReplicaOptions {
   /** Override how the relay is reached (tests inject faults here). */
   transport?: Transport;
   fetch?: typeof fetch;
+  /** Give up on one HTTP request after this many ms (default 30000); retried like a network error. */
+  requestTimeoutMs?: number;
   backoff?: Partial<BackoffOptions>;
 }
 
@@ -105,6 +107,7 @@ export class Replica {
   private readonly fk: boolean;
   private head = 0;
   private closed = false;
+  private readonly stopping = new AbortController();
   private live: LiveSocket | undefined;
   /** Highest cseq sent over the current socket; reset on reconnect so unconfirmed entries are re-sent. */
   private flushedUpTo = 0;
@@ -122,7 +125,13 @@ export class Replica {
     this.opts = opts;
     this.readOnly = readOnly;
     this.backoff = { ...DEFAULT_BACKOFF, ...opts.backoff };
-    this.transport = opts.transport ?? httpTransport({ url: opts.url, db: opts.db, token: opts.token, ...(opts.fetch ? { fetch: opts.fetch } : {}) });
+    this.transport = opts.transport ?? httpTransport({
+      url: opts.url,
+      db: opts.db,
+      token: opts.token,
+      ...(opts.fetch ? { fetch: opts.fetch } : {}),
+      ...(opts.requestTimeoutMs === undefined ? {} : { timeoutMs: opts.requestTimeoutMs }),
+    });
     this.schema = new SchemaCache(d);
     this.fk = d.all("PRAGMA foreign_keys")[0]?.foreign_keys === 1;
   }
@@ -216,9 +225,11 @@ export class Replica {
   sync(signal?: AbortSignal): Promise<SyncEvent> {
     return this.syncs.run(async () => {
       this.assertOpen();
+      // close() ends a sync in flight (a request, a backoff wait) rather than waiting it out.
+      const stop = signal ? AbortSignal.any([signal, this.stopping.signal]) : this.stopping.signal;
       try {
-        const pushed = this.readOnly ? 0 : await this.pushAll(signal);
-        const pulled = await this.pullAll(signal);
+        const pushed = this.readOnly ? 0 : await this.pushAll(stop);
+        const pulled = await this.pullAll(stop);
         const ev: SyncEvent = { pushed, pulled, cursor: this.cursor(), head: this.head };
         this.events.emit("sync", ev);
         return ev;
@@ -435,6 +446,7 @@ export class Replica {
 
   async close(): Promise<void> {
     if (this.closed) return;
+    this.stopping.abort();
     this.live?.stop();
     this.live = undefined;
     await this.syncs.run(() => undefined);

@@ -274,6 +274,39 @@ describe("atomicity and durability", () => {
   });
 });
 
+describe("a relay that never answers", () => {
+  async function silentServer() {
+    const { createServer } = await import("node:net");
+    const sockets: import("node:net").Socket[] = [];
+    const srv = createServer((s) => sockets.push(s));
+    await new Promise<void>((r) => srv.listen(0, "127.0.0.1", r));
+    const { port } = srv.address() as { port: number };
+    return { url: `http://127.0.0.1:${port}`, close: () => (sockets.forEach((s) => s.destroy()), new Promise((r) => srv.close(r))) };
+  }
+
+  it("times a request out as a retryable network error", async () => {
+    const silent = await silentServer();
+    const A = await replica(relay, freshDb("silent"), "a", "node", { url: silent.url, requestTimeoutMs: 100, backoff: { baseMs: 1, capMs: 2, maxAttempts: 2 } });
+    await A.exec("INSERT INTO todo(id) VALUES ('1')");
+    await assert.rejects(A.sync(), (e: unknown) => e instanceof RelayError && e.code === "network" && /did not answer/.test(e.message));
+    assert.equal(A.status().pending, 1);
+    await A.close();
+    await silent.close();
+  });
+
+  it("close() ends a sync in flight instead of waiting for it", async () => {
+    const silent = await silentServer();
+    const A = await replica(relay, freshDb("silent"), "a", "node", { url: silent.url });
+    await A.exec("INSERT INTO todo(id) VALUES ('1')");
+    const syncing = A.sync();
+    const outcome = syncing.then(() => "resolved", (e) => (e instanceof RelayError ? e.code : String(e)));
+    await new Promise((r) => setTimeout(r, 50));
+    await A.close(); // with the default 30 s timeout, waiting it out would fail this test
+    assert.equal(await outcome, "aborted");
+    await silent.close();
+  });
+});
+
 describe("guards", () => {
   it("a read-only replica pulls and applies, and refuses local writes before capturing", async () => {
     const db = freshDb("readonly");

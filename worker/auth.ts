@@ -6,12 +6,13 @@ import type { Env } from "./env.ts";
 
 /**
  * Who is calling, for database `db`, needing at least `need`. Browsers cannot
- * set headers on WebSockets, so a `token` query parameter is accepted too
- * (trade-off: it can end up in access logs; see README).
+ * set headers on WebSockets, so the socket route (only) also takes a `token`
+ * query parameter; the trade-off is that URLs can land in access logs (see
+ * README). HTTP routes take the header only.
  */
-export async function authorize(env: Env, request: Request, db: string, need: Role): Promise<TokenClaims> {
+export async function authorize(env: Env, request: Request, db: string, need: Role, opts: { queryToken?: boolean } = {}): Promise<TokenClaims> {
   const header = request.headers.get("authorization");
-  const query = new URL(request.url).searchParams.get("token");
+  const query = opts.queryToken ? new URL(request.url).searchParams.get("token") : null;
   const token = header ? /^Bearer\s+(\S+)$/i.exec(header)?.[1] : query ?? undefined;
   if (header && !token) throw new RelayError("unauthorized", "Authorization header must be 'Bearer <token>'");
   let claims: TokenClaims;

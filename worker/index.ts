@@ -76,7 +76,7 @@ app.get("/v1/db/:db/ws", async (c) => {
   if (c.req.header("upgrade")?.toLowerCase() !== "websocket") {
     throw new RelayError("upgrade_required", "this route only speaks WebSocket (send Upgrade: websocket)");
   }
-  const claims = await authorize(c.env, c.req.raw, db, "read");
+  const claims = await authorize(c.env, c.req.raw, db, "read", { queryToken: true });
   return logFor(c.env, db).fetch("https://log/ws", {
     headers: { upgrade: "websocket", [ROLE_HEADER]: claims.role, [SUB_HEADER]: claims.sub },
   });

@@ -15,6 +15,8 @@ export interface HttpTransportOptions {
   db: string;
   token?: string | undefined;
   fetch?: typeof fetch;
+  /** Give up on a request after this long (default 30 s): a relay that accepts and never answers must not stall sync. */
+  timeoutMs?: number;
 }
 
 export function httpTransport(opts: HttpTransportOptions): Transport {
@@ -22,16 +24,26 @@ export function httpTransport(opts: HttpTransportOptions): Transport {
   const doFetch = opts.fetch ?? globalThis.fetch.bind(globalThis);
   const auth: Record<string, string> = opts.token ? { authorization: `Bearer ${opts.token}` } : {};
 
-  async function call(path: string, init: RequestInit): Promise<unknown> {
+  const timeoutMs = opts.timeoutMs ?? 30_000;
+
+  async function call(path: string, init: RequestInit, caller?: AbortSignal): Promise<unknown> {
+    const timeout = AbortSignal.timeout(timeoutMs);
+    init.signal = caller ? AbortSignal.any([caller, timeout]) : timeout;
+    // The caller's abort is "aborted" (stop); our timeout is a retryable network failure.
+    const failed = (what: string, cause: unknown) =>
+      caller?.aborted
+        ? new RelayError("aborted", "request aborted", { cause })
+        : timeout.aborted
+          ? new RelayError("network", `the relay did not answer within ${timeoutMs} ms`, { cause })
+          : new RelayError("network", `${what}: ${(cause as Error)?.message ?? cause}`, { cause });
     let res: Response;
     try {
       res = await doFetch(`${base}${path}`, init);
     } catch (cause) {
-      if (init.signal?.aborted) throw new RelayError("aborted", "request aborted", { cause });
-      throw new RelayError("network", `cannot reach the relay: ${(cause as Error)?.message ?? cause}`, { cause });
+      throw failed("cannot reach the relay", cause);
     }
     const bytes = new Uint8Array(await res.arrayBuffer().catch((cause) => {
-      throw new RelayError("network", "connection lost while reading the response", { cause });
+      throw failed("connection lost while reading the response", cause);
     }));
     if (!res.ok) {
       let body: unknown = null;
@@ -54,15 +66,12 @@ export function httpTransport(opts: HttpTransportOptions): Transport {
       const zipped = plain.byteLength >= COMPRESS_MIN_BYTES;
       const headers = { ...auth, "content-type": MSGPACK, ...(zipped ? { "content-encoding": GZIP } : {}) };
       const init: RequestInit = { method: "POST", body: zipped ? await gzip(plain) : plain, headers };
-      if (signal) init.signal = signal;
-      return parsePushResponse(await call("/push", init));
+      return parsePushResponse(await call("/push", init, signal));
     },
     async pull(after, limit, signal) {
       const q = new URLSearchParams({ after: String(after) });
       if (limit !== undefined) q.set("limit", String(limit));
-      const init: RequestInit = { headers: auth };
-      if (signal) init.signal = signal;
-      return parsePullResponse(await call(`/pull?${q}`, init));
+      return parsePullResponse(await call(`/pull?${q}`, { headers: auth }, signal));
     },
   };
 }
