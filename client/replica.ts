@@ -88,6 +88,9 @@ export interface Tx {
   query<T extends Row = Row>(sql: string, params?: Params): Promise<T[]>;
 }
 
+/** How long a live write may wait for the next one to share its frame (only right after a send). */
+const COALESCE_MS = 1;
+
 /** Bytes of changesets per push request; well under the relay's 32 MiB default body limit. */
 const PUSH_BYTE_BUDGET = PULL_BYTE_BUDGET;
 
@@ -111,6 +114,11 @@ export class Replica {
   private live: LiveSocket | undefined;
   /** Highest cseq sent over the current socket; reset on reconnect so unconfirmed entries are re-sent. */
   private flushedUpTo = 0;
+  /** Live writes waiting to go out together (the cseqs right after flushedUpTo); see sendLive. */
+  private held: PushEntry[] = [];
+  private heldBytes = 0;
+  private heldTimer: ReturnType<typeof setTimeout> | undefined;
+  private lastSent = -Infinity;
   private nextFrameId = 1;
   /** Background sync requested while one runs: run once more after it. */
   private syncWanted = false;
@@ -188,7 +196,7 @@ export class Replica {
         // one goes out right after COMMIT, so it is marked sent in the same
         // transaction. That spares the flush its query, its second write
         // (a second commit, an fsync on a file database) and a turn of the lock.
-        const direct = this.live?.connected === true && this.flushedUpTo === cseq - 1 && changeset.byteLength <= FRAME_ENTRY_BUDGET;
+        const direct = this.live?.connected === true && this.flushedUpTo + this.held.length === cseq - 1 && changeset.byteLength <= FRAME_ENTRY_BUDGET;
         if (changeset.byteLength > 0) {
           // The codec refuses what the relay would refuse (internal tables,
           // changesets SQLite cannot apply): better now than at push time.
@@ -199,8 +207,7 @@ export class Replica {
         if (changeset.byteLength > 0) {
           this.meta.lastCseq = cseq;
           this.events.emit("change", { source: "local", cursor: this.cursor() });
-          // Not sent after all (the socket just closed): the reconnect's flush sends it.
-          if (direct && this.live?.send({ t: FRAME.push, id: this.nextFrameId++, client: this.clientId, entries: [{ cseq, changeset }] })) this.flushedUpTo = cseq;
+          if (direct) this.sendLive({ cseq, changeset });
           else if (this.live) queueMicrotask(() => this.flush());
         }
         return result;
@@ -303,6 +310,7 @@ export class Replica {
       {
         opened: (send) => {
           this.flushedUpTo = 0;
+          this.dropHeld();
           this.events.emit("connection", { connected: true, live: true });
           send({ t: FRAME.sub, after: this.cursor() });
           this.flush();
@@ -330,8 +338,44 @@ export class Replica {
     this.local.run(() => this.flushNow()).catch((e) => this.fail(e));
   }
 
+  /**
+   * A live write goes out at once, unless another one went out less than
+   * COALESCE_MS ago: then it waits for the next write or COALESCE_MS,
+   * whichever comes first. A burst of writes thus travels as a frame or so per
+   * millisecond instead of one per write, and each frame is what costs the
+   * relay (a dispatch, a decode, a storage call) and the subscribers (an apply
+   * step). The first write after a pause is never held. Under the local lock.
+   */
+  private sendLive(entry: PushEntry): void {
+    if (this.heldBytes + entry.changeset.byteLength > FRAME_ENTRY_BUDGET) this.sendHeld();
+    this.held.push(entry);
+    this.heldBytes += entry.changeset.byteLength;
+    if (performance.now() - this.lastSent >= COALESCE_MS || this.held.length >= MAX_ENTRIES_PER_PUSH) return this.sendHeld();
+    this.heldTimer ??= setTimeout(() => {
+      this.heldTimer = undefined;
+      this.local.run(() => this.sendHeld()).catch((e) => this.fail(e));
+    }, COALESCE_MS);
+  }
+
+  private sendHeld(): void {
+    const batch = this.held;
+    this.dropHeld();
+    if (batch.length === 0 || !this.live?.connected || this.closed) return;
+    this.lastSent = performance.now();
+    // They are marked sent already; if the socket just closed, the reconnect's flush sends them.
+    if (this.live.send({ t: FRAME.push, id: this.nextFrameId++, client: this.clientId, entries: batch })) this.flushedUpTo = batch.at(-1)!.cseq;
+  }
+
+  private dropHeld(): void {
+    this.held = [];
+    this.heldBytes = 0;
+    clearTimeout(this.heldTimer);
+    this.heldTimer = undefined;
+  }
+
   private flushNow(): void {
     if (!this.live?.connected || this.closed) return;
+    this.sendHeld(); // they come first, and must not go out twice
     const rows = this.d.all("SELECT cseq, changeset FROM _relay_outbox WHERE cseq > ? ORDER BY cseq LIMIT ?", [this.flushedUpTo, MAX_ENTRIES_PER_PUSH]);
     let batch: PushEntry[] = [];
     let bytes = 0;
