@@ -92,6 +92,25 @@ describe("applying pages", () => {
   });
 });
 
+describe("the schema cache", () => {
+  it("is read again after DDL run through query()", async () => {
+    const db = freshDb("schema-cache");
+    const B = await replica(relay, db, "b", "node");
+    const A0 = await replica(relay, db, "a0", "node");
+    await A0.exec("INSERT INTO todo(id, title) VALUES ('1', 'first')");
+    await A0.sync();
+    await B.sync(); // B has read todo's definition: 4 columns
+    await B.query("ALTER TABLE todo ADD COLUMN extra TEXT"); // outside the schema option, but possible
+    const wide = ["CREATE TABLE IF NOT EXISTS todo(id TEXT PRIMARY KEY, title TEXT, done INTEGER NOT NULL DEFAULT 0, note TEXT, extra TEXT)"];
+    const A = await replica(relay, db, "a", "node", { schema: wide });
+    await A.sync();
+    await A.exec("INSERT INTO todo(id, title, extra) VALUES ('2', 'second', 'x')");
+    await A.sync();
+    await B.sync(); // a 5-column entry: refused if B still believed in 4 columns
+    assert.deepEqual(await B.query("SELECT id, extra FROM todo ORDER BY id"), [{ id: "1", extra: null }, { id: "2", extra: "x" }]);
+  });
+});
+
 describe("live acks", () => {
   it("a burst of writes is confirmed through its acks alone, without an HTTP pull", async () => {
     const db = freshDb("ack-burst");
