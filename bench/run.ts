@@ -5,6 +5,9 @@
  * workloads of issue 6 with each replica in its own process, prints a table
  * and writes bench/results.json. Every figure is the median of `runs` runs
  * (default 3) with min–max. See README "Benchmarks".
+ *
+ * Also: --drivers node,wasm; --w1 / --w2 with a list of N; --out FILE;
+ * BENCH_DEBUG=1 prints how W2's latency moves through each run.
  */
 import { fork, type ChildProcess } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
