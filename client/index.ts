@@ -3,8 +3,9 @@
  * transaction as a session changeset, push it to the relay's log, pull
  * everyone's entries and replay them in log order.
  */
-export { openReplica, Replica } from "./replica.ts";
-export type { ReplicaOptions, ReplicaStatus, ReplicaEvents, ChangeEvent, SyncEvent, Tx } from "./replica.ts";
+export { openReplica } from "./open.ts";
+export { Replica } from "./replica.ts";
+export type { ReplicaOptions, ReplicaStatus, ReplicaEvents, ChangeEvent, SyncEvent, Tx } from "./types.ts";
 export type { ConflictInfo, ConflictKind, ConflictOptions, ConflictRecord, Resolution, TablePolicy } from "./conflicts.ts";
 export type { DriverKind, Params, Row } from "./drivers/types.ts";
 export type { Transport } from "./transport/http.ts";

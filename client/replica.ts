@@ -1,92 +1,21 @@
 import { RelayError } from "../protocol/errors.ts";
 import { validateChangeset } from "../protocol/changeset.ts";
-import { isName } from "../protocol/messages.ts";
 import { MAX_ENTRIES_PER_PUSH, PULL_BYTE_BUDGET } from "../protocol/limits.ts";
-import { readTokenClaims } from "../protocol/token.ts";
 import type { PushEntry } from "../protocol/messages.ts";
 import { SchemaCache } from "./apply.ts";
 import { DEFAULT_BACKOFF, withRetry, type BackoffOptions } from "./backoff.ts";
-import type { ConflictOptions, ConflictRecord } from "./conflicts.ts";
-import { defaultDriverKind, openDriver } from "./drivers/index.ts";
-import type { Driver, DriverKind, Params, Row } from "./drivers/types.ts";
+import type { ConflictRecord } from "./conflicts.ts";
+import type { Driver, Params, Row } from "./drivers/types.ts";
 import { Emitter, Mutex } from "./events.ts";
 import { rebase } from "./rebase.ts";
 import * as store from "./store.ts";
 import { httpTransport, type Transport } from "./transport/http.ts";
-import { LiveSocket, socketUrl, type WebSocketLike } from "./transport/socket.ts";
+import { LiveSocket, socketUrl } from "./transport/socket.ts";
+import type { ChangeEvent, ReplicaEvents, ReplicaOptions, ReplicaStatus, SyncEvent, Tx } from "./types.ts";
 import { FRAME, FRAME_ENTRY_BUDGET, type RelayFrame } from "../protocol/frames.ts";
 import type { Ack, LogEntry } from "../protocol/messages.ts";
 
-export interface ReplicaOptions {
-  /** Relay base URL, e.g. http://127.0.0.1:8787 */
-  url: string;
-  /** Database name on the relay ([A-Za-z0-9_-]{1,64}). */
-  db: string;
-  /** A JWT from the relay's operator; optional only when the relay grants a public role. */
-  token?: string;
-  /** A file (node driver) or ":memory:" (default). */
-  path?: string;
-  /** Default: "node" on Node >= 22.13, "wasm" elsewhere. */
-  driver?: DriverKind;
-  /** Statements run at open, idempotently (use IF NOT EXISTS). The only place for DDL. */
-  schema?: string[];
-  conflicts?: ConflictOptions;
-  /** Default: the one persisted in the database, else the token's sub, else random. */
-  clientId?: string;
-  /** Stay connected over a WebSocket: push each commit at once, apply others' entries as they land. */
-  live?: boolean;
-  /** Live socket factory (default: the runtime's WebSocket). */
-  createWebSocket?: (url: string) => WebSocketLike;
-  /** Live heartbeat interval in ms (default 15000). */
-  heartbeatMs?: number;
-  /** Refuse local writes. Default: true when the token's role is "read". */
-  readOnly?: boolean;
-  /** Override how the relay is reached (tests inject faults here). */
-  transport?: Transport;
-  fetch?: typeof fetch;
-  /** Give up on one HTTP request after this many ms (default 30000); retried like a network error. */
-  requestTimeoutMs?: number;
-  backoff?: Partial<BackoffOptions>;
-}
-
-export interface ReplicaStatus {
-  clientId: string;
-  /** Last log seq applied locally. */
-  cursor: number;
-  /** Last log seq the relay reported. */
-  head: number;
-  /** Local transactions not yet confirmed by the log. */
-  pending: number;
-  connected: boolean;
-  /** Live sync is switched on (it may still be connecting); false after setLive(false) or a fatal error. */
-  live: boolean;
-  driver: DriverKind;
-  readOnly: boolean;
-}
-
-export interface ChangeEvent {
-  source: "local" | "remote";
-  /** For remote changes: the last log seq applied. */
-  cursor: number;
-}
-export interface SyncEvent {
-  pushed: number;
-  pulled: number;
-  cursor: number;
-  head: number;
-}
-export interface ReplicaEvents extends Record<string, unknown> {
-  change: ChangeEvent;
-  sync: SyncEvent;
-  conflict: ConflictRecord;
-  error: RelayError;
-  connection: { connected: boolean; live: boolean };
-}
-
-export interface Tx {
-  exec(sql: string, params?: Params): Promise<{ changes: number }>;
-  query<T extends Row = Row>(sql: string, params?: Params): Promise<T[]>;
-}
+export type { ChangeEvent, ReplicaEvents, ReplicaOptions, ReplicaStatus, SyncEvent, Tx } from "./types.ts";
 
 /** How long a live write may wait for the next one to share its frame (only right after a send). */
 const COALESCE_MS = 1;
@@ -269,20 +198,10 @@ export class Replica {
 
   /** Conflicts recorded so far, oldest first. */
   conflicts(): Promise<ConflictRecord[]> {
-    return this.query("SELECT * FROM _relay_conflicts ORDER BY id").then((rows) =>
-      rows.map((r) => ({
-        kind: r.kind as ConflictRecord["kind"],
-        table: r.tbl as string,
-        op: r.op as ConflictRecord["op"],
-        pk: fromJson(r.pk as string),
-        local: fromJson(r.local as string | null),
-        incoming: fromJson(r.incoming as string),
-        seq: r.seq as number,
-        client: r.client as string,
-        cseq: r.cseq as number,
-        resolution: r.resolution as ConflictRecord["resolution"],
-      })),
-    );
+    return this.local.run(() => {
+      this.assertOpen();
+      return store.readConflicts(this.d);
+    });
   }
 
   /**
@@ -631,7 +550,7 @@ export class Replica {
       if (version !== this.schemaVersion) this.schema.clear();
       this.schemaVersion = version;
       result = rebase(d, this.clientId, entries, this.opts.conflicts ?? {}, this.schema);
-      for (const c of result.conflicts) recordConflict(d, c);
+      for (const c of result.conflicts) store.recordConflict(d, c);
       d.exec("COMMIT");
     } catch (e) {
       if (d.inTransaction) d.exec("ROLLBACK");
@@ -653,69 +572,4 @@ function plain<T>(rows: Row[]): T[] {
 
 function totalChanges(d: Driver): number {
   return d.all("SELECT total_changes() AS n")[0]!.n as number;
-}
-
-/** JSON for conflict records: BLOBs and big integers kept exact. */
-function toJson(v: unknown): string {
-  return JSON.stringify(v, (_k, x) =>
-    typeof x === "bigint" ? { $bigint: x.toString() } : x instanceof Uint8Array ? { $blob: Array.from(x) } : x,
-  );
-}
-
-function fromJson<T>(s: string | null): T {
-  if (s === null) return null as T;
-  return JSON.parse(s, (_k, x) =>
-    x && typeof x === "object" && "$bigint" in x ? BigInt(x.$bigint) : x && typeof x === "object" && "$blob" in x ? Uint8Array.from(x.$blob) : x,
-  );
-}
-
-function recordConflict(d: Driver, c: ConflictRecord): void {
-  d.run(
-    "INSERT INTO _relay_conflicts(at, seq, client, cseq, tbl, kind, op, pk, local, incoming, resolution) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    [Date.now(), c.seq, c.client, c.cseq, c.table, c.kind, c.op, toJson(c.pk), c.local === null ? null : toJson(c.local), toJson(c.incoming), c.resolution],
-  );
-}
-
-/**
- * Open (or create) a local replica of database `db` on the relay at `url`.
- *
- * @example
- * const replica = await openReplica({ url, db: "todos", token, schema: ["CREATE TABLE IF NOT EXISTS todo(id TEXT PRIMARY KEY, title TEXT)"] });
- * await replica.exec("INSERT INTO todo VALUES (?, ?)", ["1", "milk"]);
- * await replica.sync();
- */
-export async function openReplica(opts: ReplicaOptions): Promise<Replica> {
-  if (!isName(opts.db)) throw new RelayError("invalid_name", `db must match [A-Za-z0-9_-]{1,64}`);
-  const claims = opts.token ? readTokenClaims(opts.token) : undefined;
-  const d = await openDriver(opts.driver ?? defaultDriverKind(), opts.path ?? ":memory:");
-  try {
-    d.exec("BEGIN IMMEDIATE");
-    store.migrate(d);
-    for (const stmt of opts.schema ?? []) d.exec(stmt);
-    const noPk = store.userTables(d).filter((t) => !store.tableInfo(d, t)!.pk.some((p) => p > 0));
-    if (noPk.length > 0) {
-      throw new RelayError("no_primary_key", `tables without a PRIMARY KEY cannot replicate (the session extension ignores them): ${noPk.join(", ")}`);
-    }
-    const persisted = store.getMeta(d, "client_id") as string | null;
-    const wanted = opts.clientId ?? (claims?.role !== "admin" && isName(claims?.sub) ? claims.sub : undefined);
-    if (persisted && wanted && persisted !== wanted) {
-      throw new RelayError("bad_request", `this database belongs to client "${persisted}", not "${wanted}"`);
-    }
-    const clientId = persisted ?? wanted ?? randomId();
-    if (!isName(clientId)) throw new RelayError("invalid_name", "clientId must match [A-Za-z0-9_-]{1,64}");
-    if (!persisted) store.setMeta(d, "client_id", clientId);
-    d.exec("COMMIT");
-    const replica = new Replica(d, clientId, opts, opts.readOnly ?? claims?.role === "read");
-    if (opts.live) replica.setLive(true);
-    return replica;
-  } catch (e) {
-    if (d.inTransaction) d.exec("ROLLBACK");
-    d.close();
-    throw e;
-  }
-}
-
-function randomId(): string {
-  const b = crypto.getRandomValues(new Uint8Array(12));
-  return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
 }

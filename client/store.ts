@@ -1,3 +1,4 @@
+import type { ConflictRecord } from "./conflicts.ts";
 import type { Driver } from "./drivers/types.ts";
 
 /**
@@ -108,4 +109,41 @@ export function tableInfo(d: Driver, table: string): ColumnInfo | undefined {
   const rows = d.all("SELECT name, pk FROM pragma_table_info(?) ORDER BY cid", [table]);
   if (rows.length === 0) return undefined;
   return { names: rows.map((r) => r.name as string), pk: rows.map((r) => r.pk as number) };
+}
+
+/** JSON for conflict records: BLOBs and big integers kept exact. */
+function toJson(v: unknown): string {
+  return JSON.stringify(v, (_k, x) =>
+    typeof x === "bigint" ? { $bigint: x.toString() } : x instanceof Uint8Array ? { $blob: Array.from(x) } : x,
+  );
+}
+
+function fromJson<T>(s: string | null): T {
+  if (s === null) return null as T;
+  return JSON.parse(s, (_k, x) =>
+    x && typeof x === "object" && "$bigint" in x ? BigInt(x.$bigint) : x && typeof x === "object" && "$blob" in x ? Uint8Array.from(x.$blob) : x,
+  );
+}
+
+export function recordConflict(d: Driver, c: ConflictRecord): void {
+  d.run(
+    "INSERT INTO _relay_conflicts(at, seq, client, cseq, tbl, kind, op, pk, local, incoming, resolution) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    [Date.now(), c.seq, c.client, c.cseq, c.table, c.kind, c.op, toJson(c.pk), c.local === null ? null : toJson(c.local), toJson(c.incoming), c.resolution],
+  );
+}
+
+
+export function readConflicts(d: Driver): ConflictRecord[] {
+  return d.all("SELECT * FROM _relay_conflicts ORDER BY id").map((r) => ({
+    kind: r.kind as ConflictRecord["kind"],
+    table: r.tbl as string,
+    op: r.op as ConflictRecord["op"],
+    pk: fromJson(r.pk as string),
+    local: fromJson(r.local as string | null),
+    incoming: fromJson(r.incoming as string),
+    seq: r.seq as number,
+    client: r.client as string,
+    cseq: r.cseq as number,
+    resolution: r.resolution as ConflictRecord["resolution"],
+  }));
 }

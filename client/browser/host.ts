@@ -6,7 +6,9 @@
  */
 import { RelayError } from "../../protocol/errors.ts";
 import { installOpfsSahPool, loadSqliteWasm } from "../drivers/wasm.ts";
-import { openReplica, type Replica, type ReplicaEvents, type Tx } from "../replica.ts";
+import { openReplica } from "../open.ts";
+import type { Replica } from "../replica.ts";
+import type { ReplicaEvents, Tx } from "../types.ts";
 import type { Params } from "../drivers/types.ts";
 import { toWire, type CallArgs, type EventName, type Method, type SharedStatus, type Storage, type WorkerOpenOptions } from "./messages.ts";
 

@@ -9,11 +9,11 @@
 import { RelayError } from "../../protocol/errors.ts";
 import type { ConflictRecord } from "../conflicts.ts";
 import type { Params, Row } from "../drivers/types.ts";
-import type { ChangeEvent, SyncEvent, Tx } from "../replica.ts";
+import type { ChangeEvent, SyncEvent, Tx } from "../types.ts";
 import { fromWire, type BrowserStatus, type Method, type PageToWorker, type WireError, type WorkerOpenOptions, type WorkerToPage } from "./messages.ts";
 
 export type { BrowserStatus, Storage } from "./messages.ts";
-export type { ChangeEvent, SyncEvent, Tx } from "../replica.ts";
+export type { ChangeEvent, SyncEvent, Tx } from "../types.ts";
 export type { ConflictRecord, ConflictKind, Resolution, TablePolicy } from "../conflicts.ts";
 export type { Params, Row } from "../drivers/types.ts";
 export { RelayError, isRelayError } from "../../protocol/errors.ts";

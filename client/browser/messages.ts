@@ -10,7 +10,7 @@
 import { isErrorCode, RelayError, type ErrorCode } from "../../protocol/errors.ts";
 import type { ConflictOptions } from "../conflicts.ts";
 import type { Params } from "../drivers/types.ts";
-import type { ReplicaStatus } from "../replica.ts";
+import type { ReplicaStatus } from "../types.ts";
 
 export const PROTOCOL = "changeset-relay/browser@1";
 
