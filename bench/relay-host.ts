@@ -7,20 +7,10 @@
  * inspector listens there (the bench's --cpu-prof profiles the relay with it).
  */
 import { Miniflare } from "miniflare";
-import { TEST_SECRET, workerBundle } from "../test/support/relay.ts";
+import { relayOptions } from "../test/support/relay.ts";
 
 const inspectorPort = Number(process.env.INSPECTOR_PORT) || undefined;
-const mf = new Miniflare({
-  modules: true,
-  script: await workerBundle(),
-  compatibilityDate: "2026-04-01",
-  compatibilityFlags: ["nodejs_compat"],
-  durableObjects: { LOG: { className: "ChangesetLog", useSQLite: true } },
-  bindings: { RELAY_SECRET: TEST_SECRET },
-  host: "127.0.0.1",
-  port: 0,
-  ...(inspectorPort ? { inspectorPort } : {}),
-});
+const mf = new Miniflare({ ...(await relayOptions()), ...(inspectorPort ? { inspectorPort } : {}) });
 const url = (await mf.ready).toString().replace(/\/$/, "");
 process.send!({ url });
 const stop = async () => {

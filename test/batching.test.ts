@@ -1,6 +1,7 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { encode, decode } from "../protocol/codec.ts";
+import { until, openSocket } from "./support/wait.ts";
 import { startRelay, type TestRelay } from "./support/relay.ts";
 import { insertChangeset, pullAll } from "./support/http.ts";
 
@@ -15,30 +16,15 @@ before(async () => {
 });
 after(() => relay.close());
 
-async function until(pred: () => boolean, what: string, ms = 15_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!pred()) {
-    if (Date.now() > end) throw new Error(`timed out: ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
 
-async function open(db: string, sub: string): Promise<{ ws: WebSocket; frames: any[] }> {
-  const ws = new WebSocket(`${relay.url.replace("http", "ws")}/v1/db/${db}/ws?token=${await relay.token("write", sub, db)}`);
-  ws.binaryType = "arraybuffer";
-  const frames: any[] = [];
-  ws.onmessage = (ev) => frames.push(decode(new Uint8Array(ev.data as ArrayBuffer)));
-  await new Promise((res, rej) => ((ws.onopen = res), (ws.onerror = rej)));
-  return { ws, frames };
-}
 
 describe("batched socket pushes", () => {
   it("a burst from several writers: gapless, in each writer's order, every ack and entry delivered once", async () => {
     const db = "burst";
-    const reader = await open(db, "reader");
+    const reader = await openSocket(relay, db, "reader");
     reader.ws.send(encode({ t: "sub", after: 0 }));
     await until(() => reader.frames.length === 1, "subscribed");
-    const writers = await Promise.all(["w0", "w1", "w2"].map((w) => open(db, w)));
+    const writers = await Promise.all(["w0", "w1", "w2"].map((w) => openSocket(relay, db, w)));
     const PER = 60;
     for (let i = 1; i <= PER; i++) {
       writers.forEach((w, wi) => w.ws.send(encode({ t: "push", id: i, client: `w${wi}`, entries: [{ cseq: i, changeset: insertChangeset([[wi * 1000 + i, `w${wi} #${i}`]]) }] })));
@@ -62,7 +48,7 @@ describe("batched socket pushes", () => {
 
   it("a refused push in a burst is refused alone", async () => {
     const db = "burst-conflict";
-    const w = await open(db, "c");
+    const w = await openSocket(relay, db, "c");
     const push = (id: number, cseq: number, v: string) => w.ws.send(encode({ t: "push", id, client: "c", entries: [{ cseq, changeset: insertChangeset([[cseq, v]]) }] }));
     push(1, 1, "one");
     push(2, 1, "other bytes for cseq 1");
@@ -76,7 +62,7 @@ describe("batched socket pushes", () => {
   });
 
   it("sockets do not negotiate permessage-deflate", async () => {
-    const { ws } = await open("nodeflate", "c");
+    const { ws } = await openSocket(relay, "nodeflate", "c");
     assert.equal(ws.extensions, "");
     ws.close();
   });

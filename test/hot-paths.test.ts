@@ -1,6 +1,7 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { RelayError } from "../client/index.ts";
+import { until } from "./support/wait.ts";
 import { startRelay, type TestRelay } from "./support/relay.ts";
 import { closeReplicas, dump, replica } from "./support/replicas.ts";
 import { pullAll } from "./support/http.ts";
@@ -23,13 +24,6 @@ after(async () => {
 let n = 0;
 const freshDb = (name: string) => `${name}-${++n}`;
 
-async function until(pred: () => boolean | Promise<boolean>, what: string, ms = 10_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await pred())) {
-    if (Date.now() > end) throw new Error(`timed out: ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
 
 describe("local transactions", () => {
   it("exec reports each statement's own changes", async () => {

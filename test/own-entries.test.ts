@@ -2,6 +2,7 @@ import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { encode, decode } from "../protocol/codec.ts";
 import type { Replica } from "../client/index.ts";
+import { until, openSocket } from "./support/wait.ts";
 import { startRelay, type TestRelay } from "./support/relay.ts";
 import { closeReplicas, dump, replica } from "./support/replicas.ts";
 import { insertChangeset } from "./support/http.ts";
@@ -23,30 +24,15 @@ after(async () => {
 let n = 0;
 const freshDb = (name: string) => `${name}-${++n}`;
 
-async function until(pred: () => Promise<boolean> | boolean, what: string, ms = 10_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await pred())) {
-    if (Date.now() > end) throw new Error(`timed out: ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
 
 const titles = async (r: Replica) => (await r.query<{ title: string }>("SELECT title FROM todo ORDER BY id")).map((x) => x.title);
 
 describe("socket", () => {
-  async function open(db: string, sub: string): Promise<{ ws: WebSocket; frames: any[] }> {
-    const ws = new WebSocket(`${relay.url.replace("http", "ws")}/v1/db/${db}/ws?token=${await relay.token("write", sub, db)}`);
-    ws.binaryType = "arraybuffer";
-    const frames: any[] = [];
-    ws.onmessage = (ev) => frames.push(decode(new Uint8Array(ev.data as ArrayBuffer)));
-    await new Promise((res, rej) => ((ws.onopen = res), (ws.onerror = rej)));
-    return { ws, frames };
-  }
 
   it("a push is acked to its socket and delivered to every other subscriber, not echoed", async () => {
     const db = freshDb("echo");
-    const a = await open(db, "a");
-    const b = await open(db, "b");
+    const a = await openSocket(relay, db, "a");
+    const b = await openSocket(relay, db, "b");
     for (const s of [a, b]) s.ws.send(encode({ t: "sub", after: 0 }));
     await until(() => a.frames.length === 1 && b.frames.length === 1, "both subscribed");
     a.ws.send(encode({ t: "push", id: 1, client: "a", entries: [{ cseq: 1, changeset: insertChangeset([[1, "x"]]) }] }));

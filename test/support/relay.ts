@@ -1,5 +1,5 @@
 import { build } from "esbuild";
-import { Miniflare } from "miniflare";
+import { Miniflare, type MiniflareOptions } from "miniflare";
 import { fileURLToPath } from "node:url";
 import { signToken, type Role } from "../../protocol/token.ts";
 
@@ -56,8 +56,9 @@ export async function freePort(): Promise<number> {
   });
 }
 
-export async function startRelay(opts: RelayOptions = {}): Promise<TestRelay> {
-  const mf = new Miniflare({
+/** Miniflare options for the relay as wrangler.toml declares it (the bench's relay process uses them too). */
+export async function relayOptions(opts: RelayOptions = {}): Promise<MiniflareOptions> {
+  return {
     modules: true,
     script: await workerBundle(),
     compatibilityDate: "2026-04-01",
@@ -69,7 +70,11 @@ export async function startRelay(opts: RelayOptions = {}): Promise<TestRelay> {
     ...(opts.assets ? { assets: { directory: opts.assets, routerConfig: { has_user_worker: true, static_routing: { user_worker: ["/v1/*"] } } } } : {}),
     host: "127.0.0.1",
     port: opts.port ?? 0,
-  });
+  };
+}
+
+export async function startRelay(opts: RelayOptions = {}): Promise<TestRelay> {
+  const mf = new Miniflare(await relayOptions(opts));
   const url = (await mf.ready).toString().replace(/\/$/, "");
   return {
     url,
