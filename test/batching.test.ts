@@ -16,8 +16,6 @@ before(async () => {
 });
 after(() => relay.close());
 
-
-
 describe("batched socket pushes", () => {
   it("a burst from several writers: gapless, in each writer's order, every ack and entry delivered once", async () => {
     const db = "burst";

@@ -24,7 +24,6 @@ after(async () => {
 let n = 0;
 const freshDb = (name: string) => `${name}-${++n}`;
 
-
 describe("local transactions", () => {
   it("exec reports each statement's own changes", async () => {
     const A = await replica(relay, freshDb("changes"), "a", "node");

@@ -24,7 +24,6 @@ after(async () => {
 let n = 0;
 const freshDb = (name: string) => `${name}-${++n}`;
 
-
 const titles = async (r: Replica) => (await r.query<{ title: string }>("SELECT title FROM todo ORDER BY id")).map((x) => x.title);
 
 describe("socket", () => {
