@@ -1,3 +1,4 @@
+import { sameBytes } from "../protocol/codec.ts";
 import { invertChangeset } from "../protocol/changeset.ts";
 import type { LogEntry } from "../protocol/messages.ts";
 import { RelayError } from "../protocol/errors.ts";
@@ -96,10 +97,4 @@ export function rebase(d: Driver, me: string, entries: readonly LogEntry[], poli
 function undo(d: Driver, applied: Uint8Array): void {
   if (applied.byteLength === 0) return;
   d.applyChangeset(invertChangeset(applied), (t) => (t === CONFLICT.DATA || t === CONFLICT.CONFLICT ? RESOLUTION.REPLACE : RESOLUTION.OMIT));
-}
-
-function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.byteLength !== b.byteLength) return false;
-  for (let i = 0; i < a.byteLength; i++) if (a[i] !== b[i]) return false;
-  return true;
 }

@@ -1,4 +1,4 @@
-import { RelayError } from "../protocol/errors.ts";
+import { asRelayError, RelayError } from "../protocol/errors.ts";
 import { validateChangeset } from "../protocol/changeset.ts";
 import { MAX_ENTRIES_PER_PUSH, PULL_BYTE_BUDGET } from "../protocol/limits.ts";
 import type { PushEntry } from "../protocol/messages.ts";
@@ -172,7 +172,7 @@ export class Replica {
         this.events.emit("sync", ev);
         return ev;
       } catch (e) {
-        const err = e instanceof RelayError ? e : new RelayError("internal", String((e as Error)?.message ?? e), { cause: e });
+        const err = asRelayError(e);
         if (err.code !== "aborted") this.events.emit("error", err);
         throw err;
       }
@@ -403,7 +403,7 @@ export class Replica {
   }
 
   private fail(e: unknown): void {
-    const err = e instanceof RelayError ? e : new RelayError("internal", String((e as Error)?.message ?? e), { cause: e });
+    const err = asRelayError(e);
     if (err.code === "closed") return;
     this.events.emit("error", err);
     if (!err.retryable) this.setLiveOffAfterFatal();

@@ -34,3 +34,10 @@ export function decode(bytes: Uint8Array): unknown {
   if (value === C1) throw new RelayError("bad_request", "body is not valid msgpack (0xc1)");
   return value;
 }
+
+/** Byte-for-byte equality: idempotent pushes and own entries are recognised by their exact bytes. */
+export function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.byteLength !== b.byteLength) return false;
+  for (let i = 0; i < a.byteLength; i++) if (a[i] !== b[i]) return false;
+  return true;
+}

@@ -68,6 +68,11 @@ export function isRelayError(e: unknown, code?: ErrorCode): e is RelayError {
   return e instanceof RelayError && (code === undefined || e.code === code);
 }
 
+/** Anything thrown, as a RelayError: ours pass through, the rest become `internal` with the original as cause. */
+export function asRelayError(e: unknown): RelayError {
+  return e instanceof RelayError ? e : new RelayError("internal", String((e as Error)?.message ?? e), { cause: e });
+}
+
 /** The error body on every non-2xx response and in WebSocket error frames. */
 export interface ErrorBody {
   error: { code: ErrorCode; message: string };

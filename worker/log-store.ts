@@ -1,3 +1,4 @@
+import { sameBytes } from "../protocol/codec.ts";
 import { RelayError } from "../protocol/errors.ts";
 import { PULL_BYTE_BUDGET, STORAGE_CHUNK_BYTES } from "../protocol/limits.ts";
 import type { Ack, LogEntry, PushEntry, PushResponse } from "../protocol/messages.ts";
@@ -60,11 +61,6 @@ function readChangeset(sql: Sql, seq: number, size: number, chunks: number, body
   return out;
 }
 
-function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.byteLength !== b.byteLength) return false;
-  for (let i = 0; i < a.byteLength; i++) if (a[i] !== b[i]) return false;
-  return true;
-}
 
 function append(sql: Sql, seq: number, client: string, entry: PushEntry, ts: number): void {
   const { changeset } = entry;
