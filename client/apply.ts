@@ -2,7 +2,7 @@ import { changesetTables, decodeChangeset, encodeChangeset, primaryKey, type Cha
 import { RelayError } from "../protocol/errors.ts";
 import { CONFLICT, RESOLUTION, type ConflictType, type Driver, type Row } from "./drivers/types.ts";
 import { resolve, type ConflictInfo, type ConflictKind, type ConflictOptions, type ConflictRecord } from "./conflicts.ts";
-import { tableInfo, type ColumnInfo } from "./store.ts";
+import { keyQuery, keyRow, onlyKeyConstraints, tableInfo, type ColumnInfo } from "./store.ts";
 
 /**
  * Apply one changeset under the conflict policy, the same way on every driver.
@@ -36,27 +36,29 @@ export function applyWithPolicy(d: Driver, changeset: Uint8Array, ref: EntryRef,
 
   const decoded = decodeChangeset(changeset);
   const records: ConflictRecord[] = [];
-  const keep: Change[] = [];
+  const keep: Resolved[] = [];
   for (const change of decoded.changes) {
-    const info = predict(d, schema, change, ref);
+    const r = resolveChange(schema, change);
+    const info = predict(r, keyRow(d, r.target.byKey, r.pk), ref);
     if (!info) {
-      keep.push(change);
+      keep.push(r);
       continue;
     }
     const resolution = resolve(info, policy);
     records.push({ ...info, resolution });
-    if (resolution === "replace") keep.push(change);
+    if (resolution === "replace") keep.push(r);
   }
   let constraint = false;
-  apply(d, encodeChangeset({ tables: decoded.tables, changes: keep }), (type) => {
+  apply(d, encodeChangeset({ tables: decoded.tables, changes: keep.map((r) => r.change) }), (type) => {
     if (type === CONFLICT.DATA || type === CONFLICT.CONFLICT) return RESOLUTION.REPLACE;
     if (type === CONFLICT.CONSTRAINT) constraint = true;
     // NOTFOUND cannot be replaced; FOREIGN_KEY: OMIT keeps the rest of the entry.
     return RESOLUTION.OMIT;
   });
   if (constraint) {
-    for (const change of keep) {
-      if (!landed(d, schema, change)) records.push({ ...describe(d, schema, change, ref, "constraint"), resolution: "omit" });
+    for (const r of keep) {
+      const row = keyRow(d, r.target.byKey, r.pk);
+      if (!landed(r, row)) records.push({ ...conflictInfo("constraint", r, row, ref), resolution: "omit" });
     }
   }
   return records;
@@ -136,50 +138,55 @@ function apply(d: Driver, changeset: Uint8Array, onConflict: (t: ConflictType) =
 }
 
 /**
+ * A changeset's table resolved against the local schema: its column names
+ * and the query for one row by primary key. Resolved once per table and
+ * schema version, and once per change (resolveChange), then passed along.
+ */
+export interface Target {
+  names: string[];
+  byKey: string;
+}
+
+/**
  * Local table definitions, checked against every changeset's table headers
  * before applying: SQLite silently skips a table whose local definition has
  * fewer columns or other primary key columns, and that would be silent loss.
  */
 export class SchemaCache {
-  private readonly tables = new Map<string, ColumnInfo | undefined>();
+  private readonly tables = new Map<string, (ColumnInfo & Target) | undefined>();
+  private readonly keyOnly = new Map<string, boolean>();
   private readonly d: Driver;
   constructor(d: Driver) {
     this.d = d;
   }
-  private readonly keyOnly = new Map<string, boolean>();
   clear(): void {
     this.tables.clear();
     this.keyOnly.clear();
   }
-  /** No UNIQUE, NOT NULL or CHECK constraint besides the primary key, and no trigger (which may RAISE). */
+  /** See store.onlyKeyConstraints. */
   onlyKeyConstraints(table: string): boolean {
     const key = table.toLowerCase();
     let ok = this.keyOnly.get(key);
-    if (ok === undefined) {
-      const d = this.d;
-      const unique = d.all("SELECT 1 FROM pragma_index_list(?) WHERE \"unique\" = 1 AND origin <> 'pk'", [table]).length > 0;
-      const notNull = d.all("SELECT 1 FROM pragma_table_info(?) WHERE \"notnull\" = 1 AND pk = 0", [table]).length > 0;
-      const sql = d.all("SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = ? COLLATE NOCASE", [table])[0]?.sql;
-      const check = typeof sql !== "string" || /\bcheck\b/i.test(sql);
-      const trigger = d.all("SELECT 1 FROM sqlite_schema WHERE type = 'trigger' AND tbl_name = ? COLLATE NOCASE", [table]).length > 0;
-      ok = !unique && !notNull && !check && !trigger;
-      this.keyOnly.set(key, ok);
-    }
+    if (ok === undefined) this.keyOnly.set(key, (ok = onlyKeyConstraints(this.d, table)));
     return ok;
   }
-  info(table: string): ColumnInfo | undefined {
+  private info(table: string): (ColumnInfo & Target) | undefined {
     const key = table.toLowerCase();
-    if (!this.tables.has(key)) this.tables.set(key, tableInfo(this.d, table));
+    if (!this.tables.has(key)) {
+      const info = tableInfo(this.d, table);
+      this.tables.set(key, info && { ...info, byKey: keyQuery(table, info.names.filter((_, i) => info.pk[i]! > 0)) });
+    }
     return this.tables.get(key);
   }
-  check(t: TableHeader): ColumnInfo {
+  check(t: TableHeader): Target {
     const local = this.info(t.name);
     const mismatch = (why: string): never => {
       throw new RelayError("schema_mismatch", `changeset table "${t.name}" does not match the local schema: ${why}`);
     };
     if (!local) return mismatch("no such table");
     if (local.names.length < t.pk.length) mismatch(`${t.pk.length} columns in the changeset, ${local.names.length} locally`);
-    // SQLite compares each column's position in the PRIMARY KEY, not just membership.
+    // SQLite compares each column's position in the PRIMARY KEY, not just
+    // membership: once it matches, the local key columns are the change's.
     local.pk.forEach((p, i) => {
       const theirs = t.pkRaw?.[i] ?? (t.pk[i] ? -1 : 0);
       if (p !== theirs) mismatch(`primary key differs at column ${i} ("${local.names[i]}")`);
@@ -188,13 +195,16 @@ export class SchemaCache {
   }
 }
 
-const quote = (id: string) => `"${id.replace(/"/g, '""')}"`;
+/** One change with its table and key resolved. */
+export interface Resolved {
+  change: Change;
+  target: Target;
+  pk: SqlValue[];
+}
 
-function selectByPk(d: Driver, schema: SchemaCache, change: Change): Row | null {
-  const cols = schema.check(change.table);
-  const pkCols = cols.names.filter((_, i) => change.table.pk[i]);
-  const where = pkCols.map((c) => `${quote(c)} IS ?`).join(" AND ");
-  return d.all(`SELECT * FROM ${quote(change.table.name)} WHERE ${where}`, primaryKey(change))[0] ?? null;
+function resolveChange(schema: SchemaCache, change: Change): Resolved {
+  const target = schema.check(change.table);
+  return { change, target, pk: primaryKey(change) };
 }
 
 function sameValue(a: SqlValue | undefined, b: SqlValue | undefined): boolean {
@@ -215,47 +225,36 @@ function rowOf(names: string[], values: (SqlValue | undefined)[] | undefined): R
   return row;
 }
 
-function describe(d: Driver, schema: SchemaCache, change: Change, ref: EntryRef, kind: ConflictKind): ConflictInfo {
-  const names = schema.check(change.table).names;
+function conflictInfo(kind: ConflictKind, r: Resolved, local: Row | null, ref: EntryRef): ConflictInfo {
+  const { change, target } = r;
   return {
     kind,
     table: change.table.name,
     op: change.op,
-    pk: primaryKey(change),
-    local: selectByPk(d, schema, change),
-    incoming: { old: rowOf(names, change.old), new: rowOf(names, change.new) },
-    ...ref,
-  };
-}
-
-/** The conflict SQLite will report for this change against the current rows, if any. */
-function predict(d: Driver, schema: SchemaCache, change: Change, ref: EntryRef): ConflictInfo | undefined {
-  const names = schema.check(change.table).names;
-  const local = selectByPk(d, schema, change);
-  let kind: ConflictKind | undefined;
-  if (change.op === "insert") {
-    if (local) kind = "conflict";
-  } else if (!local) {
-    kind = "notfound";
-  } else if (change.old!.some((v, i) => v !== undefined && !sameValue(local[names[i]!], v))) {
-    kind = "data";
-  }
-  if (!kind) return undefined;
-  return {
-    kind,
-    table: change.table.name,
-    op: change.op,
-    pk: primaryKey(change),
+    pk: r.pk,
     local,
-    incoming: { old: rowOf(names, change.old), new: rowOf(names, change.new) },
+    incoming: { old: rowOf(target.names, change.old), new: rowOf(target.names, change.new) },
     ...ref,
   };
 }
 
-/** Whether a kept change is now reflected in the table (false: SQLite omitted it on a constraint). */
-function landed(d: Driver, schema: SchemaCache, change: Change): boolean {
-  const names = schema.check(change.table).names;
-  const row = selectByPk(d, schema, change);
+/**
+ * The conflict SQLite will report for this change against `local` (the row
+ * with its key now, or null), if any. Pure: the decision per change.
+ */
+export function conflictKind(change: Change, names: readonly string[], local: Row | null): ConflictKind | undefined {
+  if (change.op === "insert") return local ? "conflict" : undefined;
+  if (!local) return "notfound";
+  return change.old!.some((v, i) => v !== undefined && !sameValue(local[names[i]!], v)) ? "data" : undefined;
+}
+
+function predict(r: Resolved, local: Row | null, ref: EntryRef): ConflictInfo | undefined {
+  const kind = conflictKind(r.change, r.target.names, local);
+  return kind && conflictInfo(kind, r, local, ref);
+}
+
+/** Whether a kept change is reflected in `row`, its key's row after the apply (false: SQLite omitted it on a constraint). */
+export function landed({ change, target }: Pick<Resolved, "change" | "target">, row: Row | null): boolean {
   if (change.op === "delete") return row === null;
-  return row !== null && change.new!.every((v, i) => v === undefined || sameValue(row[names[i]!], v));
+  return row !== null && change.new!.every((v, i) => v === undefined || sameValue(row[target.names[i]!], v));
 }

@@ -37,14 +37,24 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   });
 }
 
+/** Time as the sync engine sees it: a delegate, so tests can drive it with a fake clock. */
+export interface Clock {
+  /** Milliseconds, monotonic. */
+  now(): number;
+  /** Wait `ms`; an abort ends the wait early with RelayError("aborted"). */
+  sleep(ms: number, signal?: AbortSignal): Promise<void>;
+}
+
+export const realClock: Clock = { now: () => performance.now(), sleep };
+
 /** Run `fn`, retrying retryable RelayErrors with backoff. Non-retryable errors end it at once. */
-export async function withRetry<T>(fn: () => Promise<T>, opts: BackoffOptions, signal?: AbortSignal): Promise<T> {
+export async function withRetry<T>(fn: () => Promise<T>, opts: BackoffOptions, signal?: AbortSignal, wait: Clock["sleep"] = sleep): Promise<T> {
   for (let attempt = 0; ; attempt++) {
     try {
       return await fn();
     } catch (e) {
       if (!(e instanceof RelayError) || !e.retryable || attempt + 1 >= opts.maxAttempts) throw e;
-      await sleep(backoffDelay(attempt, opts, e.retryAfterMs ?? 0), signal);
+      await wait(backoffDelay(attempt, opts, e.retryAfterMs ?? 0), signal);
     }
   }
 }

@@ -5,7 +5,8 @@ import { RelayError } from "../protocol/errors.ts";
 import { applyAllClean, applyWithPolicy, isEntryFault, type SchemaCache } from "./apply.ts";
 import type { ConflictOptions, ConflictRecord } from "./conflicts.ts";
 import { CONFLICT, RESOLUTION, type Driver } from "./drivers/types.ts";
-import * as store from "./store.ts";
+import * as outbox from "./outbox.ts";
+import type { OutboxRow } from "./outbox.ts";
 
 /**
  * One sync step over pulled log entries (DESIGN.md invariant 6). The caller
@@ -15,7 +16,8 @@ import * as store from "./store.ts";
  *   undo pending (inverse of what each holds locally, newest first)
  *   → apply pulled entries in log order (own entries leave the outbox)
  *   → re-apply the remaining pending under the same policy, recapturing them
- *   → advance the cursor
+ *
+ * The step (step.ts) then advances the cursor: it alone writes it.
  */
 export interface RebaseResult {
   conflicts: ConflictRecord[];
@@ -31,23 +33,12 @@ export function rebase(d: Driver, me: string, entries: readonly LogEntry[], poli
   // At most entries.length pending rows can be consumed by the fast path
   // below: reading the whole outbox (blobs and all) for every page made a live
   // writer's cost per entry grow with its backlog.
-  let pending = store.outbox(d, entries.length);
-
-  // Own entries arriving in capture order, before anything foreign, are
-  // already in the local view exactly as the log has them (each pending entry
-  // was captured on top of the confirmed state plus the ones before it): the
-  // undo/redo round trip would change nothing, so skip it.
-  let i = 0;
-  while (i < entries.length && pending.length > 0) {
-    const e = entries[i]!, p = pending[0]!;
-    if (e.client !== me || e.cseq !== p.cseq || !sameBytes(e.changeset, p.applied)) break;
-    store.dequeue(d, p.cseq);
-    pending.shift();
-    i++;
-  }
+  let pending = outbox.pending(d, entries.length);
+  const i = confirmedPrefix(me, entries, pending);
+  for (const p of pending.slice(0, i)) outbox.dequeue(d, p.cseq);
   const rest = entries.slice(i);
   if (rest.length > 0) {
-    pending = store.outbox(d);
+    pending = outbox.pending(d);
     for (const p of [...pending].reverse()) undo(d, p.applied);
     // Most pages conflict with nothing: then they go in as one changeset.
     const clean = rest.length > 1 && applyAllClean(d, rest.map((e) => e.changeset), schema);
@@ -67,7 +58,7 @@ export function rebase(d: Driver, me: string, entries: readonly LogEntry[], poli
         result.skipped++;
       }
       if (e.client === me) {
-        store.dequeue(d, e.cseq);
+        outbox.dequeue(d, e.cseq);
         pending = pending.filter((p) => p.cseq !== e.cseq);
       }
     }
@@ -75,17 +66,35 @@ export function rebase(d: Driver, me: string, entries: readonly LogEntry[], poli
       const session = d.session();
       try {
         applyWithPolicy(d, p.changeset, { seq: 0, client: me, cseq: p.cseq }, policy, schema);
-        store.recapture(d, p, session.changeset());
+        outbox.recapture(d, p, session.changeset());
       } finally {
         session.close();
       }
     }
   }
-  const last = entries.at(-1)!;
-  store.setMeta(d, "cursor", last.seq);
-  const own = entries.filter((e) => e.client === me).reduce((m, e) => Math.max(m, e.cseq), 0);
-  if (own > Number(store.getMeta(d, "last_cseq") ?? 0)) store.setMeta(d, "last_cseq", own);
   return result;
+}
+
+/**
+ * How many leading entries are our own pending ones, in capture order and
+ * byte for byte, before anything foreign: they are already in the local view
+ * exactly as the log has them (each pending entry was captured on top of the
+ * confirmed state plus the ones before it), so the undo/redo round trip would
+ * change nothing and is skipped.
+ */
+export function confirmedPrefix(me: string, entries: readonly LogEntry[], pending: readonly OutboxRow[]): number {
+  let i = 0;
+  while (i < entries.length && i < pending.length) {
+    const e = entries[i]!, p = pending[i]!;
+    if (e.client !== me || e.cseq !== p.cseq || !sameBytes(e.changeset, p.applied)) break;
+    i++;
+  }
+  return i;
+}
+
+/** The highest cseq of ours among `entries` (0 if none). */
+export function lastOwnCseq(me: string, entries: readonly LogEntry[]): number {
+  return entries.reduce((m, e) => (e.client === me ? Math.max(m, e.cseq) : m), 0);
 }
 
 /**

@@ -1,21 +1,19 @@
 import type { ConflictRecord } from "./conflicts.ts";
-import type { Driver } from "./drivers/types.ts";
+import type { SqlValue } from "../protocol/changeset.ts";
+import type { Driver, Row } from "./drivers/types.ts";
+import { createOutbox } from "./outbox.ts";
 
 /**
- * The replica's internal tables, all SQL for them in one place. `_relay_*`
- * names are reserved: the relay refuses changesets that touch them, and the
- * capture path takes its changeset before writing here, so they never
- * replicate.
+ * The replica's internal tables, all SQL for them in one place (the outbox's
+ * in outbox.ts), and the queries the sync engine makes of the user's tables.
+ * `_relay_*` names are reserved: the relay refuses changesets that touch
+ * them, and the capture path takes its changeset before writing here, so
+ * they never replicate.
  */
 export function migrate(d: Driver): void {
+  createOutbox(d);
   d.exec(`
     CREATE TABLE IF NOT EXISTS _relay_meta(key TEXT PRIMARY KEY, value) WITHOUT ROWID;
-    CREATE TABLE IF NOT EXISTS _relay_outbox(
-      cseq INTEGER PRIMARY KEY,
-      changeset BLOB NOT NULL,  -- what is (or will be) pushed; never changes once sent
-      applied BLOB NOT NULL,    -- what the local view holds of it; undone by its inverse
-      sent INTEGER NOT NULL DEFAULT 0
-    );
     CREATE TABLE IF NOT EXISTS _relay_conflicts(
       id INTEGER PRIMARY KEY,
       at INTEGER NOT NULL,
@@ -42,54 +40,43 @@ export function setMeta(d: Driver, key: string, value: string | number): void {
   d.run("INSERT INTO _relay_meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value", [key, value]);
 }
 
-export interface OutboxRow {
-  cseq: number;
-  changeset: Uint8Array;
-  applied: Uint8Array;
-  sent: boolean;
-}
-
-export function outbox(d: Driver, limit = -1): OutboxRow[] {
-  return d.all("SELECT cseq, changeset, applied, sent FROM _relay_outbox ORDER BY cseq LIMIT ?", [limit]).map((r) => ({
-    cseq: r.cseq as number,
-    changeset: r.changeset as Uint8Array,
-    applied: r.applied as Uint8Array,
-    sent: r.sent === 1,
-  }));
-}
-
-export function pendingCount(d: Driver): number {
-  return d.all("SELECT count(*) AS n FROM _relay_outbox")[0]!.n as number;
-}
-
-/** `sent`: the caller sends it as soon as this transaction commits. */
-export function enqueue(d: Driver, cseq: number, changeset: Uint8Array, sent = false): void {
-  d.run("INSERT INTO _relay_outbox(cseq, changeset, applied, sent) VALUES (?, ?, ?, ?)", [cseq, changeset, changeset, sent ? 1 : 0]);
-  setMeta(d, "last_cseq", cseq);
-}
-
-/**
- * Entries `from..upTo` are being sent. Batches go out in cseq order, so the
- * rows below `from` are marked already; bounding the range keeps this from
- * scanning the whole backlog of a writer that outpaces its acks.
- */
-export function markSent(d: Driver, from: number, upTo: number): void {
-  d.run("UPDATE _relay_outbox SET sent = 1 WHERE cseq >= ? AND cseq <= ? AND sent = 0", [from, upTo]);
-}
-
-export function dequeue(d: Driver, cseq: number): void {
-  d.run("DELETE FROM _relay_outbox WHERE cseq = ?", [cseq]);
-}
-
-/** After a rebase: what the local view now holds of a pending entry; unsent entries ship that instead. */
-export function recapture(d: Driver, row: OutboxRow, applied: Uint8Array): void {
-  if (!row.sent && applied.byteLength === 0) return dequeue(d, row.cseq);
-  if (row.sent) d.run("UPDATE _relay_outbox SET applied = ? WHERE cseq = ?", [applied, row.cseq]);
-  else d.run("UPDATE _relay_outbox SET changeset = ?, applied = ? WHERE cseq = ?", [applied, applied, row.cseq]);
-}
-
 export function schemaVersion(d: Driver): number {
   return d.all("PRAGMA schema_version")[0]!.schema_version as number;
+}
+
+/** Rows changed by this connection so far (the counter capture reads after each statement). */
+export function totalChanges(d: Driver): number {
+  return d.all("SELECT total_changes() AS n")[0]!.n as number;
+}
+
+export function foreignKeys(d: Driver): boolean {
+  return d.all("PRAGMA foreign_keys")[0]?.foreign_keys === 1;
+}
+
+/** A no-op inside a transaction: call it outside BEGIN. */
+export function setForeignKeys(d: Driver, on: boolean): void {
+  d.exec(`PRAGMA foreign_keys = ${on ? "ON" : "OFF"}`);
+}
+
+/** No UNIQUE, NOT NULL or CHECK constraint besides the primary key, and no trigger (which may RAISE). */
+export function onlyKeyConstraints(d: Driver, table: string): boolean {
+  const unique = d.all("SELECT 1 FROM pragma_index_list(?) WHERE \"unique\" = 1 AND origin <> 'pk'", [table]).length > 0;
+  const notNull = d.all("SELECT 1 FROM pragma_table_info(?) WHERE \"notnull\" = 1 AND pk = 0", [table]).length > 0;
+  const sql = d.all("SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = ? COLLATE NOCASE", [table])[0]?.sql;
+  const check = typeof sql !== "string" || /\bcheck\b/i.test(sql);
+  const trigger = d.all("SELECT 1 FROM sqlite_schema WHERE type = 'trigger' AND tbl_name = ? COLLATE NOCASE", [table]).length > 0;
+  return !unique && !notNull && !check && !trigger;
+}
+
+const quote = (id: string) => `"${id.replace(/"/g, '""')}"`;
+
+/** The statement that reads one row of `table` by its primary key columns (`keyRow` runs it). */
+export function keyQuery(table: string, pkColumns: readonly string[]): string {
+  return `SELECT * FROM ${quote(table)} WHERE ${pkColumns.map((c) => `${quote(c)} IS ?`).join(" AND ")}`;
+}
+
+export function keyRow(d: Driver, query: string, pk: readonly SqlValue[]): Row | null {
+  return d.all(query, pk)[0] ?? null;
 }
 
 /** Replicated tables: every table but SQLite's and ours. */
@@ -131,7 +118,6 @@ export function recordConflict(d: Driver, c: ConflictRecord): void {
     [Date.now(), c.seq, c.client, c.cseq, c.table, c.kind, c.op, toJson(c.pk), c.local === null ? null : toJson(c.local), toJson(c.incoming), c.resolution],
   );
 }
-
 
 export function readConflicts(d: Driver): ConflictRecord[] {
   return d.all("SELECT * FROM _relay_conflicts ORDER BY id").map((r) => ({

@@ -1,0 +1,107 @@
+import type { PushEntry } from "../protocol/messages.ts";
+import type { Driver } from "./drivers/types.ts";
+
+/**
+ * The outbox: local transactions not yet confirmed by the log, in capture
+ * order (cseq). Every statement over `_relay_outbox` is here, and so is the
+ * one rule that cuts pending entries into push requests and live frames
+ * (batchByBytes).
+ */
+export function createOutbox(d: Driver): void {
+  d.exec(`
+    CREATE TABLE IF NOT EXISTS _relay_outbox(
+      cseq INTEGER PRIMARY KEY,
+      changeset BLOB NOT NULL,  -- what is (or will be) pushed; never changes once sent
+      applied BLOB NOT NULL,    -- what the local view holds of it; undone by its inverse
+      sent INTEGER NOT NULL DEFAULT 0
+    );
+  `);
+}
+
+export interface OutboxRow {
+  cseq: number;
+  changeset: Uint8Array;
+  applied: Uint8Array;
+  sent: boolean;
+}
+
+/** The oldest `limit` pending entries (all of them by default), as a rebase needs them. */
+export function pending(d: Driver, limit = -1): OutboxRow[] {
+  return d.all("SELECT cseq, changeset, applied, sent FROM _relay_outbox ORDER BY cseq LIMIT ?", [limit]).map((r) => ({
+    cseq: r.cseq as number,
+    changeset: r.changeset as Uint8Array,
+    applied: r.applied as Uint8Array,
+    sent: r.sent === 1,
+  }));
+}
+
+export function pendingCount(d: Driver): number {
+  return d.all("SELECT count(*) AS n FROM _relay_outbox")[0]!.n as number;
+}
+
+/** Up to `limit` entries to send, in cseq order, from the one after `cseq`. */
+export function entriesAfter(d: Driver, cseq: number, limit: number): PushEntry[] {
+  return d.all("SELECT cseq, changeset FROM _relay_outbox WHERE cseq > ? ORDER BY cseq LIMIT ?", [cseq, limit]).map(pushEntry);
+}
+
+/** The bytes of pending entries `from..upTo`, by cseq (acknowledged ones, applied from here). */
+export function changesets(d: Driver, from: number, upTo: number): Map<number, Uint8Array> {
+  const rows = d.all("SELECT cseq, changeset FROM _relay_outbox WHERE cseq >= ? AND cseq <= ?", [from, upTo]);
+  return new Map(rows.map((r) => [r.cseq as number, r.changeset as Uint8Array]));
+}
+
+/** `sent`: the caller sends it as soon as this transaction commits. */
+export function enqueue(d: Driver, cseq: number, changeset: Uint8Array, sent = false): void {
+  d.run("INSERT INTO _relay_outbox(cseq, changeset, applied, sent) VALUES (?, ?, ?, ?)", [cseq, changeset, changeset, sent ? 1 : 0]);
+}
+
+/**
+ * Entries `from..upTo` are being sent. Batches go out in cseq order, so the
+ * rows below `from` are marked already; bounding the range keeps this from
+ * scanning the whole backlog of a writer that outpaces its acks.
+ */
+export function markSent(d: Driver, from: number, upTo: number): void {
+  d.run("UPDATE _relay_outbox SET sent = 1 WHERE cseq >= ? AND cseq <= ? AND sent = 0", [from, upTo]);
+}
+
+export function dequeue(d: Driver, cseq: number): void {
+  d.run("DELETE FROM _relay_outbox WHERE cseq = ?", [cseq]);
+}
+
+/** After a rebase: what the local view now holds of a pending entry; unsent entries ship that instead. */
+export function recapture(d: Driver, row: OutboxRow, applied: Uint8Array): void {
+  if (!row.sent && applied.byteLength === 0) return dequeue(d, row.cseq);
+  if (row.sent) d.run("UPDATE _relay_outbox SET applied = ? WHERE cseq = ?", [applied, row.cseq]);
+  else d.run("UPDATE _relay_outbox SET changeset = ?, applied = ? WHERE cseq = ?", [applied, applied, row.cseq]);
+}
+
+/**
+ * The leading entries whose changesets fit in `budget` bytes together: one
+ * push request or one live frame. Never empty when `entries` is not: an entry
+ * larger than the budget goes alone (the caller decides whether it may).
+ */
+export function batchByBytes(entries: readonly PushEntry[], budget: number): PushEntry[] {
+  let bytes = 0;
+  let n = 0;
+  for (const e of entries) {
+    if (n > 0 && bytes + e.changeset.byteLength > budget) break;
+    bytes += e.changeset.byteLength;
+    n++;
+  }
+  return entries.slice(0, n);
+}
+
+/**
+ * The next push request: entries after cseq `after` within `budget` bytes,
+ * marked sent before they go: a sent entry's bytes are fixed, because the
+ * relay may have stored them even if we never hear back.
+ */
+export function takeForPush(d: Driver, after: number, limit: number, budget: number): PushEntry[] {
+  const batch = batchByBytes(entriesAfter(d, after, limit), budget);
+  if (batch.length > 0) markSent(d, batch[0]!.cseq, batch.at(-1)!.cseq);
+  return batch;
+}
+
+function pushEntry(r: Record<string, unknown>): PushEntry {
+  return { cseq: r.cseq as number, changeset: r.changeset as Uint8Array };
+}
