@@ -1,0 +1,134 @@
+import { describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { DatabaseSync } from "node:sqlite";
+import { conflictKind, landed } from "../client/apply.ts";
+import { openDriver } from "../client/drivers/index.ts";
+import { Emitter } from "../client/events.ts";
+import * as outbox from "../client/outbox.ts";
+import { confirmedPrefix, lastOwnCseq } from "../client/rebase.ts";
+import { Step } from "../client/step.ts";
+import * as store from "../client/store.ts";
+import type { ReplicaEvents } from "../client/types.ts";
+import { decodeChangeset } from "../protocol/changeset.ts";
+import type { LogEntry, PushEntry } from "../protocol/messages.ts";
+
+/** The client's plain parts on their own: the outbox's batching, rebase's and apply's pure decisions, the step. */
+
+const sized = (cseq: number, bytes: number): PushEntry => ({ cseq, changeset: new Uint8Array(bytes) });
+const cseqs = (b: PushEntry[]) => b.map((e) => e.cseq);
+
+/** Changesets captured by a real session over `todo(id PRIMARY KEY, title)`. */
+function captured(setup: string, sql: string): Uint8Array {
+  const src = new DatabaseSync(":memory:");
+  src.exec(`CREATE TABLE todo(id TEXT PRIMARY KEY, title TEXT); ${setup}`);
+  const s = src.createSession();
+  src.exec(sql);
+  const cs = s.changeset();
+  s.close();
+  src.close();
+  return cs;
+}
+
+describe("outbox.batchByBytes", () => {
+  it("takes the leading entries that fit the budget together", () => {
+    assert.deepEqual(cseqs(outbox.batchByBytes([sized(1, 4), sized(2, 4), sized(3, 4)], 8)), [1, 2]);
+    assert.deepEqual(cseqs(outbox.batchByBytes([sized(1, 4), sized(2, 4)], 100)), [1, 2]);
+    assert.deepEqual(cseqs(outbox.batchByBytes([], 8)), []);
+  });
+  it("an entry larger than the budget goes alone, never with others", () => {
+    assert.deepEqual(cseqs(outbox.batchByBytes([sized(1, 20), sized(2, 1)], 8)), [1]);
+    assert.deepEqual(cseqs(outbox.batchByBytes([sized(1, 2), sized(2, 20)], 8)), [1]);
+  });
+});
+
+describe("rebase's pure parts", () => {
+  const own = (seq: number, cseq: number, byte: number): LogEntry => ({ seq, client: "me", cseq, changeset: new Uint8Array([byte]), ts: 0 });
+  const row = (cseq: number, byte: number) => ({ cseq, changeset: new Uint8Array([byte]), applied: new Uint8Array([byte]), sent: true });
+  it("confirmedPrefix stops at the first foreign entry, other cseq or other bytes", () => {
+    assert.equal(confirmedPrefix("me", [own(1, 1, 7), own(2, 2, 8)], [row(1, 7), row(2, 8)]), 2);
+    assert.equal(confirmedPrefix("me", [{ ...own(1, 1, 7), client: "x" }], [row(1, 7)]), 0);
+    assert.equal(confirmedPrefix("me", [own(1, 1, 7), own(2, 3, 8)], [row(1, 7), row(2, 8)]), 1);
+    assert.equal(confirmedPrefix("me", [own(1, 1, 9)], [row(1, 7)]), 0);
+    assert.equal(confirmedPrefix("me", [own(1, 1, 7)], []), 0);
+  });
+  it("lastOwnCseq", () => {
+    assert.equal(lastOwnCseq("me", [own(1, 4, 0), { ...own(2, 9, 0), client: "x" }, own(3, 2, 0)]), 4);
+    assert.equal(lastOwnCseq("me", []), 0);
+  });
+});
+
+describe("the conflict decision per change", () => {
+  const names = ["id", "title"];
+  const change = (setup: string, sql: string) => decodeChangeset(captured(setup, sql)).changes[0]!;
+  it("predicts what SQLite will report", () => {
+    const insert = change("", "INSERT INTO todo VALUES ('1', 'a')");
+    assert.equal(conflictKind(insert, names, null), undefined);
+    assert.equal(conflictKind(insert, names, { id: "1", title: "b" }), "conflict");
+    const update = change("INSERT INTO todo VALUES ('1', 'a')", "UPDATE todo SET title = 'b'");
+    assert.equal(conflictKind(update, names, null), "notfound");
+    assert.equal(conflictKind(update, names, { id: "1", title: "a" }), undefined);
+    assert.equal(conflictKind(update, names, { id: "1", title: "z" }), "data");
+  });
+  it("tells whether a kept change landed", () => {
+    const target = { names, byKey: "" };
+    const update = change("INSERT INTO todo VALUES ('1', 'a')", "UPDATE todo SET title = 'b'");
+    assert.equal(landed({ change: update, target }, { id: "1", title: "b" }), true);
+    assert.equal(landed({ change: update, target }, { id: "1", title: "a" }), false);
+    const del = change("INSERT INTO todo VALUES ('1', 'a')", "DELETE FROM todo");
+    assert.equal(landed({ change: del, target }, null), true);
+    assert.equal(landed({ change: del, target }, { id: "1", title: "a" }), false);
+  });
+});
+
+describe("the step", () => {
+  async function open() {
+    const d = await openDriver("node", ":memory:");
+    d.exec("CREATE TABLE todo(id TEXT PRIMARY KEY, title TEXT)");
+    store.migrate(d);
+    const events = new Emitter<ReplicaEvents>();
+    const changes: number[] = [];
+    events.on("change", (e) => changes.push(e.cursor));
+    return { d, step: new Step(d, "me", {}, events), changes };
+  }
+  const foreign = (seq: number, sql: string, setup = ""): LogEntry => ({ seq, client: "x", cseq: seq, changeset: captured(setup, sql), ts: 0 });
+
+  it("applies a page in one transaction, owns the cursor, skips what it has, refuses a gap", async () => {
+    const { d, step, changes } = await open();
+    const e1 = foreign(1, "INSERT INTO todo VALUES ('1', 'a')");
+    const e2 = foreign(2, "INSERT INTO todo VALUES ('2', 'b')");
+    assert.equal(step.page([e1]), true);
+    assert.equal(step.cursor(), 1);
+    assert.equal(step.page([e1, e2]), true, "e1 again is skipped");
+    assert.equal(step.cursor(), 2);
+    assert.equal(store.getMeta(d, "cursor"), 2);
+    assert.equal(step.page([foreign(4, "INSERT INTO todo VALUES ('4', 'd')")]), false, "a gap");
+    assert.equal(step.cursor(), 2);
+    assert.deepEqual(changes, [1, 2]);
+    d.close();
+  });
+
+  it("a failed step changes nothing, cursor included", async () => {
+    const { d, step } = await open();
+    const good = foreign(1, "INSERT INTO todo VALUES ('1', 'a')");
+    const wrongTable: LogEntry = { seq: 2, client: "x", cseq: 2, changeset: (() => {
+      const src = new DatabaseSync(":memory:");
+      src.exec("CREATE TABLE other(id PRIMARY KEY)");
+      const s = src.createSession();
+      src.exec("INSERT INTO other VALUES (1)");
+      return s.changeset();
+    })(), ts: 0 };
+    assert.throws(() => step.page([good, wrongTable]), { code: "schema_mismatch" });
+    assert.equal(step.cursor(), 0);
+    assert.deepEqual(d.all("SELECT count(*) AS n FROM todo")[0]!.n, 0);
+    d.close();
+  });
+
+  it("numbers local transactions after the last one, also past own entries the log returns", async () => {
+    const { d, step } = await open();
+    assert.equal(step.nextCseq(), 1);
+    step.page([{ ...foreign(1, "INSERT INTO todo VALUES ('1', 'a')"), client: "me", cseq: 5 }]);
+    assert.equal(step.nextCseq(), 6);
+    assert.equal(store.getMeta(d, "last_cseq"), 5);
+    d.close();
+  });
+});
