@@ -1,7 +1,6 @@
 import { sameBytes } from "../protocol/codec.ts";
 import { invertChangeset } from "../protocol/changeset.ts";
 import type { LogEntry } from "../protocol/messages.ts";
-import { RelayError } from "../protocol/errors.ts";
 import { applyAllClean, applyWithPolicy, isEntryFault, type SchemaCache } from "./apply.ts";
 import type { ConflictOptions, ConflictRecord } from "./conflicts.ts";
 import { CONFLICT, RESOLUTION, type Driver } from "./drivers/types.ts";
@@ -9,9 +8,9 @@ import * as outbox from "./outbox.ts";
 import type { OutboxRow } from "./outbox.ts";
 
 /**
- * One sync step over pulled log entries (DESIGN.md invariant 6). The caller
- * runs it inside one local write transaction and rolls back on any throw, so
- * the database is either fully advanced or exactly as before.
+ * Rebase, the body of a sync step over log entries (DESIGN.md invariant 6).
+ * The caller runs it inside one local write transaction and rolls back on any
+ * throw, so the database is either fully advanced or exactly as before.
  *
  *   undo pending (inverse of what each holds locally, newest first)
  *   → apply pulled entries in log order (own entries leave the outbox)
