@@ -6,10 +6,11 @@
  */
 import { after, before, it } from "node:test";
 import assert from "node:assert/strict";
-import { readdirSync, readFileSync, readlinkSync } from "node:fs";
+import { readlinkSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import type { Browser } from "playwright-core";
+import { descendants } from "../bench/proc.ts";
 import { findChromium, launch } from "./support/browser.ts";
 
 let browser: Browser;
@@ -29,20 +30,15 @@ after(async () => {
   server?.close();
 });
 
-/** Executables of this process's children: playwright-core spawns the browser directly. */
+/** Executables of this process's children and theirs: playwright-core spawns the browser itself. */
 function childExecutables(): string[] {
-  const exes: string[] = [];
-  for (const pid of readdirSync("/proc").filter((d) => /^\d+$/.test(d))) {
+  return descendants(process.pid).flatMap((pid) => {
     try {
-      // The command name in field 2 may hold spaces and parentheses; the parent pid follows the last ")".
-      const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-      const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
-      if (ppid === process.pid) exes.push(readlinkSync(`/proc/${pid}/exe`));
+      return [readlinkSync(`/proc/${pid}/exe`)];
     } catch {
-      // The process ended while we looked.
+      return []; // ended while we looked
     }
-  }
-  return exes;
+  });
 }
 
 it("with the system browser hidden, the one from @sparticuz/chromium is launched", async () => {
