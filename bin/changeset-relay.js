@@ -1,36 +1,110 @@
 #!/usr/bin/env node
-// Operations CLI. Plain JS so it runs on the user's Node without a build step
-// of its own; it uses the compiled protocol module from dist/.
+// The package's CLI: run a relay locally, deploy one, mint tokens. Plain JS so
+// it runs on the user's Node from an installed package without a build step of
+// its own; it uses the compiled protocol module from dist/ and the app's
+// wrangler (an optional peer dependency: only relay operators need it).
+import { spawn } from "node:child_process";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { createRequire } from "node:module";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
-import { existsSync, readFileSync } from "node:fs";
 import { parseTtl, signToken, ROLES } from "../dist/protocol/token.js";
+import { devVarsSecret, relayConfig } from "./relay.js";
 
-const usage = `usage: changeset-relay token --db NAME|* --role ${ROLES.join("|")} --sub ID [--ttl 1h]
-  The secret comes from $RELAY_SECRET, else from RELAY_SECRET in ./.dev.vars.`;
+const DEFAULT_TTL = "1h";
+const usage = `usage: changeset-relay <command> [options] [-- wrangler options]
+
+  dev      a relay on this machine (wrangler dev, local mode)
+           --port N          $PORT, default 8787
+           --persist-to DIR  $RELAY_PERSIST_TO, default .relay (data and wrangler's files)
+           --secret S        $RELAY_SECRET, else RELAY_SECRET in ./.dev.vars,
+                             else a development secret is created in ./.dev.vars
+  deploy   the relay to your Cloudflare account (wrangler deploy)
+           --name NAME       the Worker's name, default changeset-relay
+           then once: npx wrangler secret put RELAY_SECRET --name NAME
+  token    --db NAME|* --role ${ROLES.join("|")} --sub ID [--ttl ${DEFAULT_TTL}|30m|7d|never]
+           signed with $RELAY_SECRET, else RELAY_SECRET in ./.dev.vars`;
+
+const options = /** @type {const} */ ({
+  db: { type: "string" },
+  role: { type: "string" },
+  sub: { type: "string" },
+  ttl: { type: "string", default: DEFAULT_TTL },
+  port: { type: "string", default: process.env.PORT ?? "8787" },
+  "persist-to": { type: "string", default: process.env.RELAY_PERSIST_TO ?? ".relay" },
+  secret: { type: "string" },
+  name: { type: "string", default: "changeset-relay" },
+  help: { type: "boolean", short: "h" },
+});
 
 function secret() {
-  if (process.env.RELAY_SECRET) return process.env.RELAY_SECRET;
-  if (existsSync(".dev.vars")) {
-    const m = /^RELAY_SECRET=(.*)$/m.exec(readFileSync(".dev.vars", "utf8"));
-    if (m) return m[1].trim().replace(/^"(.*)"$/, "$1");
-  }
-  throw new Error("no secret: set RELAY_SECRET or run `npm start` once to create .dev.vars");
+  const found = process.env.RELAY_SECRET || devVarsSecret();
+  if (!found) throw new Error("no secret: set RELAY_SECRET, or run `changeset-relay dev` here once to create .dev.vars");
+  return found;
 }
 
-async function main(argv) {
-  const { positionals, values } = parseArgs({
-    args: argv,
-    allowPositionals: true,
-    options: { db: { type: "string" }, role: { type: "string" }, sub: { type: "string" }, ttl: { type: "string" }, help: { type: "boolean", short: "h" } },
+/** The app's wrangler, else the one beside this package. */
+function wranglerBin() {
+  for (const from of [join(process.cwd(), "package.json"), import.meta.url]) {
+    try {
+      return createRequire(from).resolve("wrangler/bin/wrangler.js");
+    } catch {
+      // not installed there
+    }
+  }
+  throw new Error("wrangler is not installed: npm install --save-dev wrangler");
+}
+
+/**
+ * Runs `wrangler <command>` on the relay's configuration, written into `dir`.
+ * @param {"dev" | "deploy"} command
+ * @param {string} dir
+ * @param {string} name
+ * @param {string[]} args
+ * @returns {Promise<number>}
+ */
+function wrangler(command, dir, name, args) {
+  const config = join(dir, "wrangler.json");
+  writeFileSync(config, JSON.stringify(relayConfig(name), null, 2));
+  const child = spawn(process.execPath, [wranglerBin(), command, "--config", config, ...args], {
+    stdio: "inherit",
+    env: { WRANGLER_SEND_METRICS: "false", ...process.env },
   });
-  if (values.help || positionals[0] !== "token") {
+  for (const sig of /** @type {const} */ (["SIGINT", "SIGTERM"])) process.on(sig, () => child.kill(sig));
+  return new Promise((done) => child.on("exit", (code) => done(code ?? 1)));
+}
+
+/** @param {string[]} argv */
+async function main(argv) {
+  const split = argv.indexOf("--");
+  const passed = split < 0 ? [] : argv.slice(split + 1);
+  const { positionals, values } = parseArgs({ args: split < 0 ? argv : argv.slice(0, split), allowPositionals: true, options });
+  const command = positionals[0];
+  if (values.help || !command || !["dev", "deploy", "token"].includes(command)) {
     console.log(usage);
     return values.help ? 0 : 2;
   }
+  if (command === "dev") {
+    const dir = resolve(values["persist-to"]);
+    mkdirSync(dir, { recursive: true });
+    // --var keeps the secret out of any file but ./.dev.vars; wrangler shows it as "(hidden)".
+    const args = ["--local", "--ip", "127.0.0.1", "--port", values.port, "--persist-to", dir, "--var", `RELAY_SECRET:${values.secret || process.env.RELAY_SECRET || devVarsSecret(true)}`];
+    return wrangler("dev", dir, values.name, [...args, ...passed]);
+  }
+  if (command === "deploy") {
+    const dir = mkdtempSync(join(tmpdir(), "changeset-relay-"));
+    try {
+      return await wrangler("deploy", dir, values.name, passed);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
   if (!values.db || !values.role || !values.sub) throw new Error(usage);
-  if (!ROLES.includes(values.role)) throw new Error(`--role must be one of ${ROLES.join(", ")}`);
-  const ttl = values.ttl === undefined ? undefined : parseTtl(values.ttl);
-  console.log(await signToken({ db: values.db, role: values.role, sub: values.sub }, secret(), ttl));
+  const role = ROLES.find((r) => r === values.role);
+  if (!role) throw new Error(`--role must be one of ${ROLES.join(", ")}`);
+  const ttl = values.ttl === "never" ? undefined : parseTtl(values.ttl);
+  console.log(await signToken({ db: values.db, role, sub: values.sub }, secret(), ttl));
   return 0;
 }
 

@@ -1,19 +1,15 @@
 /**
- * `npm start`: the relay on http://127.0.0.1:8787 through `wrangler dev` in
- * local mode, data persisted under .wrangler/state. Creates .dev.vars with a
- * random development RELAY_SECRET the first time (never committed; production
- * uses `wrangler secret put RELAY_SECRET`).
+ * `npm start`: the relay and the demo on http://127.0.0.1:8787 through
+ * `wrangler dev` in local mode (wrangler.toml's [build] builds the demo), data
+ * persisted under .wrangler/state. Creates .dev.vars with a random development
+ * RELAY_SECRET the first time (never committed; production uses
+ * `wrangler secret put RELAY_SECRET`).
  */
 import { spawn } from "node:child_process";
-import { randomBytes } from "node:crypto";
-import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
+import { devVarsSecret } from "../bin/relay.js";
 
-const vars = ".dev.vars";
-if (!existsSync(vars) || !/^RELAY_SECRET=/m.test(readFileSync(vars, "utf8"))) {
-  writeFileSync(vars, `${existsSync(vars) ? readFileSync(vars, "utf8") : ""}RELAY_SECRET=dev-${randomBytes(24).toString("hex")}\n`);
-  console.log(`created ${vars} with a development RELAY_SECRET (mint tokens with: npx changeset-relay token --db todos --role write --sub me)`);
-}
+devVarsSecret(true); // wrangler reads it from .dev.vars
 
 const wrangler = createRequire(import.meta.url).resolve("wrangler/bin/wrangler.js");
 const args = [wrangler, "dev", "--local", "--ip", "127.0.0.1", "--port", process.env.PORT ?? "8787", "--persist-to", ".wrangler/state", ...process.argv.slice(2)];

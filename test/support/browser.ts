@@ -1,18 +1,37 @@
-import { mkdirSync } from "node:fs";
+import { existsSync, mkdirSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
 
-/**
- * Headless Chromium from Debian's package, driven by playwright-core (no
- * browser download). The flags keep it off the network: this machine only
- * reaches loopback.
- */
-export const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
+/** Where a browser comes from: $CHROMIUM_PATH, the system's, or the one shipped inside @sparticuz/chromium. */
+export type ChromiumSource = "env" | "system" | "npm";
+
+export const SYSTEM_CHROMIUM = "/usr/bin/chromium";
 export const ARTIFACTS = fileURLToPath(new URL("../../test-artifacts/", import.meta.url));
 
-export function launch(extraArgs: string[] = []): Promise<Browser> {
+/**
+ * The Chromium the browser tests drive, found without installing anything by
+ * hand: $CHROMIUM_PATH, else the system's when present, else the headless
+ * Chromium inside the @sparticuz/chromium dev dependency (unpacked into the
+ * temp folder on first use, ~2 s). CHROMIUM_HIDE_SYSTEM=1 skips the system's,
+ * so the fallback can be tested on a machine that has one.
+ */
+export async function findChromium(): Promise<{ path: string; source: ChromiumSource }> {
+  if (process.env.CHROMIUM_PATH) return { path: process.env.CHROMIUM_PATH, source: "env" };
+  if (!process.env.CHROMIUM_HIDE_SYSTEM && existsSync(SYSTEM_CHROMIUM)) return { path: SYSTEM_CHROMIUM, source: "system" };
+  const { default: packaged } = await import("@sparticuz/chromium");
+  return { path: await packaged.executablePath(), source: "npm" };
+}
+
+/**
+ * Headless Chromium driven by playwright-core (no browser download). Our own
+ * flags, not @sparticuz/chromium's defaults: those include --single-process,
+ * under which two contexts share OPFS, Web Locks and BroadcastChannel, and
+ * --disable-web-security. The rest keep it off the network: this machine only
+ * reaches loopback.
+ */
+export async function launch(extraArgs: string[] = []): Promise<Browser> {
   return chromium.launch({
-    executablePath: CHROMIUM,
+    executablePath: (await findChromium()).path,
     args: [
       "--no-sandbox",
       "--disable-gpu",
