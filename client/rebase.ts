@@ -1,7 +1,7 @@
 import { sameBytes } from "../protocol/codec.ts";
-import { invertChangeset } from "../protocol/changeset.ts";
+import { invertChangeset } from "./changeset-writer.ts";
 import type { LogEntry } from "../protocol/messages.ts";
-import { RelayError } from "../protocol/errors.ts";
+import { RelayError } from "./errors.ts";
 import { applyAllClean, applyWithPolicy, isEntryFault, type SchemaCache } from "./apply.ts";
 import type { ConflictOptions, ConflictRecord } from "./conflicts.ts";
 import { CONFLICT, RESOLUTION, type Driver } from "./drivers/types.ts";

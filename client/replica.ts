@@ -1,4 +1,4 @@
-import { asRelayError, RelayError } from "../protocol/errors.ts";
+import { asRelayError, RelayError } from "./errors.ts";
 import { validateChangeset } from "../protocol/changeset.ts";
 import { MAX_ENTRIES_PER_PUSH, PULL_BYTE_BUDGET } from "../protocol/limits.ts";
 import type { PushEntry } from "../protocol/messages.ts";
