@@ -8,17 +8,21 @@ import { acceptsGzip, COMPRESS_MIN_BYTES, GZIP } from "../protocol/compression.t
 import { MIN_PROTOCOL_VERSION, MSGPACK, PACKAGE_VERSION, PROTOCOL_VERSION } from "../protocol/version.ts";
 import { authorize, checkPush } from "./auth.ts";
 import { readPushBody } from "./body.ts";
+import { toPushArgs } from "./push-args.ts";
 import { bodyLimit } from "./config.ts";
 import { devTokens } from "./dev-tokens.ts";
 import { errorResponse, unwrap } from "./errors.ts";
 import type { Env } from "./env.ts";
+
+import { subscribeRequest } from "./log.ts";
 
 export { ChangesetLog } from "./log.ts";
 
 /**
  * The front door: routing, auth, name checks, size limits and validation of
  * every argument happen here, so the database's Durable Object only ever sees
- * calls that passed, as RPC arguments it does not decode again.
+ * calls that passed, as RPC arguments it does not decode again (the socket
+ * upgrade is the one fetch: see ChangesetLog.fetch).
  */
 const app = new Hono<{ Bindings: Env }>();
 
@@ -30,18 +34,6 @@ function logFor(env: Env, db: string) {
   return env.LOG.get(env.LOG.idFromName(db));
 }
 
-function msgpack(value: unknown, headers: Record<string, string> = {}, acceptEncoding?: string): Response {
-  const body = encode(value);
-  const h = new Headers({ "content-type": MSGPACK, ...headers });
-  if (acceptEncoding !== undefined) {
-    h.append("vary", "accept-encoding");
-    // Compressed here, in the stateless Worker, not in the database's object:
-    // the Workers runtime gzips a body whose Content-Encoding says so
-    // (encodeBody "automatic"), natively, as it streams out.
-    if (body.byteLength >= COMPRESS_MIN_BYTES && acceptsGzip(acceptEncoding)) h.set("content-encoding", GZIP);
-  }
-  return new Response(body, { headers: h });
-}
 
 app.post("/v1/db/:db/push", async (c) => {
   const db = name(c.req.param("db"), "database name");
@@ -50,15 +42,25 @@ app.post("/v1/db/:db/push", async (c) => {
   if (!type.startsWith(MSGPACK)) throw new RelayError("unsupported_media_type", `push bodies must be ${MSGPACK}`);
   const body = parsePushRequest(decode(await readPushBody(c.req.raw, bodyLimit(c.env))));
   checkPush(claims, body);
-  return msgpack(unwrap(await logFor(c.env, db).push(body.client, body.entries)));
+  const res = unwrap(await logFor(c.env, db).push(body.client, toPushArgs(body.entries)));
+  return new Response(encode(res), { headers: { "content-type": MSGPACK } });
 });
 
 app.get("/v1/db/:db/pull", async (c) => {
   const db = name(c.req.param("db"), "database name");
   await authorize(c.env, c.req.raw, db, "read");
   const q = parsePullQuery(c.req.query("after"), c.req.query("limit"), PULL_LIMIT_MAX, PULL_LIMIT_DEFAULT);
-  const { page, instance } = unwrap(await logFor(c.env, db).pull(q.after, q.limit));
-  return msgpack(page, { "x-relay-instance": instance }, c.req.header("accept-encoding") ?? "");
+  const res = await logFor(c.env, db).pull(q.after, q.limit);
+  if (!res.ok || !acceptsGzip(c.req.header("accept-encoding"))) return res;
+  // Compressed here, in the stateless Worker, not in the database's object:
+  // the Workers runtime gzips a body whose Content-Encoding says so
+  // (encodeBody "automatic"), natively, as it streams out. The page is read
+  // first because its size decides (the object's response has no length here).
+  const body = await res.arrayBuffer();
+  const headers = new Headers(res.headers);
+  headers.append("vary", "accept-encoding");
+  if (body.byteLength >= COMPRESS_MIN_BYTES) headers.set("content-encoding", GZIP);
+  return new Response(body, { status: res.status, headers });
 });
 
 app.get("/v1/db/:db/ws", async (c) => {
@@ -67,7 +69,7 @@ app.get("/v1/db/:db/ws", async (c) => {
     throw new RelayError("upgrade_required", "this route only speaks WebSocket (send Upgrade: websocket)");
   }
   const claims = await authorize(c.env, c.req.raw, db, "read", { queryToken: true });
-  return logFor(c.env, db).subscribe(claims.role, claims.sub);
+  return logFor(c.env, db).fetch(subscribeRequest(claims));
 });
 
 // Local development only (DEV_TOKENS=1): tokens for the demo, see dev-tokens.ts.

@@ -1,14 +1,17 @@
 import { DurableObject } from "cloudflare:workers";
-import { decode } from "../protocol/codec.ts";
+import { decode, encode } from "../protocol/codec.ts";
 import { RelayError } from "../protocol/errors.ts";
 import { CLOSE, FRAME, FRAME_ENTRY_BUDGET, HEARTBEAT_PING, HEARTBEAT_PONG, MAX_FRAME_BYTES, parseClientFrame, type RelayFrame } from "../protocol/frames.ts";
-import type { PullResponse, PushEntry, PushResponse } from "../protocol/messages.ts";
-import type { Role } from "../protocol/token.ts";
+import type { PushResponse } from "../protocol/messages.ts";
+import { ROLES, type Role } from "../protocol/token.ts";
+import { isName } from "../protocol/validate.ts";
 import { checkPush } from "./auth.ts";
 import * as store from "./log-store.ts";
 import { framesFor, Outgoing, send } from "./outgoing.ts";
 import { PushQueue } from "./push-queue.ts";
-import { outcome, toRelayError, type Outcome } from "./errors.ts";
+import { errorResponse, outcome, toRelayError, type Outcome } from "./errors.ts";
+import { fromPushArgs, type PushArgs } from "./push-args.ts";
+import { MSGPACK } from "../protocol/version.ts";
 import type { Env } from "./env.ts";
 
 /** Who a socket belongs to; kept with the socket so it survives hibernation. */
@@ -45,7 +48,8 @@ export class ChangesetLog extends DurableObject<Env> {
   }
 
   /** RPC: an HTTP push, validated by the Worker. Appended at once, committed before anyone hears of it, then fanned out. */
-  push(client: string, entries: PushEntry[]): Outcome<PushResponse> {
+  async push(client: string, args: PushArgs): Promise<Outcome<PushResponse>> {
+    const entries = await fromPushArgs(args);
     return outcome(() => {
       this.drain(); // socket pushes that arrived first go first
       // transactionSync: all-or-nothing; the output gate holds every response
@@ -58,17 +62,29 @@ export class ChangesetLog extends DurableObject<Env> {
     });
   }
 
-  /** RPC: one page of the log after `after`; the Worker has checked both numbers. */
-  pull(after: number, limit: number): Outcome<{ page: PullResponse; instance: string }> {
-    return outcome(() => ({ page: store.pull(this.sql, after, limit), instance: this.instance }));
+  /**
+   * RPC: one page of the log after `after`; the Worker has checked both
+   * numbers. Encoded here and returned as a Response, whose body streams:
+   * a page always holds at least one entry, whatever its size, so as a value
+   * it could pass RPC's 32 MiB limit.
+   */
+  pull(after: number, limit: number): Response {
+    try {
+      const headers = { "content-type": MSGPACK, "x-relay-instance": this.instance };
+      return new Response(encode(store.pull(this.sql, after, limit)), { headers });
+    } catch (e) {
+      return errorResponse(e);
+    }
   }
 
   /**
-   * RPC: a live socket for a caller the Worker has authenticated. RPC can
-   * return the 101 Response that carries the client end of the socket (the
-   * Worker passes it on); the claims arrive as arguments, not headers.
+   * A live socket for a caller the Worker has authenticated: the one call
+   * that is not RPC, because RPC cannot carry a WebSocket (workerd refuses to
+   * serialize one: DataCloneError). So the Worker forwards the upgrade with
+   * subscribeRequest() and the claims it verified; nothing else reaches fetch.
    */
-  subscribe(role: Role, sub: string): Response {
+  override async fetch(request: Request): Promise<Response> {
+    const { role, sub } = claimsOf(request);
     const pair = new WebSocketPair();
     const [client, server] = [pair[0], pair[1]];
     this.ctx.acceptWebSocket(server);
@@ -161,6 +177,21 @@ export class ChangesetLog extends DurableObject<Env> {
   override async webSocketError(): Promise<void> {
     // The runtime closes the socket; the client reconnects with backoff.
   }
+}
+
+/** The claims of a verified upgrade ride in one header, written and read only here; the object has no route of its own. */
+const CLAIMS_HEADER = "x-relay-claims";
+
+export function subscribeRequest(claims: { role: Role; sub: string }): Request {
+  return new Request("https://log/subscribe", {
+    headers: { upgrade: "websocket", [CLAIMS_HEADER]: JSON.stringify({ role: claims.role, sub: claims.sub }) },
+  });
+}
+
+function claimsOf(request: Request): { role: Role; sub: string } {
+  const c = JSON.parse(request.headers.get(CLAIMS_HEADER) ?? "null") as { role?: unknown; sub?: unknown } | null;
+  if (!ROLES.includes(c?.role as Role) || !isName(c?.sub)) throw new RelayError("internal", "socket upgrade without verified claims");
+  return { role: c!.role as Role, sub: c!.sub as string };
 }
 
 function errorFrame(err: RelayError, id: number | undefined): RelayFrame {
