@@ -3,24 +3,22 @@
  * roles, and request bodies refused before they are buffered whole.
  * (test/relay.test.ts covers token validity: forged, expired, tampered.)
  */
-import { after, before, describe, it } from "node:test";
+import { before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { connect } from "node:net";
 import { encode } from "../protocol/codec.ts";
 import { MSGPACK } from "../protocol/version.ts";
 import { openReplica, RelayError } from "../client/index.ts";
-import { startRelay, type TestRelay } from "./support/relay.ts";
 import { insertChangeset, pull, pullAll, push, pushRaw } from "./support/http.ts";
 import { TODO_SCHEMA } from "./support/replicas.ts";
+import { useRelay } from "./support/fixture.ts";
 
 const LIMIT = 1000;
-let relay: TestRelay;
+const relay = useRelay({ bindings: { MAX_BODY_BYTES: String(LIMIT) } });
 let admin: string;
 before(async () => {
-  relay = await startRelay({ bindings: { MAX_BODY_BYTES: String(LIMIT) } });
   admin = await relay.token("admin", "admin");
 });
-after(() => relay.close());
 
 const cs = (id: number) => insertChangeset([[id, `row ${id}`]]);
 const head = async (db: string) => (await pull(relay.url, db, admin)).body.head as number;
