@@ -35,7 +35,7 @@
  * RELAY_MODEL_PATH to replay fast-check's shrunk case), RELAY_LONG=1
  * (3,000 schedules, longer ones).
  */
-import { before, test } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
 import { rmSync } from "node:fs";
 import { join } from "node:path";
@@ -158,20 +158,19 @@ export function describeSchedule(s: Schedule): string {
 
 const relay = useRelay({ persist: true });
 /** Where the replicas' transports find the relay; a restart changes the port. */
-const address = { url: "" };
+const address = {
+  get url() {
+    return relay.url;
+  },
+};
 let schedules = 0;
 let restarts = 0;
 /** What the schedules exercised, so a run that proves little shows it. */
 const stats = { committed: 0, rolledBack: 0, syncFailures: 0, parked: 0, crashes: 0, conflicts: 0, entries: 0 };
 
-before(() => {
-  address.url = relay.url;
-});
-
 async function restartRelay(): Promise<void> {
   await relay.stop();
   await relay.start();
-  address.url = relay.url;
   restarts++;
 }
 

@@ -36,6 +36,8 @@ export function useRelay(opts: FixtureOptions = {}): RelayFixture {
   let dir = "";
   let port: number | undefined;
   let dbs = 0;
+  /** Set synchronously by the first hook: node:test starts a file's top-level `before` hooks without waiting for the previous one. */
+  let started: Promise<void> = Promise.resolve();
   const running = () => relay ?? assertNever("the relay is not running (stopped, or used outside a test)");
   const start = async () => {
     relay = await startRelay({
@@ -49,10 +51,13 @@ export function useRelay(opts: FixtureOptions = {}): RelayFixture {
     await relay?.close();
     relay = undefined;
   };
-  before(async () => {
-    dir = mkdtempSync(join(tmpdir(), "relay-test-"));
-    if (opts.samePort) port = await freePort();
-    await start();
+  before(() => {
+    started = (async () => {
+      dir = mkdtempSync(join(tmpdir(), "relay-test-"));
+      if (opts.samePort) port = await freePort();
+      await start();
+    })();
+    return started;
   });
   after(async () => {
     await closeReplicas();
@@ -69,7 +74,10 @@ export function useRelay(opts: FixtureOptions = {}): RelayFixture {
     get dir() {
       return dir;
     },
-    token: (...args) => running().token(...args),
+    token: async (...args) => {
+      await started;
+      return running().token(...args);
+    },
     close: stop,
     stop,
     start,
