@@ -5,13 +5,13 @@ import { CLOSE, FRAME, FRAME_ENTRY_BUDGET, HEARTBEAT_PING, HEARTBEAT_PONG, MAX_F
 import type { PushResponse } from "../protocol/messages.ts";
 import { ROLES, type Role } from "../protocol/token.ts";
 import { isName } from "../protocol/validate.ts";
+import { MSGPACK } from "../protocol/version.ts";
 import { checkPush } from "./auth.ts";
 import * as store from "./log-store.ts";
 import { framesFor, Outgoing, send } from "./outgoing.ts";
 import { PushQueue } from "./push-queue.ts";
 import { errorResponse, outcome, toRelayError, type Outcome } from "./errors.ts";
 import { fromPushArgs, type PushArgs } from "./push-args.ts";
-import { MSGPACK } from "../protocol/version.ts";
 import type { Env } from "./env.ts";
 
 /** Who a socket belongs to; kept with the socket so it survives hibernation. */
