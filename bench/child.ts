@@ -9,7 +9,8 @@
 import { DatabaseSync } from "node:sqlite";
 import { openReplica, type Replica } from "../client/index.ts";
 import type { DriverKind } from "../client/drivers/types.ts";
-import { encodeChangeset, type TableHeader } from "../protocol/changeset.ts";
+import type { TableHeader } from "../protocol/changeset.ts";
+import { encodeChangeset } from "../client/changeset-writer.ts";
 import { decode, encode } from "../protocol/codec.ts";
 import { FRAME, parseRelayFrame } from "../protocol/frames.ts";
 import { httpTransport } from "../client/transport/http.ts";

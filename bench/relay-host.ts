@@ -1,13 +1,13 @@
 /**
  * The relay in its own process: the real Worker and Durable Object in workerd,
  * started through Miniflare with the same bundle `npm test` runs
- * (test/support/relay.ts). workerd is a child of this Node process; the bench
+ * (scripts/local-relay.ts). workerd is a child of this Node process; the bench
  * reads its memory and CPU from /proc. Reports its URL over IPC, stops on
  * "stop" or when the parent goes away. With INSPECTOR_PORT set, workerd's V8
  * inspector listens there (the bench's --cpu-prof profiles the relay with it).
  */
 import { Miniflare } from "miniflare";
-import { relayOptions } from "../test/support/relay.ts";
+import { relayOptions } from "../scripts/local-relay.ts";
 
 const inspectorPort = Number(process.env.INSPECTOR_PORT) || undefined;
 const mf = new Miniflare({ ...(await relayOptions()), ...(inspectorPort ? { inspectorPort } : {}) });

@@ -14,7 +14,7 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { signToken } from "../protocol/token.ts";
-import { TEST_SECRET } from "../test/support/relay.ts";
+import { LOCAL_SECRET } from "../scripts/local-relay.ts";
 import type { DriverKind } from "../client/drivers/types.ts";
 import type { Job } from "./child.ts";
 import { cpuMs, findByName, machine, memory, resetPeak } from "./proc.ts";
@@ -62,7 +62,7 @@ const W3_MODES: { name: string; mode: "batched" | "single"; rate: number }[] = [
 const W4_ENTRIES = quick ? 2_000 : 10_000;
 
 const log = (s: string) => process.stderr.write(`${s}\n`);
-const token = (sub: string, db: string) => signToken({ db, role: "write", sub }, TEST_SECRET);
+const token = (sub: string, db: string) => signToken({ db, role: "write", sub }, LOCAL_SECRET);
 const started = Date.now();
 
 // ---------------------------------------------------------------- processes

@@ -1,5 +1,6 @@
-import { changesetTables, decodeChangeset, encodeChangeset, primaryKey, type Change, type SqlValue, type TableHeader } from "../protocol/changeset.ts";
-import { RelayError } from "../protocol/errors.ts";
+import { changesetTables, decodeChangeset, primaryKey, type Change, type SqlValue, type TableHeader } from "../protocol/changeset.ts";
+import { encodeChangeset } from "./changeset-writer.ts";
+import { RelayError } from "./errors.ts";
 import { CONFLICT, RESOLUTION, type ConflictType, type Driver, type Row } from "./drivers/types.ts";
 import { resolve, type ConflictInfo, type ConflictKind, type ConflictOptions, type ConflictRecord } from "./conflicts.ts";
 import { keyQuery, keyRow, onlyKeyConstraints, tableInfo, type ColumnInfo } from "./store.ts";

@@ -1,4 +1,4 @@
-import { RelayError } from "../protocol/errors.ts";
+import { RelayError } from "./errors.ts";
 
 /**
  * Full-jitter exponential backoff: a random wait in [0, min(cap, base·2^n)],

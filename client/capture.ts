@@ -1,5 +1,5 @@
 import { validateChangeset } from "../protocol/changeset.ts";
-import { RelayError } from "../protocol/errors.ts";
+import { RelayError } from "./errors.ts";
 import type { PushEntry } from "../protocol/messages.ts";
 import type { Driver, Params, Row } from "./drivers/types.ts";
 import * as outbox from "./outbox.ts";

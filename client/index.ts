@@ -10,5 +10,5 @@ export type { ConflictInfo, ConflictKind, ConflictOptions, ConflictRecord, Resol
 export type { DriverKind, Params, Row } from "./drivers/types.ts";
 export type { Transport } from "./transport/http.ts";
 export { httpTransport } from "./transport/http.ts";
-export { RelayError, isRelayError } from "../protocol/errors.ts";
-export type { ErrorCode } from "../protocol/errors.ts";
+export { RelayError, isRelayError } from "./errors.ts";
+export type { ErrorCode } from "./errors.ts";

@@ -1,4 +1,4 @@
-import { RelayError } from "../protocol/errors.ts";
+import { RelayError } from "./errors.ts";
 import { FRAME, FRAME_ENTRY_BUDGET, type RelayFrame } from "../protocol/frames.ts";
 import { MAX_ENTRIES_PER_PUSH } from "../protocol/limits.ts";
 import type { Ack, PushEntry } from "../protocol/messages.ts";

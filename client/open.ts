@@ -1,5 +1,5 @@
-import { RelayError } from "../protocol/errors.ts";
-import { isName } from "../protocol/messages.ts";
+import { RelayError } from "./errors.ts";
+import { isName } from "../protocol/validate.ts";
 import { readTokenClaims } from "../protocol/token.ts";
 import { defaultDriverKind, openDriver } from "./drivers/index.ts";
 import { Replica } from "./replica.ts";

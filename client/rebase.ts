@@ -1,5 +1,5 @@
 import { sameBytes } from "../protocol/codec.ts";
-import { invertChangeset } from "../protocol/changeset.ts";
+import { invertChangeset } from "./changeset-writer.ts";
 import type { LogEntry } from "../protocol/messages.ts";
 import { applyAllClean, applyWithPolicy, isEntryFault, type SchemaCache } from "./apply.ts";
 import type { ConflictOptions, ConflictRecord } from "./conflicts.ts";

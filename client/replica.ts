@@ -1,4 +1,4 @@
-import { asRelayError, RelayError } from "../protocol/errors.ts";
+import { asRelayError, RelayError } from "./errors.ts";
 import { MAX_ENTRIES_PER_PUSH } from "../protocol/limits.ts";
 import { DEFAULT_BACKOFF, realClock } from "./backoff.ts";
 import { capture, plain } from "./capture.ts";

@@ -1,4 +1,4 @@
-import { asRelayError, RelayError } from "../protocol/errors.ts";
+import { asRelayError, RelayError } from "./errors.ts";
 import { PULL_BYTE_BUDGET } from "../protocol/limits.ts";
 import type { Ack, LogEntry, PushEntry } from "../protocol/messages.ts";
 import { withRetry, type BackoffOptions, type Clock } from "./backoff.ts";

@@ -1,4 +1,4 @@
-import type { RelayError } from "../protocol/errors.ts";
+import type { RelayError } from "./errors.ts";
 import type { BackoffOptions } from "./backoff.ts";
 import type { ConflictOptions, ConflictRecord } from "./conflicts.ts";
 import type { DriverKind, Params, Row } from "./drivers/types.ts";

@@ -1,87 +1,83 @@
 /**
- * The closed set of error codes on the wire. Users' code branches on these,
- * so a code, once shipped, keeps its meaning. Each code has one HTTP status.
+ * The closed set of error codes the relay sends. Users' code branches on
+ * these, so a code, once shipped, keeps its meaning. Each has one HTTP status
+ * and says whether the same request may succeed if simply retried. Codes the
+ * client raises on its own (`closed`, `network`, …) are not part of the wire:
+ * they live in client/errors.ts, on the same error class.
  */
-export const ERROR_STATUS = {
-  bad_request: 400,
-  malformed_changeset: 400,
-  invalid_name: 400,
-  unsupported_media_type: 415,
-  unauthorized: 401,
-  forbidden: 403,
-  not_found: 404,
-  method_not_allowed: 405,
-  cseq_conflict: 409,
-  payload_too_large: 413,
-  too_many_entries: 413,
-  upgrade_required: 426,
-  overloaded: 503,
-  internal: 500,
-  // Client-side codes: never sent by the relay, raised by the replica library.
-  schema_mismatch: 409,
-  network: 503,
-  read_only: 403,
-  no_primary_key: 400,
-  ddl_outside_schema: 400,
-  apply_failed: 500,
-  closed: 400,
-  aborted: 499,
-} as const;
+export const WIRE_ERRORS = {
+  bad_request: { status: 400, retryable: false },
+  malformed_changeset: { status: 400, retryable: false },
+  invalid_name: { status: 400, retryable: false },
+  unsupported_media_type: { status: 415, retryable: false },
+  unauthorized: { status: 401, retryable: false },
+  forbidden: { status: 403, retryable: false },
+  not_found: { status: 404, retryable: false },
+  cseq_conflict: { status: 409, retryable: false },
+  payload_too_large: { status: 413, retryable: false },
+  too_many_entries: { status: 413, retryable: false },
+  upgrade_required: { status: 426, retryable: false },
+  /** The database's object sheds load; comes with Retry-After. */
+  overloaded: { status: 503, retryable: true },
+  /** A bug or a transient runtime failure on the relay. */
+  internal: { status: 500, retryable: true },
+  /**
+   * The relay is deployed without what it needs (RELAY_SECRET): a 500, but
+   * retrying cannot help until its operator fixes the deployment.
+   */
+  misconfigured: { status: 500, retryable: false },
+} as const satisfies Record<string, { status: number; retryable: boolean }>;
 
-export type ErrorCode = keyof typeof ERROR_STATUS;
+export type WireErrorCode = keyof typeof WIRE_ERRORS;
 
-/** Codes after which the same request may succeed if simply retried. */
-const RETRYABLE: ReadonlySet<ErrorCode> = new Set(["overloaded", "internal", "network"]);
+export function isWireErrorCode(value: unknown): value is WireErrorCode {
+  return typeof value === "string" && Object.hasOwn(WIRE_ERRORS, value);
+}
 
-export function isErrorCode(value: unknown): value is ErrorCode {
-  return typeof value === "string" && Object.hasOwn(ERROR_STATUS, value);
+export interface RelayErrorOptions {
+  cause?: unknown;
+  /** The HTTP status the error arrived with, when it differs from the code's own (a proxy's 502, say). */
+  status?: number;
+  /** Minimum wait before a retry, in ms, when the relay asked for one. */
+  retryAfterMs?: number;
 }
 
 /**
  * The one error class of the project, on both sides of the wire. Classify by
- * `code`, never by message text.
+ * `code`, never by message text. `C` is the set of codes a side may raise: the
+ * wire's here and in the relay, the wire's plus the client's in the client
+ * (client/errors.ts); `NoInfer` keeps `new RelayError("typo", …)` an error
+ * instead of widening `C`.
  */
-export class RelayError extends Error {
-  readonly code: ErrorCode;
-  readonly status: number;
-  /** Minimum wait before a retry, in ms, when the server asked for one. */
+export class RelayError<C extends string = WireErrorCode> extends Error {
+  readonly code: C;
+  /** The HTTP status for wire codes; undefined for codes that never cross the wire. */
+  readonly status: number | undefined;
   readonly retryAfterMs: number | undefined;
 
-  constructor(code: ErrorCode, message: string, options?: { cause?: unknown; status?: number; retryAfterMs?: number }) {
+  constructor(code: NoInfer<C>, message: string, options?: RelayErrorOptions) {
     super(message, options?.cause === undefined ? undefined : { cause: options.cause });
     this.name = "RelayError";
     this.code = code;
-    this.status = options?.status ?? ERROR_STATUS[code];
+    this.status = options?.status ?? (isWireErrorCode(code) ? WIRE_ERRORS[code].status : undefined);
     this.retryAfterMs = options?.retryAfterMs;
   }
 
+  /** Whether the same request may succeed if simply retried (after retryAfterMs, when set). */
   get retryable(): boolean {
-    return RETRYABLE.has(this.code);
+    return isWireErrorCode(this.code) && WIRE_ERRORS[this.code].retryable;
   }
 
-  toJSON(): ErrorBody {
+  toJSON(): ErrorBody<C> {
     return { error: { code: this.code, message: this.message } };
   }
 }
 
-export function isRelayError(e: unknown, code?: ErrorCode): e is RelayError {
+export function isRelayError(e: unknown, code?: WireErrorCode): e is RelayError {
   return e instanceof RelayError && (code === undefined || e.code === code);
 }
 
-/** Anything thrown, as a RelayError: ours pass through, the rest become `internal` with the original as cause. */
-export function asRelayError(e: unknown): RelayError {
-  return e instanceof RelayError ? e : new RelayError("internal", String((e as Error)?.message ?? e), { cause: e });
-}
-
 /** The error body on every non-2xx response and in WebSocket error frames. */
-export interface ErrorBody {
-  error: { code: ErrorCode; message: string };
-}
-
-/** Parse an error body received from the relay; unknown shapes become `internal`. */
-export function errorFromBody(status: number, body: unknown, retryAfterMs?: number): RelayError {
-  const err = (body as { error?: { code?: unknown; message?: unknown } } | null)?.error;
-  const code: ErrorCode = isErrorCode(err?.code) ? err.code : status === 503 ? "overloaded" : "internal";
-  const message = typeof err?.message === "string" ? err.message : `relay answered HTTP ${status}`;
-  return new RelayError(code, message, retryAfterMs === undefined ? { status } : { status, retryAfterMs });
+export interface ErrorBody<C extends string = WireErrorCode> {
+  error: { code: C; message: string };
 }

@@ -1,5 +1,6 @@
-import { RelayError, isErrorCode, type ErrorCode } from "./errors.ts";
-import { parseLogEntry, parsePushRequest, positiveInt, type Ack, type LogEntry, type PushEntry } from "./messages.ts";
+import { isWireErrorCode, RelayError, type WireErrorCode } from "./errors.ts";
+import { parseAcks, parseLogEntries, parsePushRequest, type Ack, type LogEntry, type PushEntry } from "./messages.ts";
+import { map, nonNegativeInt, positiveInt } from "./validate.ts";
 
 /**
  * WebSocket frames of protocol v1 (`GET /v1/db/:db/ws`). Binary frames are
@@ -12,13 +13,17 @@ import { parseLogEntry, parsePushRequest, positiveInt, type Ack, type LogEntry, 
  *                                                    small backlog right after `sub`)
  *                    head   { t, head }              there is more than was sent: pull over HTTP
  *                    ack    { t, id, acks, head }
- *                    error  { t, id?, error: { code, message } }
+ *                    error  { t, id?, error: { code, message }, retryAfterMs? }
  *
  * The socket never carries the whole log: a subscriber further behind than one
  * frame, or an entry larger than a frame, gets a `head` frame and catches up
  * with paged HTTP pulls. Entries pushed over a socket are not sent back on
  * that socket: its `ack` (cseq → seq) stands for them, and the pusher
  * already holds their bytes.
+ *
+ * The frame unions below are the declared return types of their validators,
+ * which build every frame as a literal: the compiler checks each against its
+ * type both ways (a missing field and an extra one are errors).
  */
 export const FRAME = {
   sub: "sub",
@@ -37,14 +42,16 @@ export const MAX_FRAME_BYTES = 1024 * 1024;
 /** Changeset bytes per relay → client frame, leaving room for the envelope. */
 export const FRAME_ENTRY_BUDGET = 768 * 1024;
 
-/** WebSocket close codes, used consistently; details travel in an error frame first. */
+/**
+ * WebSocket close codes the relay sends; details travel in an error frame
+ * first. A refused push (overloaded included) is an answer, not a close.
+ */
 export const CLOSE = {
   normal: 1000,
+  /** A frame that is not a protocol message: the peer does not speak v1. */
   badPayload: 1007,
-  policy: 1008,
   tooBig: 1009,
   internal: 1011,
-  tryAgainLater: 1013,
 } as const;
 
 export type ClientFrame =
@@ -55,62 +62,49 @@ export type RelayFrame =
   | { t: typeof FRAME.entries; entries: LogEntry[]; head: number }
   | { t: typeof FRAME.head; head: number }
   | { t: typeof FRAME.ack; id: number; acks: Ack[]; head: number }
-  | { t: typeof FRAME.error; id?: number; error: { code: ErrorCode; message: string } };
+  | { t: typeof FRAME.error; id?: number; error: { code: WireErrorCode; message: string }; retryAfterMs?: number };
 
-function map(v: unknown): Record<string, unknown> {
-  if (typeof v !== "object" || v === null || Array.isArray(v) || v instanceof Uint8Array) {
-    throw new RelayError("bad_request", "frame must be a msgpack map");
-  }
-  return v as Record<string, unknown>;
+function frame(v: unknown): Record<string, unknown> {
+  return map(v, "frame");
 }
 
-function seqOrZero(v: unknown, what: string): number {
-  return v === 0 ? 0 : positiveInt(v, what);
+function unknownType(t: unknown): never {
+  throw new RelayError("bad_request", `unknown frame type ${JSON.stringify(t)}`);
 }
 
 export function parseClientFrame(v: unknown): ClientFrame {
-  const o = map(v);
+  const o = frame(v);
   switch (o.t) {
     case FRAME.sub:
-      return { t: FRAME.sub, after: seqOrZero(o.after, "after") };
+      return { t: FRAME.sub, after: nonNegativeInt(o.after, "after") };
     case FRAME.push: {
       const { client, entries } = parsePushRequest(o);
       return { t: FRAME.push, id: positiveInt(o.id, "id"), client, entries };
     }
     default:
-      throw new RelayError("bad_request", `unknown frame type ${JSON.stringify(o.t)}`);
+      return unknownType(o.t);
   }
 }
 
 export function parseRelayFrame(v: unknown): RelayFrame {
-  const o = map(v);
+  const o = frame(v);
   switch (o.t) {
-    case FRAME.entries: {
-      if (!Array.isArray(o.entries)) throw new RelayError("bad_request", "entries must be an array");
-      const entries = o.entries.map((e, i) => parseLogEntry(e, `entries[${i}]`));
-      for (let i = 1; i < entries.length; i++) {
-        if (entries[i]!.seq !== entries[i - 1]!.seq + 1) throw new RelayError("bad_request", "frame entries must be consecutive");
-      }
-      return { t: FRAME.entries, entries, head: seqOrZero(o.head, "head") };
-    }
+    case FRAME.entries:
+      return { t: FRAME.entries, entries: parseLogEntries(o.entries), head: nonNegativeInt(o.head, "head") };
     case FRAME.head:
-      return { t: FRAME.head, head: seqOrZero(o.head, "head") };
-    case FRAME.ack: {
-      if (!Array.isArray(o.acks)) throw new RelayError("bad_request", "acks must be an array");
-      const acks = o.acks.map((a) => {
-        const ao = map(a);
-        return { cseq: positiveInt(ao.cseq, "ack cseq"), seq: positiveInt(ao.seq, "ack seq") };
-      });
-      return { t: FRAME.ack, id: positiveInt(o.id, "id"), acks, head: seqOrZero(o.head, "head") };
-    }
+      return { t: FRAME.head, head: nonNegativeInt(o.head, "head") };
+    case FRAME.ack:
+      return { t: FRAME.ack, id: positiveInt(o.id, "id"), acks: parseAcks(o.acks), head: nonNegativeInt(o.head, "head") };
     case FRAME.error: {
-      const err = map(o.error);
-      const code = isErrorCode(err.code) ? err.code : "internal";
-      const frame: RelayFrame = { t: FRAME.error, error: { code, message: String(err.message ?? "") } };
-      if (o.id !== undefined) frame.id = positiveInt(o.id, "id");
-      return frame;
+      const err = map(o.error, "error");
+      // A code from a newer relay is still an error: `internal` keeps it retryable.
+      const code = isWireErrorCode(err.code) ? err.code : "internal";
+      const f: RelayFrame = { t: FRAME.error, error: { code, message: String(err.message ?? "") } };
+      if (o.id !== undefined) f.id = positiveInt(o.id, "id");
+      if (o.retryAfterMs !== undefined) f.retryAfterMs = nonNegativeInt(o.retryAfterMs, "retryAfterMs");
+      return f;
     }
     default:
-      throw new RelayError("bad_request", `unknown frame type ${JSON.stringify(o.t)}`);
+      return unknownType(o.t);
   }
 }

@@ -15,3 +15,11 @@ export const PULL_BYTE_BUDGET = 8 * 1024 * 1024;
 export const STORAGE_CHUNK_BYTES = 1024 * 1024;
 /** Database names and client ids. */
 export const NAME_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
+/**
+ * Socket push entries a database's object holds for its next turn (see
+ * worker/push-queue.ts). Past it the object sheds load: further socket pushes
+ * are refused as `overloaded` until the queue drains.
+ */
+export const MAX_QUEUED_PUSH_ENTRIES = 10 * MAX_ENTRIES_PER_PUSH;
+/** The wait an `overloaded` answer asks for (Retry-After over HTTP, retryAfterMs on the socket). */
+export const OVERLOADED_RETRY_AFTER_MS = 1000;

@@ -1,5 +1,5 @@
 import { RelayError } from "./errors.ts";
-import { isName } from "./messages.ts";
+import { isName } from "./validate.ts";
 
 /**
  * HS256 JWTs with WebCrypto, which Workers, Node and browsers all have:

@@ -1,7 +1,22 @@
 /**
- * Protocol versions. v1: HTTP push/pull with msgpack bodies (see README).
- * The version is in every route's path; `GET /v1/health` reports the
- * package version and the range of protocol versions the relay speaks.
+ * Protocol versions. The version is in every route's path (`/v1/...`);
+ * `GET /v1/health` reports the package version and the range of protocol
+ * versions the relay speaks. A change that an older peer would misread gets a
+ * new version; additions an older peer ignores (a new optional field, a new
+ * error code it maps to `internal`) do not.
+ *
+ * Changelog (newest first):
+ *   v1, package 0.1.0 (unreleased changes since first cut):
+ *     - error code `misconfigured` (500, not retryable): the relay lacks
+ *       RELAY_SECRET. Older clients see an unknown code and treat it as
+ *       `internal`.
+ *     - `overloaded` (503) is produced: with a Retry-After header over HTTP,
+ *       and `retryAfterMs` on the socket's error frame.
+ *     - `method_not_allowed` and the close codes 1008 and 1013 were never
+ *       sent and are gone from the code lists.
+ *   v1, package 0.1.0: HTTP push/pull with msgpack bodies, gzip push bodies
+ *     and pull responses, the WebSocket at /v1/db/:db/ws with sub/push/
+ *     entries/head/ack/error frames (protocol/frames.ts), HS256 tokens.
  */
 export const PROTOCOL_VERSION = 1;
 export const MIN_PROTOCOL_VERSION = 1;

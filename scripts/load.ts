@@ -31,7 +31,7 @@ import { fileURLToPath } from "node:url";
 import { openReplica, RelayError, type Replica } from "../client/index.ts";
 import type { DriverKind } from "../client/drivers/types.ts";
 import { signToken } from "../protocol/token.ts";
-import { freePort, workerBundle } from "../test/support/relay.ts";
+import { freePort, workerBundle } from "./local-relay.ts";
 
 const SECONDS = Number(process.env.LOAD_SECONDS ?? 60);
 const REPLICAS = Number(process.env.LOAD_REPLICAS ?? 50);

@@ -1,20 +1,16 @@
-import { after, before, describe, it } from "node:test";
+import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { encode, decode } from "../protocol/codec.ts";
 import { until, openSocket } from "./support/wait.ts";
-import { startRelay, type TestRelay } from "./support/relay.ts";
 import { insertChangeset, pullAll } from "./support/http.ts";
+import { useRelay } from "./support/fixture.ts";
 
 /**
  * The log object appends socket pushes in batches (all that arrived before
  * its next turn). Batching must not be visible: arrival order, all-or-nothing
  * per push, every ack and every entry delivered in log order.
  */
-let relay: TestRelay;
-before(async () => {
-  relay = await startRelay();
-});
-after(() => relay.close());
+const relay = useRelay();
 
 describe("batched socket pushes", () => {
   it("a burst from several writers: gapless, in each writer's order, every ack and entry delivered once", async () => {

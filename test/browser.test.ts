@@ -12,25 +12,23 @@ import type { Replica } from "../client/index.ts";
 import type { BrowserReplica } from "../client/browser/index.ts";
 import { DEMO_SCHEMA } from "../demo/schema.ts";
 import { launch, screenshot, seedToken, WAIT, watchPage } from "./support/browser.ts";
-import { startRelay, type TestRelay } from "./support/relay.ts";
+import { useRelay } from "./support/fixture.ts";
 import { dump, replica } from "./support/replicas.ts";
 
 const DIST = fileURLToPath(new URL("../demo/dist", import.meta.url));
 /** A name Chromium resolves to the relay but does not treat as a secure context (no OPFS, no Web Locks). */
 const INSECURE_HOST = "relay.test";
 
-let relay: TestRelay;
+const relay = useRelay({ assets: DIST, bindings: { DEV_TOKENS: "1" } });
 let browser: Browser;
 const contexts: BrowserContext[] = [];
 const logs: string[][] = [];
 
 before(async () => {
-  relay = await startRelay({ assets: DIST, bindings: { DEV_TOKENS: "1" } });
   browser = await launch([`--host-resolver-rules=MAP ${INSECURE_HOST} 127.0.0.1`]);
 });
 after(async () => {
   await browser?.close();
-  await relay?.close();
 });
 
 let dbCounter = 0;

@@ -7,17 +7,8 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { DatabaseSync, constants } from "node:sqlite";
 import fc from "fast-check";
-import {
-  decodeChangeset,
-  encodeChangeset,
-  invertChangeset,
-  primaryKey,
-  validateChangeset,
-  type Change,
-  type Changeset,
-  type SqlValue,
-  type TableHeader,
-} from "../protocol/changeset.ts";
+import { decodeChangeset, primaryKey, validateChangeset, type Change, type Changeset, type SqlValue, type TableHeader } from "../protocol/changeset.ts";
+import { encodeChangeset, invertChangeset } from "../client/changeset-writer.ts";
 import { RelayError } from "../protocol/errors.ts";
 import { capi, sqliteInvert, sqliteIterate } from "./support/sqlite-oracle.ts";
 

@@ -1,22 +1,22 @@
-import { after, before, describe, it } from "node:test";
+import { before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { request as httpRequest } from "node:http";
 import { gunzipSync, gzipSync } from "node:zlib";
-import { acceptsGzip, COMPRESS_MIN_BYTES, gzip, gzipStream, readBody } from "../protocol/compression.ts";
+import { acceptsGzip, COMPRESS_MIN_BYTES } from "../protocol/compression.ts";
+import { gzip, gzipStream } from "../client/gzip.ts";
+import { readBody } from "../worker/body.ts";
 import { decode, encode } from "../protocol/codec.ts";
 import { isRelayError } from "../protocol/errors.ts";
 import { httpTransport } from "../client/transport/http.ts";
-import { startRelay, type TestRelay } from "./support/relay.ts";
 import { insertChangeset, pull, pullAll, pushRaw } from "./support/http.ts";
+import { useRelay } from "./support/fixture.ts";
 
-let relay: TestRelay;
+// A small body limit keeps the zip-bomb cases cheap.
+const relay = useRelay({ bindings: { MAX_BODY_BYTES: String(1024 * 1024) } });
 let admin: string;
 before(async () => {
-  // A small body limit keeps the zip-bomb cases cheap.
-  relay = await startRelay({ bindings: { MAX_BODY_BYTES: String(1024 * 1024) } });
   admin = await relay.token("admin", "admin");
 });
-after(() => relay.close());
 
 const streamOf = (bytes: Uint8Array, chunk = 64 * 1024) => {
   let at = 0;

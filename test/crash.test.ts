@@ -1,29 +1,18 @@
-import { after, before, it } from "node:test";
+import { it } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { openReplica } from "../client/index.ts";
-import { startRelay, type TestRelay } from "./support/relay.ts";
 import { pullAll } from "./support/http.ts";
 import { TODO_SCHEMA } from "./support/replicas.ts";
+import { useRelay } from "./support/fixture.ts";
 
-let relay: TestRelay;
-let dir: string;
-before(async () => {
-  relay = await startRelay();
-  dir = mkdtempSync(join(tmpdir(), "crash-"));
-});
-after(async () => {
-  await relay.close();
-  rmSync(dir, { recursive: true, force: true });
-});
+const relay = useRelay();
 
 it("a writer killed after commit and before push loses nothing and pushes exactly once", async () => {
   const db = "crash";
-  const path = join(dir, "writer.db");
+  const path = join(relay.dir, "writer.db");
   const token = await relay.token("write", "writer", db);
   const child = spawn(process.execPath, [fileURLToPath(new URL("./support/crash-writer.ts", import.meta.url)), relay.url, db, token, path], {
     stdio: ["ignore", "pipe", "inherit"],

@@ -15,7 +15,7 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
-import { freePort } from "./support/relay.ts";
+import { freePort } from "../scripts/local-relay.ts";
 import { childEnv, startServer } from "./support/server-process.ts";
 
 const root = fileURLToPath(new URL("..", import.meta.url));

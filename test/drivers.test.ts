@@ -5,7 +5,7 @@ import os from "node:os";
 import path from "node:path";
 import { defaultDriverKind, openDriver } from "../client/drivers/index.ts";
 import { CONFLICT, RESOLUTION, type ConflictType, type Driver, type DriverKind, type Resolution, type Row } from "../client/drivers/types.ts";
-import { isRelayError } from "../protocol/errors.ts";
+import { isRelayError } from "../client/errors.ts";
 
 const KINDS: readonly DriverKind[] = ["node", "wasm"];
 

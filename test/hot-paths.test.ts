@@ -1,32 +1,23 @@
-import { after, before, describe, it } from "node:test";
+import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { RelayError } from "../client/index.ts";
 import { until } from "./support/wait.ts";
-import { startRelay, type TestRelay } from "./support/relay.ts";
-import { closeReplicas, dump, replica } from "./support/replicas.ts";
+import { dump, replica } from "./support/replicas.ts";
 import { pullAll } from "./support/http.ts";
 import type { WebSocketLike } from "../client/transport/socket.ts";
+import { useRelay } from "./support/fixture.ts";
 
 /**
  * Behaviour kept while the hot paths got faster (see README "Benchmarks"):
  * fewer bookkeeping queries per local transaction, pages of entries applied
  * as one changeset when nothing conflicts, acks applied in bursts.
  */
-let relay: TestRelay;
-before(async () => {
-  relay = await startRelay();
-});
-after(async () => {
-  await closeReplicas();
-  await relay.close();
-});
+const relay = useRelay();
 
-let n = 0;
-const freshDb = (name: string) => `${name}-${++n}`;
 
 describe("local transactions", () => {
   it("exec reports each statement's own changes", async () => {
-    const A = await replica(relay, freshDb("changes"), "a", "node");
+    const A = await replica(relay, relay.db("changes"), "a", "node");
     const counts = await A.transaction(async (tx) => [
       (await tx.exec("INSERT INTO todo(id, title) VALUES ('1', 'a'), ('2', 'b'), ('3', 'c')")).changes,
       (await tx.exec("UPDATE todo SET done = 1")).changes,
@@ -38,7 +29,7 @@ describe("local transactions", () => {
 
   for (const driver of ["node", "wasm"] as const) {
     it(`DDL is refused however it is run inside a transaction (${driver})`, async () => {
-      const A = await replica(relay, freshDb("ddl"), "a", driver);
+      const A = await replica(relay, relay.db("ddl"), "a", driver);
       await assert.rejects(
         A.transaction(async (tx) => {
           await tx.exec("INSERT INTO todo(id, title) VALUES ('1', 'x')");
@@ -61,7 +52,7 @@ describe("local transactions", () => {
 
 describe("applying pages", () => {
   it("a page with one conflicting entry: that entry under the policy, the rest applied, replicas converge", async () => {
-    const db = freshDb("page-conflict");
+    const db = relay.db("page-conflict");
     const A = await replica(relay, db, "a", "node");
     const B = await replica(relay, db, "b", "node");
     const C = await replica(relay, db, "c", "node");
@@ -87,7 +78,7 @@ describe("applying pages", () => {
 
 describe("the schema cache", () => {
   it("is read again after DDL run through query()", async () => {
-    const db = freshDb("schema-cache");
+    const db = relay.db("schema-cache");
     const B = await replica(relay, db, "b", "node");
     const A0 = await replica(relay, db, "a0", "node");
     await A0.exec("INSERT INTO todo(id, title) VALUES ('1', 'first')");
@@ -106,7 +97,7 @@ describe("the schema cache", () => {
 
 describe("live acks", () => {
   it("a burst of writes is confirmed through its acks alone, without an HTTP pull", async () => {
-    const db = freshDb("ack-burst");
+    const db = relay.db("ack-burst");
     let pulls = 0;
     const spy: typeof fetch = (input, init) => {
       if (String(input).includes("/pull")) pulls++;
@@ -124,7 +115,7 @@ describe("live acks", () => {
   });
 
   it("writes sent straight after their commit survive the socket dropping between them", async () => {
-    const db = freshDb("direct-drops");
+    const db = relay.db("direct-drops");
     const sockets: WebSocketLike[] = [];
     const A = await replica(relay, db, "a", "node", {
       live: true,

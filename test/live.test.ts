@@ -1,32 +1,14 @@
-import { after, before, describe, it } from "node:test";
+import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { request as httpRequest } from "node:http";
 import { encode, decode } from "../protocol/codec.ts";
 import type { Replica } from "../client/index.ts";
 import type { WebSocketLike } from "../client/transport/socket.ts";
-import { freePort, startRelay, type TestRelay } from "./support/relay.ts";
-import { closeReplicas, dump, replica } from "./support/replicas.ts";
+import { dump, replica } from "./support/replicas.ts";
+import { useRelay } from "./support/fixture.ts";
 import { insertChangeset, pullAll } from "./support/http.ts";
 
-let relay: TestRelay;
-let dir: string;
-let port: number;
-before(async () => {
-  dir = mkdtempSync(join(tmpdir(), "live-"));
-  port = await freePort();
-  relay = await startRelay({ persist: dir, port });
-});
-after(async () => {
-  await closeReplicas();
-  await relay.close();
-  rmSync(dir, { recursive: true, force: true });
-});
-
-let n = 0;
-const freshDb = (name: string) => `${name}-${++n}`;
+const relay = useRelay({ persist: true, samePort: true });
 
 /** Resolves when `pred` holds, re-checking on every event of `r`; fails after `ms`. */
 function until(r: Replica, pred: () => Promise<boolean> | boolean, ms = 15_000): Promise<void> {
@@ -55,7 +37,7 @@ const titles = async (r: Replica) => (await r.query<{ title: string }>("SELECT t
 
 describe("live sync", () => {
   it("a write on A reaches B without sync()", async () => {
-    const db = freshDb("live");
+    const db = relay.db("live");
     const A = await replica(relay, db, "a", "node", { live: true });
     const B = await replica(relay, db, "b", "wasm", { live: true });
     await Promise.all([connected(A), connected(B)]);
@@ -70,7 +52,7 @@ describe("live sync", () => {
   });
 
   it("200 quick writes arrive in log order on 3 subscribers", async () => {
-    const db = freshDb("burst");
+    const db = relay.db("burst");
     const W = await replica(relay, db, "w", "node", { live: true });
     const subs = await Promise.all(["s1", "s2", "s3"].map((id, i) => replica(relay, db, id, i === 1 ? "wasm" : "node", { live: true })));
     await Promise.all([W, ...subs].map(connected));
@@ -91,7 +73,7 @@ describe("live sync", () => {
   });
 
   it("a socket closed by the client mid-stream resumes with nothing lost or applied twice", async () => {
-    const db = freshDb("clientdrop");
+    const db = relay.db("clientdrop");
     const sockets: WebSocketLike[] = [];
     const createWebSocket = (url: string) => {
       const ws = new WebSocket(url) as unknown as WebSocketLike;
@@ -119,17 +101,17 @@ describe("live sync", () => {
   });
 
   it("a relay restart closes sockets from the server side; replicas reconnect and converge", async () => {
-    const db = freshDb("serverdrop");
+    const db = relay.db("serverdrop");
     const A = await replica(relay, db, "a", "node", { live: true, backoff: { baseMs: 20, capMs: 200 } });
     const B = await replica(relay, db, "b", "wasm", { live: true, backoff: { baseMs: 20, capMs: 200 } });
     await Promise.all([connected(A), connected(B)]);
     await A.exec("INSERT INTO todo(id, title) VALUES ('1', 'before')");
     await until(B, async () => (await titles(B)).length === 1);
     const down = until(B, () => !B.status().connected);
-    await relay.close();
+    await relay.stop();
     await down;
     await A.exec("INSERT INTO todo(id, title) VALUES ('2', 'while down')");
-    relay = await startRelay({ persist: dir, port });
+    await relay.start();
     await until(B, async () => (await titles(B)).includes("while down"), 30_000);
     await B.exec("INSERT INTO todo(id, title) VALUES ('3', 'after')");
     await until(A, async () => (await titles(A)).includes("after"));
@@ -138,7 +120,7 @@ describe("live sync", () => {
   });
 
   it("delivery still works after the Durable Object was evicted between writes", { timeout: 60_000 }, async () => {
-    const db = freshDb("hibernate");
+    const db = relay.db("hibernate");
     const A = await replica(relay, db, "a", "node", { live: true, heartbeatMs: 1000 });
     const B = await replica(relay, db, "b", "node", { live: true, heartbeatMs: 1000 });
     await Promise.all([connected(A), connected(B)]);
@@ -157,7 +139,7 @@ describe("live sync", () => {
   });
 
   it("setLive(false) stops syncing; writes queue and go out when switched back on", async () => {
-    const db = freshDb("offline");
+    const db = relay.db("offline");
     const A = await replica(relay, db, "a", "node", { live: true });
     const B = await replica(relay, db, "b", "node", { live: true });
     await Promise.all([connected(A), connected(B)]);
@@ -183,7 +165,7 @@ describe("socket protocol", () => {
   const next = (ws: WebSocket) => new Promise<any>((res) => (ws.onmessage = (ev) => res(typeof ev.data === "string" ? ev.data : decode(new Uint8Array(ev.data)))));
 
   it("push over the socket: validated, acked, idempotent; a read token is refused", async () => {
-    const db = freshDb("wsproto");
+    const db = relay.db("wsproto");
     const ws = await open(db, await relay.token("write", "c", db));
     const changeset = insertChangeset([[1, "x"]]);
     ws.send(encode({ t: "push", id: 1, client: "c", entries: [{ cseq: 1, changeset }] }));
@@ -213,7 +195,7 @@ describe("socket protocol", () => {
   });
 
   it("an unreadable frame gets an error frame and close code 1007", async () => {
-    const db = freshDb("wsbad");
+    const db = relay.db("wsbad");
     const ws = await open(db, await relay.token("write", "c", db));
     const closed = new Promise<number>((res) => ws.addEventListener("close", (e) => res(e.code)));
     ws.send(new Uint8Array([0xc1]));
@@ -222,7 +204,7 @@ describe("socket protocol", () => {
   });
 
   it("a frame over 1 MiB is refused with payload_too_large and close code 1009, log unchanged", async () => {
-    const db = freshDb("wsbig");
+    const db = relay.db("wsbig");
     const ws = await open(db, await relay.token("write", "c", db));
     const closed = new Promise<number>((res) => ws.addEventListener("close", (e) => res(e.code)));
     ws.send(encode({ t: "push", id: 1, client: "c", entries: [{ cseq: 1, changeset: insertChangeset([[1, new Uint8Array(1024 * 1024)]]) }] }));
@@ -232,7 +214,7 @@ describe("socket protocol", () => {
   });
 
   it("the upgrade is authenticated like HTTP", async () => {
-    const db = freshDb("wsauth");
+    const db = relay.db("wsauth");
     // fetch() refuses Upgrade headers, so the handshake is sent with node:http.
     const status = (path: string, upgrade = true) =>
       new Promise<number>((resolve, reject) => {

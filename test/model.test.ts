@@ -35,17 +35,16 @@
  * RELAY_MODEL_PATH to replay fast-check's shrunk case), RELAY_LONG=1
  * (3,000 schedules, longer ones).
  */
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { rmSync } from "node:fs";
 import { join } from "node:path";
 import fc from "fast-check";
 import { openReplica, RelayError, type Replica } from "../client/index.ts";
 import type { DriverKind } from "../client/drivers/types.ts";
 import { FaultyTransport, Gate } from "./support/faults.ts";
 import { pullAll } from "./support/http.ts";
-import { startRelay, type TestRelay } from "./support/relay.ts";
+import { useRelay } from "./support/fixture.ts";
 
 const LONG = process.env.RELAY_LONG === "1";
 const RUNS = Number(process.env.RELAY_MODEL_RUNS ?? (LONG ? 3000 : 200));
@@ -157,32 +156,21 @@ export function describeSchedule(s: Schedule): string {
 
 // ---------------------------------------------------------------- the relay
 
-let relay: TestRelay;
-let persist: string;
-let dir: string;
+const relay = useRelay({ persist: true });
 /** Where the replicas' transports find the relay; a restart changes the port. */
-const address = { url: "" };
+const address = {
+  get url() {
+    return relay.url;
+  },
+};
 let schedules = 0;
 let restarts = 0;
 /** What the schedules exercised, so a run that proves little shows it. */
 const stats = { committed: 0, rolledBack: 0, syncFailures: 0, parked: 0, crashes: 0, conflicts: 0, entries: 0 };
 
-before(async () => {
-  persist = mkdtempSync(join(tmpdir(), "model-relay-"));
-  dir = mkdtempSync(join(tmpdir(), "model-replicas-"));
-  relay = await startRelay({ persist });
-  address.url = relay.url;
-});
-after(async () => {
-  await relay.close();
-  rmSync(persist, { recursive: true, force: true });
-  rmSync(dir, { recursive: true, force: true });
-});
-
 async function restartRelay(): Promise<void> {
-  await relay.close();
-  relay = await startRelay({ persist });
-  address.url = relay.url;
+  await relay.stop();
+  await relay.start();
   restarts++;
 }
 
@@ -246,7 +234,7 @@ async function run(s: Schedule): Promise<void> {
   const slots: Slot[] = [];
   for (const [i, kind] of s.replicas.entries()) {
     const client = `r${i}`;
-    const base = { kind, client, path: kind === "node" ? join(dir, `${db}-${client}.db`) : ":memory:", transport: new FaultyTransport(address, db, await relay.token("write", client, db)) };
+    const base = { kind, client, path: kind === "node" ? join(relay.dir, `${db}-${client}.db`) : ":memory:", transport: new FaultyTransport(address, db, await relay.token("write", client, db)) };
     if (s.page !== null) base.transport.pullLimit = s.page;
     slots.push({ ...base, replica: await open(base), parked: undefined });
   }

@@ -1,35 +1,26 @@
-import { after, before, describe, it } from "node:test";
+import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { encode, decode } from "../protocol/codec.ts";
 import type { Replica } from "../client/index.ts";
 import { until, openSocket } from "./support/wait.ts";
-import { startRelay, type TestRelay } from "./support/relay.ts";
-import { closeReplicas, dump, replica } from "./support/replicas.ts";
+import { dump, replica } from "./support/replicas.ts";
 import { insertChangeset } from "./support/http.ts";
+import { useRelay } from "./support/fixture.ts";
 
 /**
  * A writer's own entries reach its log view through the relay's ack, not by
  * coming back over the wire: the socket does not echo a push to its sender,
  * and sync() does not download what it just pushed.
  */
-let relay: TestRelay;
-before(async () => {
-  relay = await startRelay();
-});
-after(async () => {
-  await closeReplicas();
-  await relay.close();
-});
+const relay = useRelay();
 
-let n = 0;
-const freshDb = (name: string) => `${name}-${++n}`;
 
 const titles = async (r: Replica) => (await r.query<{ title: string }>("SELECT title FROM todo ORDER BY id")).map((x) => x.title);
 
 describe("socket", () => {
 
   it("a push is acked to its socket and delivered to every other subscriber, not echoed", async () => {
-    const db = freshDb("echo");
+    const db = relay.db("echo");
     const a = await openSocket(relay, db, "a");
     const b = await openSocket(relay, db, "b");
     for (const s of [a, b]) s.ws.send(encode({ t: "sub", after: 0 }));
@@ -48,7 +39,7 @@ describe("socket", () => {
 
 describe("replica", () => {
   it("live: own writes are confirmed by their acks, interleaved with others' entries, and converge", async () => {
-    const db = freshDb("live-acks");
+    const db = relay.db("live-acks");
     const A = await replica(relay, db, "a", "node", { live: true });
     const B = await replica(relay, db, "b", "wasm", { live: true });
     await until(() => A.status().connected && B.status().connected, "connected");
@@ -64,7 +55,7 @@ describe("replica", () => {
   });
 
   it("sync() does not download the entries it just pushed", async () => {
-    const db = freshDb("http-acks");
+    const db = relay.db("http-acks");
     const pulls: { after: string | null; bytes: number }[] = [];
     const spy: typeof fetch = async (input, init) => {
       const res = await fetch(input, init);
@@ -86,7 +77,7 @@ describe("replica", () => {
   });
 
   it("when others' entries come first, the acked entries arrive by pull, in log order", async () => {
-    const db = freshDb("gap");
+    const db = relay.db("gap");
     const A = await replica(relay, db, "a", "node");
     const B = await replica(relay, db, "b", "node");
     await B.exec("INSERT INTO todo(id, title) VALUES ('1', 'b first')");

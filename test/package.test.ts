@@ -15,7 +15,7 @@ import { promisify } from "node:util";
 import { unstable_readConfig } from "wrangler";
 import { relayConfig } from "../bin/relay.js";
 import { verifyToken } from "../protocol/token.ts";
-import { freePort } from "./support/relay.ts";
+import { freePort } from "../scripts/local-relay.ts";
 import { childEnv, startServer } from "./support/server-process.ts";
 import wranglerPkg from "wrangler/package.json" with { type: "json" };
 

@@ -12,32 +12,20 @@
  * (disk full) is the machine's. Both stop the sync with the database as it
  * was; neither may skip the entry, or that replica would diverge for good.
  */
-import { after, before, describe, it } from "node:test";
+import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { openReplica, RelayError, type Replica } from "../client/index.ts";
 import type { DriverKind } from "../client/drivers/types.ts";
-import { encodeChangeset, validateChangeset, type TableHeader } from "../protocol/changeset.ts";
-import { startRelay, type TestRelay } from "./support/relay.ts";
+import { validateChangeset, type TableHeader } from "../protocol/changeset.ts";
+import { encodeChangeset } from "../client/changeset-writer.ts";
 import { dump, replica } from "./support/replicas.ts";
 import { pullAll, push } from "./support/http.ts";
+import { useRelay } from "./support/fixture.ts";
 
-let relay: TestRelay;
-let dir: string;
-before(async () => {
-  relay = await startRelay();
-  dir = mkdtempSync(join(tmpdir(), "poison-"));
-});
-after(async () => {
-  await relay.close();
-  rmSync(dir, { recursive: true, force: true });
-});
+const relay = useRelay();
 
-let dbCounter = 0;
-const freshDb = (name: string) => `${name}-${++dbCounter}`;
 const isCode = (code: string) => (e: unknown) => e instanceof RelayError && e.code === code;
 
 const ITEM = ["CREATE TABLE IF NOT EXISTS item(id INTEGER PRIMARY KEY, v TEXT)"];
@@ -63,9 +51,9 @@ async function closeAll(...rs: Replica[]) {
 
 describe("poison entries", () => {
   it("the relay accepts an entry SQLite cannot apply: every replica skips it whole, records it as corrupt, and keeps converging", async () => {
-    const db = freshDb("poison");
+    const db = relay.db("poison");
     const kinds: DriverKind[] = ["node", "wasm", "node"];
-    const rs = await Promise.all(kinds.map((k, i) => replica(relay, db, `r${i}`, k, { schema: ITEM, ...(k === "node" ? { path: join(dir, `${db}-${i}.db`) } : {}) })));
+    const rs = await Promise.all(kinds.map((k, i) => replica(relay, db, `r${i}`, k, { schema: ITEM, ...(k === "node" ? { path: join(relay.dir, `${db}-${i}.db`) } : {}) })));
     const [a, b, c] = rs as [Replica, Replica, Replica];
     await a.exec("INSERT INTO item VALUES (1, 'before')");
     await a.sync();
@@ -110,7 +98,7 @@ describe("poison entries", () => {
 describe("not poison: the sync stops and the database is untouched", () => {
   /** W writes with `theirs`; B, with `ours` and a pending write, must refuse the entry with schema_mismatch. */
   async function mismatch(name: string, theirs: string[], ours: string[], write: string, driver: DriverKind) {
-    const db = freshDb(name);
+    const db = relay.db(name);
     const W = await replica(relay, db, "w", "node", { schema: theirs });
     const B = await replica(relay, db, "b", driver, { schema: ours });
     await W.exec("INSERT INTO ok VALUES (1)"); // a fine entry first, in the same page
@@ -142,7 +130,7 @@ describe("not poison: the sync stops and the database is untouched", () => {
 
   for (const driver of ["node", "wasm"] as DriverKind[]) {
     it(`the local database cannot take the entry (disk full, ${driver}): the sync fails, nothing is skipped, and a later sync applies it`, async () => {
-      const db = freshDb("full");
+      const db = relay.db("full");
       const W = await replica(relay, db, "w", "node", { schema: ITEM });
       // Small entries first (one page holds them all, so they may be applied as a group), then a big one.
       for (let i = 0; i < 5; i++) await W.exec("INSERT INTO item VALUES (?, 'small')", [1000 + i]);
@@ -150,7 +138,7 @@ describe("not poison: the sync stops and the database is untouched", () => {
         for (let i = 0; i < 500; i++) await tx.exec("INSERT INTO item VALUES (?, ?)", [i, "x".repeat(200)]);
       });
       await W.sync();
-      const B = await replica(relay, db, "b", driver, { schema: ITEM, ...(driver === "node" ? { path: join(dir, `${db}-b.db`) } : {}) });
+      const B = await replica(relay, db, "b", driver, { schema: ITEM, ...(driver === "node" ? { path: join(relay.dir, `${db}-b.db`) } : {}) });
       await B.exec("INSERT INTO item VALUES (5000, 'pending on b')"); // undone and redone by the step
       // A cap on the database's size: SQLite reports SQLITE_FULL, as on a full disk.
       const [{ page_count }] = (await B.query("PRAGMA page_count")) as [{ page_count: number }];

@@ -1,20 +1,19 @@
-import { after, before, describe, it } from "node:test";
+import { before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { encode } from "../protocol/codec.ts";
 import { signToken } from "../protocol/token.ts";
-import { startRelay, TEST_SECRET, type TestRelay } from "./support/relay.ts";
+import { startRelay, TEST_SECRET } from "./support/relay.ts";
 import { insertChangeset, pull, pullAll, push, pushEarlyAnswer, pushRaw } from "./support/http.ts";
+import { useRelay } from "./support/fixture.ts";
 
-let relay: TestRelay;
+const relay = useRelay();
 let admin: string;
 before(async () => {
-  relay = await startRelay();
   admin = await relay.token("admin", "admin");
 });
-after(() => relay.close());
 
 const cs = (id: number, v: unknown = `row ${id}`) => insertChangeset([[id, v]]);
 

@@ -1,30 +1,16 @@
-import { after, before, describe, it } from "node:test";
+import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { openReplica, RelayError, type Replica } from "../client/index.ts";
 import { httpTransport, type Transport } from "../client/transport/http.ts";
 import type { DriverKind } from "../client/drivers/types.ts";
-import { startRelay, type TestRelay } from "./support/relay.ts";
-import { closeReplicas, dump, replica, TODO_SCHEMA } from "./support/replicas.ts";
+import { dump, replica, TODO_SCHEMA } from "./support/replicas.ts";
 import { pullAll } from "./support/http.ts";
+import { useRelay } from "./support/fixture.ts";
 
-let relay: TestRelay;
-let dir: string;
-before(async () => {
-  relay = await startRelay();
-  dir = mkdtempSync(join(tmpdir(), "replica-"));
-});
-after(async () => {
-  await closeReplicas();
-  await relay.close();
-  rmSync(dir, { recursive: true, force: true });
-});
+const relay = useRelay();
 
-let dbCounter = 0;
-const freshDb = (name: string) => `${name}-${++dbCounter}`;
 
 async function closeAll(...rs: Replica[]) {
   await Promise.all(rs.map((r) => r.close()));
@@ -33,7 +19,7 @@ async function closeAll(...rs: Replica[]) {
 for (const [a, b] of [["node", "node"], ["wasm", "wasm"], ["node", "wasm"]] as [DriverKind, DriverKind][]) {
   describe(`replicas ${a} + ${b}`, () => {
     it("a write on A reaches B through sync", async () => {
-      const db = freshDb("basic");
+      const db = relay.db("basic");
       const A = await replica(relay, db, "a", a), B = await replica(relay, db, "b", b);
       await A.exec("INSERT INTO todo(id, title) VALUES (?, ?)", ["1", "milk"]);
       assert.equal(A.status().pending, 1);
@@ -47,7 +33,7 @@ for (const [a, b] of [["node", "node"], ["wasm", "wasm"], ["node", "wasm"]] as [
     });
 
     it("concurrent updates to different columns of one row both survive", async () => {
-      const db = freshDb("columns");
+      const db = relay.db("columns");
       const A = await replica(relay, db, "a", a), B = await replica(relay, db, "b", b);
       await A.exec("INSERT INTO todo(id, title) VALUES ('1', 'milk')");
       await A.sync();
@@ -63,7 +49,7 @@ for (const [a, b] of [["node", "node"], ["wasm", "wasm"], ["node", "wasm"]] as [
     });
 
     it("concurrent updates to the same column: the later log entry wins everywhere, and the conflict is recorded", async () => {
-      const db = freshDb("samecol");
+      const db = relay.db("samecol");
       const A = await replica(relay, db, "a", a), B = await replica(relay, db, "b", b);
       await A.exec("INSERT INTO todo(id, title) VALUES ('1', 'milk')");
       await A.sync();
@@ -94,7 +80,7 @@ for (const [a, b] of [["node", "node"], ["wasm", "wasm"], ["node", "wasm"]] as [
 
 describe("conflict policies", () => {
   it("first-write-wins keeps the earlier entry's value on every replica", async () => {
-    const db = freshDb("fww");
+    const db = relay.db("fww");
     const opts = { conflicts: { tables: { todo: "first-write-wins" as const } } };
     const A = await replica(relay, db, "a", "node", opts), B = await replica(relay, db, "b", "wasm", opts);
     await A.exec("INSERT INTO todo(id, title) VALUES ('1', 'A first')");
@@ -111,7 +97,7 @@ describe("conflict policies", () => {
   });
 
   it("a custom onConflict decides, and sees table, key and both values", async () => {
-    const db = freshDb("custom");
+    const db = relay.db("custom");
     const infos: string[] = [];
     // Deterministic: keep the longer title.
     const onConflict = (i: any) => {
@@ -131,7 +117,7 @@ describe("conflict policies", () => {
   });
 
   it("UPDATE of a row deleted concurrently is omitted (notfound) everywhere", async () => {
-    const db = freshDb("notfound");
+    const db = relay.db("notfound");
     const A = await replica(relay, db, "a", "node"), B = await replica(relay, db, "b", "wasm");
     await A.exec("INSERT INTO todo(id, title) VALUES ('1', 'x')");
     await A.sync();
@@ -148,7 +134,7 @@ describe("conflict policies", () => {
   });
 
   it("a UNIQUE violation is omitted and recorded as a constraint conflict with the row", async () => {
-    const db = freshDb("unique");
+    const db = relay.db("unique");
     const schema = ["CREATE TABLE IF NOT EXISTS u(id INTEGER PRIMARY KEY, email TEXT UNIQUE)"];
     const A = await replica(relay, db, "a", "node", { schema }), B = await replica(relay, db, "b", "wasm", { schema });
     await A.exec("INSERT INTO u VALUES (1, 'x@example.com')");
@@ -168,7 +154,7 @@ describe("conflict policies", () => {
 
 describe("convergence", () => {
   for (const start of [42, 7, 2026]) it(`5 replicas on both drivers, random writes on overlapping keys, some offline: all equal, and equal to a fresh replay (seed ${start})`, async () => {
-    const db = freshDb("converge");
+    const db = relay.db("converge");
     const kinds: DriverKind[] = ["node", "wasm", "node", "wasm", "node"];
     const rs = await Promise.all(kinds.map((k, i) => replica(relay, db, `r${i}`, k)));
     let seed = start;
@@ -210,9 +196,9 @@ describe("convergence", () => {
 
 describe("atomicity and durability", () => {
   it("a 1,000-row transaction is never seen half applied on another replica", async () => {
-    const db = freshDb("atomic");
+    const db = relay.db("atomic");
     const A = await replica(relay, db, "a", "node");
-    const path = join(dir, "atomic-b.db");
+    const path = join(relay.dir, "atomic-b.db");
     const B = await replica(relay, db, "b", "node", { path });
     await A.transaction(async (tx) => {
       for (let i = 0; i < 1000; i++) await tx.exec("INSERT INTO todo(id, title) VALUES (?, ?)", [`k${i}`, `t${i}`]);
@@ -239,7 +225,7 @@ describe("atomicity and durability", () => {
   });
 
   it("a lost push response is retried without a duplicate entry", async () => {
-    const db = freshDb("lost");
+    const db = relay.db("lost");
     const real = httpTransport({ url: relay.url, db, token: await relay.token("write", "a", db) });
     let drops = 1;
     const lossy: Transport = {
@@ -262,7 +248,7 @@ describe("atomicity and durability", () => {
   });
 
   it("a failing relay leaves the write pending, and a later sync delivers it once", async () => {
-    const db = freshDb("offline");
+    const db = relay.db("offline");
     const A = await replica(relay, db, "a", "node", { url: "http://127.0.0.1:9", backoff: { baseMs: 1, capMs: 2, maxAttempts: 2 } });
     await A.exec("INSERT INTO todo(id, title) VALUES ('1', 'later')");
     const errors: string[] = [];
@@ -286,7 +272,7 @@ describe("a relay that never answers", () => {
 
   it("times a request out as a retryable network error", async () => {
     const silent = await silentServer();
-    const A = await replica(relay, freshDb("silent"), "a", "node", { url: silent.url, requestTimeoutMs: 100, backoff: { baseMs: 1, capMs: 2, maxAttempts: 2 } });
+    const A = await replica(relay, relay.db("silent"), "a", "node", { url: silent.url, requestTimeoutMs: 100, backoff: { baseMs: 1, capMs: 2, maxAttempts: 2 } });
     await A.exec("INSERT INTO todo(id) VALUES ('1')");
     await assert.rejects(A.sync(), (e: unknown) => e instanceof RelayError && e.code === "network" && /did not answer/.test(e.message));
     assert.equal(A.status().pending, 1);
@@ -296,7 +282,7 @@ describe("a relay that never answers", () => {
 
   it("close() ends a sync in flight instead of waiting for it", async () => {
     const silent = await silentServer();
-    const A = await replica(relay, freshDb("silent"), "a", "node", { url: silent.url });
+    const A = await replica(relay, relay.db("silent"), "a", "node", { url: silent.url });
     await A.exec("INSERT INTO todo(id) VALUES ('1')");
     const syncing = A.sync();
     const outcome = syncing.then(() => "resolved", (e) => (e instanceof RelayError ? e.code : String(e)));
@@ -309,7 +295,7 @@ describe("a relay that never answers", () => {
 
 describe("guards", () => {
   it("a read-only replica pulls and applies, and refuses local writes before capturing", async () => {
-    const db = freshDb("readonly");
+    const db = relay.db("readonly");
     const W = await replica(relay, db, "w", "node");
     await W.exec("INSERT INTO todo(id, title) VALUES ('1', 'x')");
     await W.sync();
@@ -323,7 +309,7 @@ describe("guards", () => {
   });
 
   it("tables without a primary key and DDL outside the schema are errors", async () => {
-    const db = freshDb("guards");
+    const db = relay.db("guards");
     await assert.rejects(
       replica(relay, db, "a", "node", { schema: ["CREATE TABLE IF NOT EXISTS nopk(a, b)"] }),
       (e: unknown) => e instanceof RelayError && e.code === "no_primary_key",
@@ -337,7 +323,7 @@ describe("guards", () => {
   });
 
   it("a schema mismatch stops sync with schema_mismatch and changes nothing locally", async () => {
-    const db = freshDb("mismatch");
+    const db = relay.db("mismatch");
     const W = await replica(relay, db, "w", "node", { schema: [...TODO_SCHEMA, "CREATE TABLE IF NOT EXISTS extra(id INTEGER PRIMARY KEY, v TEXT)"] });
     await W.exec("INSERT INTO todo(id, title) VALUES ('1', 'ok')");
     await W.exec("INSERT INTO extra VALUES (1, 'only W has this table')");
@@ -353,7 +339,7 @@ describe("guards", () => {
   });
 
   it("a token for another client id is refused by the relay with forbidden", async () => {
-    const db = freshDb("sub");
+    const db = relay.db("sub");
     const A = await openReplica({ url: relay.url, db, token: await relay.token("write", "alice", db), clientId: "mallory", schema: TODO_SCHEMA, driver: "node" });
     await A.exec("INSERT INTO todo(id) VALUES ('1')");
     await assert.rejects(A.sync(), (e: unknown) => e instanceof RelayError && e.code === "forbidden");

@@ -3,24 +3,23 @@
  * roles, and request bodies refused before they are buffered whole.
  * (test/relay.test.ts covers token validity: forged, expired, tampered.)
  */
-import { after, before, describe, it } from "node:test";
+import { before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { connect } from "node:net";
 import { encode } from "../protocol/codec.ts";
 import { MSGPACK } from "../protocol/version.ts";
 import { openReplica, RelayError } from "../client/index.ts";
-import { startRelay, type TestRelay } from "./support/relay.ts";
 import { insertChangeset, pull, pullAll, push, pushRaw } from "./support/http.ts";
 import { TODO_SCHEMA } from "./support/replicas.ts";
+import { useRelay } from "./support/fixture.ts";
+import { startRelay } from "./support/relay.ts";
 
 const LIMIT = 1000;
-let relay: TestRelay;
+const relay = useRelay({ bindings: { MAX_BODY_BYTES: String(LIMIT) } });
 let admin: string;
 before(async () => {
-  relay = await startRelay({ bindings: { MAX_BODY_BYTES: String(LIMIT) } });
   admin = await relay.token("admin", "admin");
 });
-after(() => relay.close());
 
 const cs = (id: number) => insertChangeset([[id, `row ${id}`]]);
 const head = async (db: string) => (await pull(relay.url, db, admin)).body.head as number;
@@ -173,5 +172,27 @@ describe(`request bodies above MAX_BODY_BYTES (${LIMIT} here) are refused before
     const log = await pullAll(relay.url, "raw", admin);
     assert.ok(log.length <= 1);
     if (log.length === 1) assert.deepEqual(new Uint8Array(log[0].changeset), cs(1));
+  });
+});
+
+describe("a relay deployed without RELAY_SECRET", () => {
+  it("answers tokened requests 500 misconfigured, saying what to set; the client gives up at once instead of retrying", async () => {
+    const bare = await startRelay({ bindings: { RELAY_SECRET: "" } });
+    try {
+      const token = await relay.token("write", "w", "db");
+      const res = await push(bare.url, "db", token, "w", [{ cseq: 1, changeset: cs(1) }]);
+      assert.equal(res.status, 500);
+      assert.equal(res.body.error.code, "misconfigured");
+      assert.match(res.body.error.message, /RELAY_SECRET/);
+      const r = await openReplica({ url: bare.url, db: "db", token, clientId: "w", driver: "node", schema: TODO_SCHEMA, backoff: { baseMs: 1, capMs: 1, maxAttempts: 3 } });
+      try {
+        await r.exec("INSERT INTO todo(id, title) VALUES ('1', 'x')");
+        await assert.rejects(r.sync(), (e) => e instanceof RelayError && e.code === "misconfigured" && !e.retryable);
+      } finally {
+        await r.close();
+      }
+    } finally {
+      await bare.close();
+    }
   });
 });

@@ -2,7 +2,7 @@ import { describe, it, mock } from "node:test";
 import assert from "node:assert/strict";
 import { LiveSocket, type WebSocketLike } from "../client/transport/socket.ts";
 import { backoffDelay, withRetry } from "../client/backoff.ts";
-import { RelayError } from "../protocol/errors.ts";
+import { RelayError } from "../client/errors.ts";
 import { encode } from "../protocol/codec.ts";
 
 /** A WebSocket double the test drives by hand: no network, no sleeps. */

@@ -5,7 +5,7 @@ import type { Clock } from "../client/backoff.ts";
 import { SyncLoop, type SyncDelegate } from "../client/sync-loop.ts";
 import type { Transport } from "../client/transport/http.ts";
 import type { ReplicaEvents } from "../client/types.ts";
-import { RelayError } from "../protocol/errors.ts";
+import { RelayError } from "../client/errors.ts";
 import type { Ack, LogEntry, PullResponse, PushEntry, PushResponse } from "../protocol/messages.ts";
 
 /** The sync loop alone, on a fake clock and a scripted transport: no relay, no SQLite, no real time. */

@@ -2,6 +2,7 @@ import { validateChangeset } from "../protocol/changeset.ts";
 import { RelayError } from "../protocol/errors.ts";
 import type { PushRequest } from "../protocol/messages.ts";
 import { roleAtLeast, ROLES, verifyToken, type Role, type TokenClaims } from "../protocol/token.ts";
+import { relaySecret } from "./config.ts";
 import type { Env } from "./env.ts";
 
 /**
@@ -21,8 +22,7 @@ export async function authorize(env: Env, request: Request, db: string, need: Ro
     if (!pub || !ROLES.includes(pub)) throw new RelayError("unauthorized", "missing token");
     claims = { db, role: pub, sub: "anonymous" };
   } else {
-    if (!env.RELAY_SECRET) throw new RelayError("internal", "RELAY_SECRET is not configured on the relay");
-    claims = await verifyToken(token, env.RELAY_SECRET);
+    claims = await verifyToken(token, relaySecret(env));
   }
   if (claims.db !== "*" && claims.db !== db) throw new RelayError("forbidden", `token is for database "${claims.db}", not "${db}"`);
   if (!roleAtLeast(claims.role, need)) throw new RelayError("forbidden", `token role "${claims.role}" cannot ${need}`);

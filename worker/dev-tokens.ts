@@ -1,7 +1,8 @@
 import { Hono } from "hono";
 import { RelayError } from "../protocol/errors.ts";
-import { name } from "../protocol/messages.ts";
+import { name } from "../protocol/validate.ts";
 import { signToken } from "../protocol/token.ts";
+import { relaySecret } from "./config.ts";
 import { errorResponse } from "./errors.ts";
 
 /**
@@ -35,10 +36,9 @@ devTokens.post("/token", async (c) => {
     // Indistinguishable from a relay without the endpoint.
     throw new RelayError("not_found", `no route POST ${url.pathname}`);
   }
-  if (!c.env.RELAY_SECRET) throw new RelayError("internal", "RELAY_SECRET is not configured on the relay");
   const db = name(url.searchParams.get("db") ?? "", "database name");
   const sub = `dev-${randomHex(8)}`;
-  const token = await signToken({ db, role: "write", sub }, c.env.RELAY_SECRET, DEV_TOKEN_TTL_SECONDS);
+  const token = await signToken({ db, role: "write", sub }, relaySecret(c.env), DEV_TOKEN_TTL_SECONDS);
   return c.json({ token, db, role: "write", sub, ttl: DEV_TOKEN_TTL_SECONDS }, 200, { "cache-control": "no-store" });
 });
 

@@ -1,23 +1,28 @@
 import { Hono } from "hono";
-import { decode } from "../protocol/codec.ts";
+import { decode, encode } from "../protocol/codec.ts";
 import { RelayError } from "../protocol/errors.ts";
-import { name, parsePushRequest } from "../protocol/messages.ts";
-import { MAX_BODY_BYTES_DEFAULT } from "../protocol/limits.ts";
-import { acceptsGzip, COMPRESS_MIN_BYTES, GZIP, readBody } from "../protocol/compression.ts";
+import { parsePullQuery, parsePushRequest } from "../protocol/messages.ts";
+import { PULL_LIMIT_DEFAULT, PULL_LIMIT_MAX } from "../protocol/limits.ts";
+import { name } from "../protocol/validate.ts";
+import { acceptsGzip, COMPRESS_MIN_BYTES, GZIP } from "../protocol/compression.ts";
 import { MIN_PROTOCOL_VERSION, MSGPACK, PACKAGE_VERSION, PROTOCOL_VERSION } from "../protocol/version.ts";
 import { authorize, checkPush } from "./auth.ts";
+import { readPushBody } from "./body.ts";
+import { toPushArgs } from "./push-args.ts";
+import { bodyLimit } from "./config.ts";
 import { devTokens } from "./dev-tokens.ts";
-import { errorResponse } from "./errors.ts";
+import { errorResponse, unwrap } from "./errors.ts";
 import type { Env } from "./env.ts";
 
-import { ROLE_HEADER, SUB_HEADER } from "./log.ts";
+import { subscribeRequest } from "./log.ts";
 
 export { ChangesetLog } from "./log.ts";
 
 /**
- * The front door: routing, auth, name checks, size limits and changeset
- * validation happen here, so the database's Durable Object only ever sees
- * requests that passed.
+ * The front door: routing, auth, name checks, size limits and validation of
+ * every argument happen here, so the database's Durable Object only ever sees
+ * calls that passed, as RPC arguments it does not decode again (the socket
+ * upgrade is the one fetch: see ChangesetLog.fetch).
  */
 const app = new Hono<{ Bindings: Env }>();
 
@@ -25,38 +30,27 @@ app.get("/v1/health", (c) =>
   c.json({ ok: true, version: PACKAGE_VERSION, protocol: { min: MIN_PROTOCOL_VERSION, max: PROTOCOL_VERSION } }),
 );
 
-function bodyLimit(env: Env): number {
-  const n = Number(env.MAX_BODY_BYTES);
-  return Number.isSafeInteger(n) && n > 0 ? n : MAX_BODY_BYTES_DEFAULT;
-}
-
-/** Read a push body (plain or gzip), refusing it as soon as it, or what it inflates to, passes `limit`. */
-async function readPushBody(request: Request, limit: number): Promise<Uint8Array> {
-  const declared = Number(request.headers.get("content-length") ?? NaN);
-  if (declared > limit) throw new RelayError("payload_too_large", `request body exceeds ${limit} bytes`);
-  return readBody(request.body, request.headers.get("content-encoding"), limit);
-}
-
 function logFor(env: Env, db: string) {
   return env.LOG.get(env.LOG.idFromName(db));
 }
+
 
 app.post("/v1/db/:db/push", async (c) => {
   const db = name(c.req.param("db"), "database name");
   const claims = await authorize(c.env, c.req.raw, db, "write");
   const type = c.req.header("content-type") ?? "";
   if (!type.startsWith(MSGPACK)) throw new RelayError("unsupported_media_type", `push bodies must be ${MSGPACK}`);
-  const raw = await readPushBody(c.req.raw, bodyLimit(c.env));
-  const body = parsePushRequest(decode(raw));
+  const body = parsePushRequest(decode(await readPushBody(c.req.raw, bodyLimit(c.env))));
   checkPush(claims, body);
-  return logFor(c.env, db).fetch("https://log/push", { method: "POST", body: raw, headers: { "content-type": MSGPACK } });
+  const res = unwrap(await logFor(c.env, db).push(body.client, toPushArgs(body.entries)));
+  return new Response(encode(res), { headers: { "content-type": MSGPACK } });
 });
 
 app.get("/v1/db/:db/pull", async (c) => {
   const db = name(c.req.param("db"), "database name");
   await authorize(c.env, c.req.raw, db, "read");
-  const q = new URL(c.req.url).search;
-  const res = await logFor(c.env, db).fetch(`https://log/pull${q}`);
+  const q = parsePullQuery(c.req.query("after"), c.req.query("limit"), PULL_LIMIT_MAX, PULL_LIMIT_DEFAULT);
+  const res = await logFor(c.env, db).pull(q.after, q.limit);
   if (!res.ok || !acceptsGzip(c.req.header("accept-encoding"))) return res;
   // Compressed here, in the stateless Worker, not in the database's object:
   // the Workers runtime gzips a body whose Content-Encoding says so
@@ -69,17 +63,13 @@ app.get("/v1/db/:db/pull", async (c) => {
   return new Response(body, { status: res.status, headers });
 });
 
-// Live sync. Claims are verified here and handed to the database's object in
-// headers only the Worker can set (the object is not reachable otherwise).
 app.get("/v1/db/:db/ws", async (c) => {
   const db = name(c.req.param("db"), "database name");
   if (c.req.header("upgrade")?.toLowerCase() !== "websocket") {
     throw new RelayError("upgrade_required", "this route only speaks WebSocket (send Upgrade: websocket)");
   }
   const claims = await authorize(c.env, c.req.raw, db, "read", { queryToken: true });
-  return logFor(c.env, db).fetch("https://log/ws", {
-    headers: { upgrade: "websocket", [ROLE_HEADER]: claims.role, [SUB_HEADER]: claims.sub },
-  });
+  return logFor(c.env, db).fetch(subscribeRequest(claims));
 });
 
 // Local development only (DEV_TOKENS=1): tokens for the demo, see dev-tokens.ts.

@@ -10,9 +10,16 @@ import type { Ack, LogEntry, PushEntry, PushResponse } from "../protocol/message
  * `transactionSync`, commits or rolls back whole.
  */
 
-/** The part of `ctx.storage.sql` we use; kept narrow so the rules read clearly. */
+/** A value as the DO's SQLite returns it (BLOBs as ArrayBuffer). */
+export type SqlValue = ArrayBuffer | string | number | null;
+
+/**
+ * The part of `ctx.storage.sql` we use, spelled out so the rules read clearly
+ * and run outside workerd too (test/support/do-sql.ts adapts node:sqlite to
+ * it for the unit tests). A cursor is lazy and single-pass.
+ */
 export interface Sql {
-  exec<T extends Record<string, SqlStorageValue>>(query: string, ...bindings: unknown[]): SqlStorageCursor<T>;
+  exec<T extends Record<string, SqlValue>>(query: string, ...bindings: unknown[]): Iterable<T> & { toArray(): T[]; one(): T };
 }
 
 const SCHEMA_VERSION = 1;

@@ -1,15 +1,17 @@
 import { DurableObject } from "cloudflare:workers";
 import { decode, encode } from "../protocol/codec.ts";
 import { RelayError } from "../protocol/errors.ts";
-import { CLOSE, FRAME, FRAME_ENTRY_BUDGET, HEARTBEAT_PING, HEARTBEAT_PONG, MAX_FRAME_BYTES, parseClientFrame } from "../protocol/frames.ts";
-import { parsePullQuery, parsePushRequest, type LogEntry, type PushEntry } from "../protocol/messages.ts";
-import { PULL_LIMIT_DEFAULT, PULL_LIMIT_MAX } from "../protocol/limits.ts";
-import type { Role } from "../protocol/token.ts";
-import { checkPush } from "./auth.ts";
+import { CLOSE, FRAME, FRAME_ENTRY_BUDGET, HEARTBEAT_PING, HEARTBEAT_PONG, MAX_FRAME_BYTES, parseClientFrame, type RelayFrame } from "../protocol/frames.ts";
+import type { PushResponse } from "../protocol/messages.ts";
+import { ROLES, type Role } from "../protocol/token.ts";
+import { isName } from "../protocol/validate.ts";
 import { MSGPACK } from "../protocol/version.ts";
+import { checkPush } from "./auth.ts";
 import * as store from "./log-store.ts";
 import { framesFor, Outgoing, send } from "./outgoing.ts";
-import { errorResponse, toRelayError } from "./errors.ts";
+import { PushQueue } from "./push-queue.ts";
+import { errorResponse, outcome, toRelayError, type Outcome } from "./errors.ts";
+import { fromPushArgs, type PushArgs } from "./push-args.ts";
 import type { Env } from "./env.ts";
 
 /** Who a socket belongs to; kept with the socket so it survives hibernation. */
@@ -19,34 +21,23 @@ interface SocketInfo {
   subscribed: boolean;
 }
 
-/** Headers the Worker sets on a verified upgrade; the DO is reachable only through the Worker. */
-export const ROLE_HEADER = "x-relay-role";
-export const SUB_HEADER = "x-relay-sub";
-
 /** Backlog sent over the socket right after `sub`; further behind, the client pulls over HTTP. */
 const SOCKET_BACKLOG_ENTRIES = 256;
 
-/** A socket push waiting for the next turn (see webSocketMessage). */
-interface QueuedPush {
-  ws: WebSocket;
-  id: number;
-  client: string;
-  entries: PushEntry[];
-}
-
 /**
  * One Durable Object per database: the ordered changeset log. A thin adapter
- * from the runtime to the rules in log-store.ts. HTTP requests arrive from the
- * Worker already authenticated and validated; socket frames come straight
- * from clients, so they are checked here with the same shared functions.
- * Sockets use the Hibernation API: an idle database costs nothing, and
- * nothing in memory is needed to serve them after a wake-up.
+ * from the runtime to the rules in log-store.ts. The Worker calls it through
+ * RPC methods (push, pull, subscribe) with arguments it has already
+ * authenticated and validated; socket frames come straight from clients, so
+ * they are checked here with the same shared functions. Sockets use the
+ * Hibernation API: an idle database costs nothing, and nothing in memory is
+ * needed to serve them after a wake-up.
  */
 export class ChangesetLog extends DurableObject<Env> {
   private readonly sql: SqlStorage;
-  /** Identifies this in-memory instance in the x-relay-instance header: a new value means the object was evicted and rebuilt. */
+  /** Identifies this in-memory instance: a new value means the object was evicted and rebuilt (the Worker reports it as x-relay-instance). */
   private readonly instance = crypto.randomUUID();
-  private queue: QueuedPush[] = [];
+  private readonly queue = new PushQueue<WebSocket>();
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -56,32 +47,44 @@ export class ChangesetLog extends DurableObject<Env> {
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(HEARTBEAT_PING, HEARTBEAT_PONG));
   }
 
-  override async fetch(request: Request): Promise<Response> {
+  /** RPC: an HTTP push, validated by the Worker. Appended at once, committed before anyone hears of it, then fanned out. */
+  async push(client: string, args: PushArgs): Promise<Outcome<PushResponse>> {
+    const entries = await fromPushArgs(args);
+    return outcome(() => {
+      this.drain(); // socket pushes that arrived first go first
+      // transactionSync: all-or-nothing; the output gate holds every response
+      // and socket message until the write is durable.
+      const { appended, ...res } = this.ctx.storage.transactionSync(() => store.push(this.sql, client, entries, Date.now()));
+      const out = new Outgoing();
+      for (const ws of this.subscribers()) out.entries(ws, appended, res.head);
+      out.flush();
+      return res;
+    });
+  }
+
+  /**
+   * RPC: one page of the log after `after`; the Worker has checked both
+   * numbers. Encoded here and returned as a Response, whose body streams:
+   * a page always holds at least one entry, whatever its size, so as a value
+   * it could pass RPC's 32 MiB limit.
+   */
+  pull(after: number, limit: number): Response {
     try {
-      const url = new URL(request.url);
-      if (url.pathname === "/push" && request.method === "POST") {
-        const body = parsePushRequest(decode(new Uint8Array(await request.arrayBuffer())));
-        this.drain(); // socket pushes that arrived first go first
-        const { appended, ...res } = this.append(body.client, body.entries);
-        return msgpack(res);
-      }
-      if (url.pathname === "/pull" && request.method === "GET") {
-        const q = parsePullQuery(url.searchParams.get("after") ?? undefined, url.searchParams.get("limit") ?? undefined, PULL_LIMIT_MAX, PULL_LIMIT_DEFAULT);
-        const res = msgpack(store.pull(this.sql, q.after, q.limit));
-        res.headers.set("x-relay-instance", this.instance);
-        return res;
-      }
-      if (url.pathname === "/ws") return this.accept(request);
-      throw new RelayError("not_found", `no route ${request.method} ${url.pathname} in the log object`);
+      const headers = { "content-type": MSGPACK, "x-relay-instance": this.instance };
+      return new Response(encode(store.pull(this.sql, after, limit)), { headers });
     } catch (e) {
       return errorResponse(e);
     }
   }
 
-  private accept(request: Request): Response {
-    const role = request.headers.get(ROLE_HEADER) as Role | null;
-    const sub = request.headers.get(SUB_HEADER);
-    if (!role || !sub) throw new RelayError("unauthorized", "socket upgrade without verified claims");
+  /**
+   * A live socket for a caller the Worker has authenticated: the one call
+   * that is not RPC, because RPC cannot carry a WebSocket (workerd refuses to
+   * serialize one: DataCloneError). So the Worker forwards the upgrade with
+   * subscribeRequest() and the claims it verified; nothing else reaches fetch.
+   */
+  override async fetch(request: Request): Promise<Response> {
+    const { role, sub } = claimsOf(request);
     const pair = new WebSocketPair();
     const [client, server] = [pair[0], pair[1]];
     this.ctx.acceptWebSocket(server);
@@ -96,17 +99,6 @@ export class ChangesetLog extends DurableObject<Env> {
     return new Response(null, { status: 101, webSocket: client, headers: { "sec-websocket-extensions": "none" } });
   }
 
-  /** An HTTP push: appended at once, committed before anyone hears of it, then fanned out to subscribers. */
-  private append(client: string, entries: PushEntry[]) {
-    // transactionSync: all-or-nothing; the output gate holds every response
-    // and socket message until the write is durable.
-    const res = this.ctx.storage.transactionSync(() => store.push(this.sql, client, entries, Date.now()));
-    const out = new Outgoing();
-    for (const ws of this.subscribers()) out.entries(ws, res.appended, res.head);
-    out.flush();
-    return res;
-  }
-
   /**
    * Append the queued socket pushes in arrival order, each all-or-nothing on
    * its own, and answer them. The pushing socket gets its ack and not the
@@ -114,9 +106,8 @@ export class ChangesetLog extends DurableObject<Env> {
    * entries, coalesced across the batch.
    */
   private drain(): void {
-    const batch = this.queue;
+    const batch = this.queue.take();
     if (batch.length === 0) return;
-    this.queue = [];
     const subs = this.subscribers();
     const out = new Outgoing();
     let head: number | undefined; // nothing else appends during this loop
@@ -124,12 +115,12 @@ export class ChangesetLog extends DurableObject<Env> {
       try {
         const res = this.ctx.storage.transactionSync(() => store.push(this.sql, p.client, p.entries, Date.now(), head));
         head = res.head;
-        for (const ws of subs) if (ws !== p.ws) out.entries(ws, res.appended, res.head);
-        out.frame(p.ws, { t: FRAME.ack, id: p.id, acks: res.acks, head: res.head });
+        for (const ws of subs) if (ws !== p.socket) out.entries(ws, res.appended, res.head);
+        out.frame(p.socket, { t: FRAME.ack, id: p.id, acks: res.acks, head: res.head });
       } catch (e) {
         const err = toRelayError(e);
-        out.frame(p.ws, { t: FRAME.error, id: p.id, error: { code: err.code, message: err.message } });
-        if (err.code === "internal") p.ws.close(CLOSE.internal, "internal error");
+        out.frame(p.socket, errorFrame(err, p.id));
+        if (err.code === "internal") p.socket.close(CLOSE.internal, "internal error");
       }
     }
     out.flush();
@@ -162,11 +153,10 @@ export class ChangesetLog extends DurableObject<Env> {
       // writers, or one fast one) becomes one batch with one storage commit,
       // which is most of what a push costs (~150 µs of the relay's CPU each,
       // measured). An idle log loses nothing: the timer fires at once.
-      this.queue.push({ ws, id: frame.id, client: frame.client, entries: frame.entries });
-      if (this.queue.length === 1) setTimeout(() => this.drain(), 0);
+      if (this.queue.add({ socket: ws, id: frame.id, client: frame.client, entries: frame.entries })) setTimeout(() => this.drain(), 0);
     } catch (e) {
       const err = toRelayError(e);
-      send(ws, { t: FRAME.error, ...(id === undefined ? {} : { id }), error: { code: err.code, message: err.message } });
+      send(ws, errorFrame(err, id));
       // An unreadable or oversized frame means the peer does not speak the
       // protocol: close. A refused push is an answer, not a reason to drop it.
       if (err.code === "bad_request" && id === undefined) ws.close(CLOSE.badPayload, "bad frame");
@@ -189,6 +179,26 @@ export class ChangesetLog extends DurableObject<Env> {
   }
 }
 
-function msgpack(value: unknown): Response {
-  return new Response(encode(value), { headers: { "content-type": MSGPACK } });
+/** The claims of a verified upgrade ride in one header, written and read only here; the object has no route of its own. */
+const CLAIMS_HEADER = "x-relay-claims";
+
+export function subscribeRequest(claims: { role: Role; sub: string }): Request {
+  return new Request("https://log/subscribe", {
+    headers: { upgrade: "websocket", [CLAIMS_HEADER]: JSON.stringify({ role: claims.role, sub: claims.sub }) },
+  });
+}
+
+function claimsOf(request: Request): { role: Role; sub: string } {
+  const c = JSON.parse(request.headers.get(CLAIMS_HEADER) ?? "null") as { role?: unknown; sub?: unknown } | null;
+  if (!ROLES.includes(c?.role as Role) || !isName(c?.sub)) throw new RelayError("internal", "socket upgrade without verified claims");
+  return { role: c!.role as Role, sub: c!.sub as string };
+}
+
+function errorFrame(err: RelayError, id: number | undefined): RelayFrame {
+  return {
+    t: FRAME.error,
+    ...(id === undefined ? {} : { id }),
+    error: { code: err.code, message: err.message },
+    ...(err.retryAfterMs === undefined ? {} : { retryAfterMs: err.retryAfterMs }),
+  };
 }

@@ -4,7 +4,7 @@
  * calls from its own page and from the other tabs' workers alike; nothing of
  * the sync logic is repeated here.
  */
-import { RelayError } from "../../protocol/errors.ts";
+import { RelayError } from "../errors.ts";
 import { installOpfsSahPool, loadSqliteWasm } from "../drivers/wasm.ts";
 import { openReplica } from "../open.ts";
 import type { Replica } from "../replica.ts";

@@ -6,7 +6,7 @@
  * This module is a thin message-passing proxy; see worker.ts for the worker
  * and for how tabs of one origin share one database.
  */
-import { RelayError } from "../../protocol/errors.ts";
+import { RelayError } from "../errors.ts";
 import type { ConflictRecord } from "../conflicts.ts";
 import type { Params, Row } from "../drivers/types.ts";
 import type { ChangeEvent, SyncEvent, Tx } from "../types.ts";
@@ -16,8 +16,8 @@ export type { BrowserStatus, Storage } from "./messages.ts";
 export type { ChangeEvent, SyncEvent, Tx } from "../types.ts";
 export type { ConflictRecord, ConflictKind, Resolution, TablePolicy } from "../conflicts.ts";
 export type { Params, Row } from "../drivers/types.ts";
-export { RelayError, isRelayError } from "../../protocol/errors.ts";
-export type { ErrorCode } from "../../protocol/errors.ts";
+export { RelayError, isRelayError } from "../errors.ts";
+export type { ErrorCode } from "../errors.ts";
 
 export interface BrowserReplicaOptions extends Omit<WorkerOpenOptions, "path" | "conflicts"> {
   /**

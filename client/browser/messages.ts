@@ -7,7 +7,7 @@
  *   page ──call──▶ own worker ──(owner? run it : req over the channel)──▶ owner tab's worker
  *   page ◀─result/event/status── own worker ◀──res/event/status── owner tab's worker
  */
-import { isErrorCode, RelayError, type ErrorCode } from "../../protocol/errors.ts";
+import { isErrorCode, RelayError, type ErrorCode } from "../errors.ts";
 import type { ConflictOptions } from "../conflicts.ts";
 import type { Params } from "../drivers/types.ts";
 import type { ReplicaStatus } from "../types.ts";

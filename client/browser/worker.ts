@@ -16,7 +16,7 @@
  *      │
  *      └──"owner" heard──▶ follower ──lock granted (owner gone)──▶ opening ...
  */
-import { RelayError } from "../../protocol/errors.ts";
+import { RelayError } from "../errors.ts";
 import { Host } from "./host.ts";
 import {
   channelName,

@@ -1,6 +1,6 @@
 import type { DatabaseSync, SQLInputValue, SQLOutputValue, StatementSync } from "node:sqlite";
 import type { SqlValue } from "../../protocol/changeset.ts";
-import { RelayError } from "../../protocol/errors.ts";
+import { RelayError } from "../errors.ts";
 import { checkResolution, narrow, RESOLUTION, type ConflictType, type Driver, type Params, type Resolution, type Row, type Session } from "./types.ts";
 
 /** Prepared statements kept per connection; the sync engine reuses a few dozen at most. */

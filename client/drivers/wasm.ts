@@ -1,6 +1,6 @@
 import sqlite3InitModule, { type Database, type Sqlite3Static } from "@sqlite.org/sqlite-wasm";
 import type { SqlValue } from "../../protocol/changeset.ts";
-import { RelayError } from "../../protocol/errors.ts";
+import { RelayError } from "../errors.ts";
 import { checkResolution, narrow, RESOLUTION, type ConflictType, type Driver, type Params, type Resolution, type Row, type Session } from "./types.ts";
 
 // No Node-only imports in this file: it also runs in a browser Web Worker.

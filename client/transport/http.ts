@@ -1,8 +1,9 @@
 import { decode, encode } from "../../protocol/codec.ts";
-import { errorFromBody, RelayError } from "../../protocol/errors.ts";
+import { errorFromBody, RelayError } from "../errors.ts";
 import { parsePullResponse, parsePushResponse, type PullResponse, type PushEntry, type PushResponse } from "../../protocol/messages.ts";
 import { MSGPACK } from "../../protocol/version.ts";
-import { COMPRESS_MIN_BYTES, GZIP, gzip } from "../../protocol/compression.ts";
+import { COMPRESS_MIN_BYTES, GZIP } from "../../protocol/compression.ts";
+import { gzip } from "../gzip.ts";
 
 /** How the sync engine reaches the relay. HTTP here; tests wrap it to inject faults. */
 export interface Transport {

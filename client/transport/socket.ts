@@ -1,5 +1,5 @@
 import { decode, encode } from "../../protocol/codec.ts";
-import { RelayError } from "../../protocol/errors.ts";
+import { RelayError } from "../errors.ts";
 import { HEARTBEAT_PING, HEARTBEAT_PONG, MAX_FRAME_BYTES, parseRelayFrame, type ClientFrame, type RelayFrame } from "../../protocol/frames.ts";
 import { backoffDelay, type BackoffOptions } from "../backoff.ts";
 

@@ -1,4 +1,4 @@
-import { RelayError } from "../../protocol/errors.ts";
+import { RelayError } from "../../client/errors.ts";
 import type { PullResponse, PushEntry, PushResponse } from "../../protocol/messages.ts";
 import { httpTransport, type Transport } from "../../client/transport/http.ts";
 

@@ -1,76 +1,19 @@
-import { build } from "esbuild";
-import { Miniflare, type MiniflareOptions } from "miniflare";
-import { fileURLToPath } from "node:url";
+import { Miniflare } from "miniflare";
 import { signToken, type Role } from "../../protocol/token.ts";
+import { LOCAL_SECRET, relayOptions, type RelayOptions } from "../../scripts/local-relay.ts";
 
 /**
- * The real relay in workerd via Miniflare, bundled from worker/ the way
- * wrangler bundles it. Tests talk to it over real HTTP.
+ * The real relay in workerd via Miniflare (scripts/local-relay.ts). Tests
+ * talk to it over real HTTP; most get it through useRelay() (fixture.ts).
  */
-export const TEST_SECRET = "test-secret-do-not-use-in-production";
-const root = fileURLToPath(new URL("../..", import.meta.url));
-
-let bundle: Promise<string> | undefined;
-export function workerBundle(): Promise<string> {
-  bundle ??= build({
-    entryPoints: [`${root}/worker/index.ts`],
-    bundle: true,
-    format: "esm",
-    platform: "neutral",
-    target: "es2023",
-    conditions: ["workerd", "worker", "browser"],
-    mainFields: ["browser", "module", "main"],
-    external: ["cloudflare:*", "node:*"],
-    write: false,
-    logLevel: "silent",
-  }).then((r) => r.outputFiles[0]!.text);
-  return bundle;
-}
-
-export interface RelayOptions {
-  /** Directory to persist Durable Object storage in (a restart with the same dir keeps the log). */
-  persist?: string;
-  bindings?: Record<string, string>;
-  /** A fixed port, so a restarted relay is reachable at the same URL (default: any free port). */
-  port?: number;
-  /** Serve this directory as the Worker's static assets, as wrangler.toml's [assets] does (the demo: "demo/dist"). */
-  assets?: string;
-}
+export const TEST_SECRET = LOCAL_SECRET;
+export type { RelayOptions };
 
 export interface TestRelay {
   url: string;
   mf: Miniflare;
   token(role: Role, sub: string, db?: string, ttl?: number): Promise<string>;
   close(): Promise<void>;
-}
-
-/** A port that was free a moment ago. */
-export async function freePort(): Promise<number> {
-  const { createServer } = await import("node:net");
-  return new Promise((resolve, reject) => {
-    const srv = createServer().listen(0, "127.0.0.1", () => {
-      const { port } = srv.address() as { port: number };
-      srv.close(() => resolve(port));
-    });
-    srv.on("error", reject);
-  });
-}
-
-/** Miniflare options for the relay as wrangler.toml declares it (the bench's relay process uses them too). */
-export async function relayOptions(opts: RelayOptions = {}): Promise<MiniflareOptions> {
-  return {
-    modules: true,
-    script: await workerBundle(),
-    compatibilityDate: "2026-04-01",
-    compatibilityFlags: ["nodejs_compat"],
-    durableObjects: { LOG: { className: "ChangesetLog", useSQLite: true } },
-    bindings: { RELAY_SECRET: TEST_SECRET, ...opts.bindings },
-    ...(opts.persist ? { durableObjectsPersist: opts.persist } : {}),
-    // Routed like wrangler.toml's [assets]: /v1/* straight to the Worker, other paths are files when there is one.
-    ...(opts.assets ? { assets: { directory: opts.assets, routerConfig: { has_user_worker: true, static_routing: { user_worker: ["/v1/*"] } } } } : {}),
-    host: "127.0.0.1",
-    port: opts.port ?? 0,
-  };
 }
 
 export async function startRelay(opts: RelayOptions = {}): Promise<TestRelay> {

@@ -1,0 +1,30 @@
+import type { PushEntry } from "../protocol/messages.ts";
+
+/**
+ * How a validated push travels from the Worker to the log object. Workers RPC
+ * caps serialized arguments at 32 MiB, below what MAX_BODY_BYTES may allow,
+ * so a push whose changesets pass RPC_INLINE_BYTES sends them as one stream
+ * of bytes (streams are not serialized whole) beside their sizes. Neither
+ * form is decoded again: the object cuts the stream at the known sizes.
+ */
+export const RPC_INLINE_BYTES = 16 * 1024 * 1024;
+
+export type PushArgs =
+  | { entries: PushEntry[] }
+  | { sizes: { cseq: number; size: number }[]; bytes: ReadableStream<Uint8Array> };
+
+export function toPushArgs(entries: PushEntry[]): PushArgs {
+  const total = entries.reduce((n, e) => n + e.changeset.byteLength, 0);
+  if (total <= RPC_INLINE_BYTES) return { entries };
+  return {
+    sizes: entries.map((e) => ({ cseq: e.cseq, size: e.changeset.byteLength })),
+    bytes: new Blob(entries.map((e) => e.changeset as Uint8Array<ArrayBuffer>)).stream(),
+  };
+}
+
+export async function fromPushArgs(args: PushArgs): Promise<PushEntry[]> {
+  if ("entries" in args) return args.entries;
+  const all = new Uint8Array(await new Response(args.bytes).arrayBuffer());
+  let at = 0;
+  return args.sizes.map(({ cseq, size }) => ({ cseq, changeset: all.subarray(at, (at += size)) }));
+}
