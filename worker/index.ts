@@ -42,7 +42,7 @@ app.post("/v1/db/:db/push", async (c) => {
   if (!type.startsWith(MSGPACK)) throw new RelayError("unsupported_media_type", `push bodies must be ${MSGPACK}`);
   const body = parsePushRequest(decode(await readPushBody(c.req.raw, bodyLimit(c.env))));
   checkPush(claims, body);
-  const res = unwrap(await logFor(c.env, db).push(body.client, toPushArgs(body.entries)));
+  const res = unwrap(await logFor(c.env, db).push(body.client, toPushArgs(body.entries), body.schema, claims.role));
   return new Response(encode(res), { headers: { "content-type": MSGPACK } });
 });
 
