@@ -77,10 +77,21 @@ export function applyWithPolicy(d: Driver, changeset: Uint8Array, ref: EntryRef,
  */
 export function applyAllClean(d: Driver, changesets: readonly Uint8Array[], schema: SchemaCache): boolean {
   let size = 0;
+  const headers = new Map<string, string>();
   for (const c of changesets) {
     if (c.byteLength > 0) {
       for (const t of changesetTables(c)) {
         schema.check(t);
+        // Never blocks of one table with different headers in one apply:
+        // SQLite 3.53.4 (node:sqlite) applies a narrower block's INSERTs with
+        // the wider block's statement, binding the previous row's values to
+        // the missing columns (3.54.1 does not). Entries of one schema
+        // version have one header per table; a log without schema entries
+        // (and the versions' own boundaries) may not.
+        const key = t.name.toLowerCase();
+        const shape = `${t.pkRaw ? t.pkRaw.join(",") : t.pk.join(",")}`;
+        if ((headers.get(key) ?? shape) !== shape) return false;
+        headers.set(key, shape);
         // Within one apply, SQLite defers a change that fails a constraint
         // and retries it after the rest: a later entry could then make an
         // earlier one succeed that fails when applied alone. Replicas group

@@ -42,7 +42,7 @@ export async function capture<T>(d: Driver, step: Step, fn: (tx: Tx) => Promise<
     const result = await fn(tx);
     done = true;
     if (store.schemaVersion(d) !== schema) {
-      throw new RelayError("ddl_outside_schema", "schema changes must go through the `schema` option: DDL is not replicated");
+      throw new RelayError("ddl_outside_schema", "schema changes go through the `migrations` option (a new version), which replicates them: DDL in a transaction does not");
     }
     const changeset = session.changeset();
     session.close();
@@ -53,12 +53,12 @@ export async function capture<T>(d: Driver, step: Step, fn: (tx: Tx) => Promise<
     // The codec refuses what the relay would refuse (internal tables,
     // changesets SQLite cannot apply): better now than at push time.
     validateChangeset(changeset);
-    const entry = { cseq: step.nextCseq(), changeset };
+    const entry = { cseq: step.nextCseq(), changeset, v: step.versions.local() };
     // Sent right after COMMIT, so marked sent in the same transaction: that
     // spares a flush its query, its second write (a second commit, an fsync
     // on a file database) and a turn of the lock.
     const direct = sendAtOnce(entry);
-    outbox.enqueue(d, entry.cseq, changeset, direct);
+    outbox.enqueue(d, entry, direct);
     step.numbered(entry.cseq);
     d.exec("COMMIT");
     return { result, entry, direct };

@@ -2,6 +2,7 @@ import { RelayError } from "./errors.ts";
 import { isName } from "../protocol/validate.ts";
 import { readTokenClaims } from "../protocol/token.ts";
 import { defaultDriverKind, openDriver } from "./drivers/index.ts";
+import { migrateAtOpen } from "./migrate.ts";
 import { Replica } from "./replica.ts";
 import * as store from "./store.ts";
 import type { ReplicaOptions } from "./types.ts";
@@ -17,11 +18,18 @@ import type { ReplicaOptions } from "./types.ts";
 export async function openReplica(opts: ReplicaOptions): Promise<Replica> {
   if (!isName(opts.db)) throw new RelayError("invalid_name", `db must match [A-Za-z0-9_-]{1,64}`);
   const claims = opts.token ? readTokenClaims(opts.token) : undefined;
+  if (opts.migrations && opts.schema) throw new RelayError("bad_request", "give `migrations` or `schema` (one version), not both");
   const d = await openDriver(opts.driver ?? defaultDriverKind(), opts.path ?? ":memory:");
+  // Migrations run with foreign keys off, as the sync step runs the log's
+  // (a DROP TABLE must not cascade on some replicas only); the pragma is a
+  // no-op inside a transaction.
+  const fk = store.foreignKeys(d);
+  if (fk) store.setForeignKeys(d, false);
   try {
     d.exec("BEGIN IMMEDIATE");
     store.migrate(d);
-    for (const stmt of opts.schema ?? []) d.exec(stmt);
+    const migrations = opts.migrations ?? (opts.schema ? [opts.schema] : []);
+    const dropped = migrateAtOpen(d, migrations, String(store.getMeta(d, "client_id") ?? ""), opts.conflicts ?? {});
     const noPk = store.userTables(d).filter((t) => !store.tableInfo(d, t)!.pk.some((p) => p > 0));
     if (noPk.length > 0) {
       throw new RelayError("no_primary_key", `tables without a PRIMARY KEY cannot replicate (the session extension ignores them): ${noPk.join(", ")}`);
@@ -35,7 +43,10 @@ export async function openReplica(opts: ReplicaOptions): Promise<Replica> {
     if (!isName(clientId)) throw new RelayError("invalid_name", "clientId must match [A-Za-z0-9_-]{1,64}");
     if (!persisted) store.setMeta(d, "client_id", clientId);
     d.exec("COMMIT");
+    if (fk) store.setForeignKeys(d, true);
     const replica = new Replica(d, clientId, opts, opts.readOnly ?? claims?.role === "read");
+    // On the next turn, so that a listener added right after open hears it.
+    if (dropped.length > 0) setTimeout(() => dropped.forEach((x) => replica.report("dropped", x)), 0);
     if (opts.live) replica.setLive(true);
     return replica;
   } catch (e) {

@@ -59,7 +59,12 @@ export class Replica {
       locked: (fn) => this.local.run(fn),
       assertOpen: () => this.assertOpen(),
       isClosed: () => this.closed,
-      nextPush: (after) => outbox.takeForPush(d, after, MAX_ENTRIES_PER_PUSH, PUSH_BYTE_BUDGET),
+      nextPush: (after, schemaAfter) => {
+        const entries = outbox.takeForPush(d, after, MAX_ENTRIES_PER_PUSH, PUSH_BYTE_BUDGET);
+        // The schema versions these entries need, ahead of them (none when the log has them).
+        return { entries, schema: step.versions.unconfirmed(schemaAfter, entries[0]?.v) };
+      },
+      schemaAhead: () => step.versions.ahead(),
       cursor: () => step.cursor(),
       page: (entries) => this.local.run(() => step.page(entries)),
       acked: (acks) => this.local.run(() => step.acked(acks)),
@@ -117,11 +122,17 @@ export class Replica {
       live: this.live.on,
       driver: this.d.kind,
       readOnly: this.readOnly,
+      schemaVersion: this.closed ? 0 : this.step.versions.local(),
     };
   }
 
   on<K extends keyof ReplicaEvents>(event: K, fn: (e: ReplicaEvents[K]) => void): () => void {
     return this.events.on(event, fn);
+  }
+
+  /** @internal Emit an event found while opening (see openReplica). */
+  report<K extends keyof ReplicaEvents>(event: K, e: ReplicaEvents[K]): void {
+    if (!this.closed) this.events.emit(event, e);
   }
 
   /** Conflicts recorded so far, oldest first. */

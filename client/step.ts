@@ -4,6 +4,7 @@ import type { ConflictOptions } from "./conflicts.ts";
 import type { Driver } from "./drivers/types.ts";
 import type { Emitter } from "./events.ts";
 import * as outbox from "./outbox.ts";
+import { SchemaState } from "./migrate.ts";
 import { lastOwnCseq, rebase } from "./rebase.ts";
 import * as store from "./store.ts";
 import type { ReplicaEvents } from "./types.ts";
@@ -23,6 +24,8 @@ export class Step {
   private readonly policy: ConflictOptions;
   private readonly events: Emitter<ReplicaEvents>;
   private readonly schema: SchemaCache;
+  /** The schema versions: the local tables' and the log's (migrate.ts). */
+  readonly versions: SchemaState;
   /** The schema version `schema` was read at. */
   private schemaVersion = -1;
   private readonly fk: boolean;
@@ -37,6 +40,7 @@ export class Step {
     this.policy = policy;
     this.events = events;
     this.schema = new SchemaCache(d);
+    this.versions = new SchemaState(d);
     this.fk = store.foreignKeys(d);
   }
 
@@ -58,6 +62,7 @@ export class Step {
   /** Drop the cache: a transaction that wrote it rolled back. */
   forget(): void {
     this.cached = {};
+    this.versions.forget();
   }
 
   close(): void {
@@ -92,12 +97,12 @@ export class Step {
     const cursor = this.cursor();
     const fresh = acks.filter((a) => a.seq > cursor);
     if (fresh.length === 0) return true;
-    const bytes = outbox.changesets(this.d, fresh[0]!.cseq, fresh.at(-1)!.cseq);
+    const pushed = outbox.changesets(this.d, fresh[0]!.cseq, fresh.at(-1)!.cseq);
     const entries: LogEntry[] = [];
     for (const a of fresh) {
-      const changeset = bytes.get(a.cseq);
-      if (!changeset || (entries.length > 0 && a.seq !== entries.at(-1)!.seq + 1)) break;
-      entries.push({ seq: a.seq, client: this.me, cseq: a.cseq, changeset, ts: 0 });
+      const p = pushed.get(a.cseq);
+      if (!p || (entries.length > 0 && a.seq !== entries.at(-1)!.seq + 1)) break;
+      entries.push({ seq: a.seq, client: this.me, cseq: a.cseq, changeset: p.changeset, ts: 0, v: p.v ?? 0 });
     }
     return entries.length === fresh.length && this.page(entries);
   }
@@ -119,7 +124,7 @@ export class Step {
       const version = store.schemaVersion(d);
       if (version !== this.schemaVersion) this.schema.clear();
       this.schemaVersion = version;
-      result = rebase(d, this.me, entries, this.policy, this.schema);
+      result = rebase(d, this.me, entries, this.policy, this.schema, this.versions);
       for (const c of result.conflicts) store.recordConflict(d, c);
       const last = entries.at(-1)!.seq;
       store.setMeta(d, "cursor", last);
@@ -136,6 +141,7 @@ export class Step {
       if (this.fk) store.setForeignKeys(d, true);
     }
     for (const c of result.conflicts) this.events.emit("conflict", c);
+    for (const x of result.dropped) this.events.emit("dropped", x);
     if (result.applied > 0) this.events.emit("change", { source: "remote", cursor: entries.at(-1)!.seq });
   }
 }

@@ -1,6 +1,7 @@
 import type { ConflictRecord } from "./conflicts.ts";
 import type { SqlValue } from "../protocol/changeset.ts";
 import type { Driver, Row } from "./drivers/types.ts";
+import { createSchemaTables } from "./migrate.ts";
 import { createOutbox } from "./outbox.ts";
 
 /**
@@ -12,6 +13,7 @@ import { createOutbox } from "./outbox.ts";
  */
 export function migrate(d: Driver): void {
   createOutbox(d);
+  createSchemaTables(d);
   d.exec(`
     CREATE TABLE IF NOT EXISTS _relay_meta(key TEXT PRIMARY KEY, value) WITHOUT ROWID;
     CREATE TABLE IF NOT EXISTS _relay_conflicts(

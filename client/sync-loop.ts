@@ -1,6 +1,7 @@
 import { asRelayError, RelayError } from "./errors.ts";
 import { PULL_BYTE_BUDGET } from "../protocol/limits.ts";
 import type { Ack, LogEntry, PushEntry } from "../protocol/messages.ts";
+import type { SchemaVersion } from "../protocol/schema.ts";
 import { withRetry, type BackoffOptions, type Clock } from "./backoff.ts";
 import { Mutex, type Emitter } from "./events.ts";
 import type { Transport } from "./transport/http.ts";
@@ -31,8 +32,14 @@ export interface SyncDelegate extends Clock {
   locked<T>(fn: () => T): Promise<T>;
   /** Throws RelayError("closed") once the replica is closed. */
   assertOpen(): void;
-  /** Under the lock: the next request's entries after cseq `after`, marked sent before they go. */
-  nextPush(after: number): PushEntry[];
+  /**
+   * Under the lock: the next request's entries after cseq `after`, marked
+   * sent before they go, and the schema versions above `schemaAfter` they
+   * need the log to have (sent ahead of them).
+   */
+  nextPush(after: number, schemaAfter: number): { entries: PushEntry[]; schema: SchemaVersion[] };
+  /** The replica has schema versions the log lacks (only HTTP pushes carry them). */
+  schemaAhead(): boolean;
   cursor(): number;
   /** A sync step over pulled entries; false when they do not follow the cursor. */
   page(entries: readonly LogEntry[]): Promise<boolean>;
@@ -80,8 +87,18 @@ export class SyncLoop {
       // close() ends a sync in flight (a request, a backoff wait) rather than waiting it out.
       const stop = signal ? AbortSignal.any([signal, this.stopping.signal]) : this.stopping.signal;
       try {
-        const pushed = this.opts.readOnly ? 0 : await this.pushAll(stop);
-        const pulled = await this.pullAll(stop);
+        let pushed = 0;
+        let pulled = 0;
+        try {
+          pushed = this.opts.readOnly ? 0 : await this.pushAll(stop);
+        } catch (e) {
+          // The log moved to a newer schema: pulling applies it and
+          // translates what is pending, which can then be pushed.
+          if (!(e instanceof RelayError && e.code === "schema_outdated")) throw e;
+          pulled = await this.pullAll(stop);
+          pushed = await this.pushAll(stop);
+        }
+        pulled += await this.pullAll(stop);
         const ev: SyncEvent = { pushed, pulled, cursor: this.delegate.cursor(), head: this.head };
         this.events.emit("sync", ev);
         return ev;
@@ -142,19 +159,21 @@ export class SyncLoop {
     const { delegate } = this;
     let pushed = 0;
     let after = 0;
+    let schemaAfter = 0;
     const acks: Ack[] = [];
     for (;;) {
-      const batch = await delegate.locked(() => delegate.nextPush(after));
-      if (batch.length === 0) {
+      const { entries: batch, schema } = await delegate.locked(() => delegate.nextPush(after, schemaAfter));
+      if (batch.length === 0 && schema.length === 0) {
         // Our own entries need not come back down in the pull that follows.
         if (acks.length > 0) await delegate.acked(acks);
         return pushed;
       }
-      const res = await this.retry(() => delegate.transport.push(this.opts.clientId, batch, signal), signal);
+      const res = await this.retry(() => delegate.transport.push(this.opts.clientId, batch, signal, schema), signal);
       this.seen(res.head);
       acks.push(...res.acks);
       pushed += batch.length;
-      after = batch.at(-1)!.cseq;
+      after = batch.at(-1)?.cseq ?? after;
+      schemaAfter = schema.at(-1)?.version ?? schemaAfter;
     }
   }
 

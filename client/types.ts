@@ -1,6 +1,7 @@
 import type { RelayError } from "./errors.ts";
 import type { BackoffOptions } from "./backoff.ts";
 import type { ConflictOptions, ConflictRecord } from "./conflicts.ts";
+import type { Dropped } from "./translate.ts";
 import type { DriverKind, Params, Row } from "./drivers/types.ts";
 import type { Transport } from "./transport/http.ts";
 import type { WebSocketLike } from "./transport/socket.ts";
@@ -17,7 +18,15 @@ export interface ReplicaOptions {
   path?: string;
   /** Default: "node" on Node >= 22.13, "wasm" elsewhere. */
   driver?: DriverKind;
-  /** Statements run at open, idempotently (use IF NOT EXISTS). The only place for DDL. */
+  /**
+   * The app's schema, as versions: `migrations[0]` is version 1, and so on.
+   * Each is a list of schema statements (CREATE/ALTER/DROP of tables,
+   * indexes, views, triggers). A version never changes once any replica has
+   * it: add a new one. New versions run at open and go into the log ahead of
+   * the writes captured under them; see README "Schema changes".
+   */
+  migrations?: string[][];
+  /** Shorthand for `migrations: [schema]`: the app's one version. */
   schema?: string[];
   conflicts?: ConflictOptions;
   /** Default: the one persisted in the database, else the token's sub, else random. */
@@ -51,6 +60,8 @@ export interface ReplicaStatus {
   live: boolean;
   driver: DriverKind;
   readOnly: boolean;
+  /** The schema version of the local tables (the app's migrations, or the log's when it is ahead). */
+  schemaVersion: number;
 }
 
 export interface ChangeEvent {
@@ -64,7 +75,11 @@ export interface SyncEvent {
   cursor: number;
   head: number;
 }
+/** Values of a pending local write that a newer schema version has no place for (its column or table was dropped). */
+export type DroppedEvent = Dropped;
+
 export interface ReplicaEvents extends Record<string, unknown> {
+  dropped: DroppedEvent;
   change: ChangeEvent;
   sync: SyncEvent;
   conflict: ConflictRecord;

@@ -14,7 +14,13 @@ import { array, ascending, bad, bool, bytes, map, name, nonNegativeInt, positive
  *   GET  /v1/health                    → HealthResponse (JSON)
  */
 
-export type PushEntry = ReturnType<typeof parsePushEntry>;
+/** A captured transaction, as pushed. */
+export interface PushEntry {
+  cseq: number;
+  changeset: Uint8Array;
+  /** The schema version it was captured under; absent: 0 (a log without schema entries). Always set by the parsers. */
+  v?: number;
+}
 export type PushRequest = ReturnType<typeof parsePushRequest>;
 export type Ack = ReturnType<typeof parseAck>;
 export type PushResponse = ReturnType<typeof parsePushResponse>;
@@ -32,7 +38,7 @@ function schemaVersionOf(v: unknown, what: string): number {
   return v === undefined ? 0 : nonNegativeInt(v, what);
 }
 
-export function parsePushEntry(v: unknown, what = "entry") {
+export function parsePushEntry(v: unknown, what = "entry"): PushEntry {
   const o = map(v, what);
   return { cseq: positiveInt(o.cseq, `${what}.cseq`), changeset: bytes(o.changeset, `${what}.changeset`), v: schemaVersionOf(o.v, `${what}.v`) };
 }
@@ -82,7 +88,8 @@ export interface LogEntry {
   changeset: Uint8Array;
   /** Milliseconds since the epoch when the relay appended the entry. */
   ts: number;
-  v: number;
+  /** Data entry: the schema version it was captured under; schema entry: its version. Absent: 0. Always set by the parser. */
+  v?: number;
   schema?: string[];
 }
 

@@ -77,12 +77,12 @@ function append(sql: Sql, seq: number, client: string, entry: PushEntry, ts: num
   const { changeset } = entry;
   if (changeset.byteLength <= STORAGE_CHUNK_BYTES) {
     sql.exec("INSERT INTO relay_log(seq, client, cseq, ts, size, chunks, body, v) VALUES (?, ?, ?, ?, ?, 0, ?, ?)",
-      seq, client, entry.cseq, ts, changeset.byteLength, changeset, entry.v);
+      seq, client, entry.cseq, ts, changeset.byteLength, changeset, entry.v ?? 0);
     return;
   }
   const chunks = Math.ceil(changeset.byteLength / STORAGE_CHUNK_BYTES);
   sql.exec("INSERT INTO relay_log(seq, client, cseq, ts, size, chunks, body, v) VALUES (?, ?, ?, ?, ?, ?, NULL, ?)",
-    seq, client, entry.cseq, ts, changeset.byteLength, chunks, entry.v);
+    seq, client, entry.cseq, ts, changeset.byteLength, chunks, entry.v ?? 0);
   for (let i = 0; i < chunks; i++) {
     const part = changeset.subarray(i * STORAGE_CHUNK_BYTES, (i + 1) * STORAGE_CHUNK_BYTES);
     sql.exec("INSERT INTO relay_chunk(seq, idx, data) VALUES (?, ?, ?)", seq, i, part);
@@ -117,7 +117,7 @@ export function push(sql: Sql, client: string, entries: readonly PushEntry[], no
     if (!added) continue;
     appended.push(added);
     h = added.seq;
-    version = added.v;
+    version = sv.version;
   }
   const cache = opts.shapes ?? new schemaStore.ShapeCache();
   const shapes = version === 0 ? undefined : () => cache.get(sql, version);
@@ -143,7 +143,7 @@ export function push(sql: Sql, client: string, entries: readonly PushEntry[], no
     append(sql, h, client, entry, now);
     maxCseq = entry.cseq;
     acks.push({ cseq: entry.cseq, seq: h });
-    appended.push({ seq: h, client, cseq: entry.cseq, changeset: entry.changeset, ts: now, v: entry.v });
+    appended.push({ seq: h, client, cseq: entry.cseq, changeset: entry.changeset, ts: now, v: entry.v ?? 0 });
   }
   return { acks, head: h, appended };
 }

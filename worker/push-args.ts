@@ -17,7 +17,7 @@ export function toPushArgs(entries: PushEntry[]): PushArgs {
   const total = entries.reduce((n, e) => n + e.changeset.byteLength, 0);
   if (total <= RPC_INLINE_BYTES) return { entries };
   return {
-    sizes: entries.map((e) => ({ cseq: e.cseq, size: e.changeset.byteLength, v: e.v })),
+    sizes: entries.map((e) => ({ cseq: e.cseq, size: e.changeset.byteLength, v: e.v ?? 0 })),
     bytes: new Blob(entries.map((e) => e.changeset as Uint8Array<ArrayBuffer>)).stream(),
   };
 }

@@ -114,10 +114,11 @@ const RESERVED_OBJECTS = `
  * key. Called before it is stored; throws `schema_outdated` or `schema_mismatch`.
  */
 export function checkEntry(entry: PushEntry, current: number, shapes: (() => Map<string, TableShape>) | undefined): void {
-  if (entry.v < current) {
-    throw new RelayError("schema_outdated", `cseq ${entry.cseq} was captured under schema version ${entry.v}, the log is at ${current}: pull, migrate and push again`);
+  const v = entry.v ?? 0;
+  if (v < current) {
+    throw new RelayError("schema_outdated", `cseq ${entry.cseq} was captured under schema version ${v}, the log is at ${current}: pull, migrate and push again`);
   }
-  if (entry.v > current) throw new RelayError("schema_mismatch", `cseq ${entry.cseq} was captured under schema version ${entry.v}, which the log does not have (it is at ${current})`);
+  if (v > current) throw new RelayError("schema_mismatch", `cseq ${entry.cseq} was captured under schema version ${v}, which the log does not have (it is at ${current})`);
   if (!shapes) return;
   const tables = shapes();
   for (const t of changesetTables(entry.changeset)) {
