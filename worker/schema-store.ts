@@ -81,16 +81,23 @@ export function addVersion(sql: Sql, sv: SchemaVersion, current: number, at: { s
   }
   if (sv.version !== current + 1) throw new RelayError("bad_request", `schema version ${sv.version} does not follow the log's version ${current}`);
   if (!at.mayChange) throw new RelayError("forbidden", `adding schema version ${sv.version} needs a token with the role the relay's SCHEMA_ROLE names`);
-  checkMigrations([sv.statements], sv.version);
+  const read = checkMigrations([sv.statements], sv.version)[0]!;
   // The rules on names are read from the statements; this is the net under
   // them: whatever a statement did, no reserved object may have changed.
   const reserved = () => JSON.stringify(sql.exec(RESERVED_OBJECTS).toArray());
   const before = reserved();
-  sv.statements.forEach((stmt, i) => {
+  read.forEach((s, i) => {
+    const where = `version ${sv.version}, statement ${i + 1}`;
     try {
-      sql.exec(stmt);
+      sql.exec(sv.statements[i]!);
     } catch (e) {
-      throw new RelayError("schema_refused", `version ${sv.version}, statement ${i + 1}: ${(e as Error).message}`);
+      throw new RelayError("schema_refused", `${where}: ${(e as Error).message}`);
+    }
+    // SQLite adds a NOT NULL column without a DEFAULT to an empty table (and
+    // the relay's are empty), but not to a replica's that holds rows.
+    if (s.op === "alter" && s.addColumn !== undefined) {
+      const col = sql.exec<{ notnull: number; dflt: string | null }>('SELECT "notnull", dflt_value AS dflt FROM pragma_table_xinfo(?) WHERE name = ? COLLATE NOCASE', s.name, s.addColumn).toArray()[0];
+      if (col?.notnull && col.dflt === null) throw new RelayError("schema_refused", `${where}: a NOT NULL column needs a DEFAULT to be added to a table with rows`);
     }
   });
   if (reserved() !== before) throw new RelayError("schema_refused", `version ${sv.version} changes an object of the relay's or SQLite's own`);
