@@ -113,18 +113,17 @@ export class SchemaState {
   /**
    * A schema entry met in the log, inside the sync step (pending writes are
    * undone): the replica's own version of that number must be the same;
-   * a version it lacks runs now. Either way the log is at it from here on.
+   * a version it lacks runs now (true). Either way the log is at it from here on.
    */
-  fromLog(entry: LogEntry): void {
+  fromLog(entry: LogEntry): boolean {
     const [v, statements] = [entry.v ?? 0, entry.schema ?? []];
-    if (v <= this.local()) {
-      if (this.statementsKey(v) !== statementsKey(statements)) throw conflict(v, "the log's");
-    } else {
-      if (v !== this.local() + 1) throw new RelayError("internal", `the log's schema version ${v} does not follow the local ${this.local()}`);
-      this.run(v, statements);
-    }
+    const runs = v > this.local();
+    if (!runs && this.statementsKey(v) !== statementsKey(statements)) throw conflict(v, "the log's");
+    if (runs && v !== this.local() + 1) throw new RelayError("internal", `the log's schema version ${v} does not follow the local ${this.local()}`);
+    if (runs) this.run(v, statements);
     setMeta(this.d, "log_version", v);
     this.cached.log = v;
+    return runs;
   }
 
   private setLocal(version: number): void {

@@ -50,9 +50,9 @@ export function rebase(d: Driver, me: string, entries: readonly LogEntry[], poli
     undo(d, pending);
     for (let k = 0; k < rest.length; ) {
       if (rest[k]!.schema) {
-        versions.fromLog(rest[k]!);
+        // A version this replica already has changes nothing here.
+        if (versions.fromLog(rest[k]!)) result.applied++;
         schema.clear();
-        result.applied++;
         k++;
         continue;
       }

@@ -67,7 +67,7 @@ export class Replica {
       schemaAhead: () => step.versions.ahead(),
       cursor: () => step.cursor(),
       page: (entries) => this.local.run(() => step.page(entries)),
-      acked: (acks) => this.local.run(() => step.acked(acks)),
+      acked: (acks, schema) => this.local.run(() => step.acked(acks, schema)),
       fatal: () => this.liveOffAfterFatal(),
       fail: (e) => this.fail(e),
     };

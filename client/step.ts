@@ -1,4 +1,4 @@
-import type { Ack, LogEntry } from "../protocol/messages.ts";
+import type { Ack, LogEntry, SchemaAck } from "../protocol/messages.ts";
 import { SchemaCache } from "./apply.ts";
 import type { ConflictOptions } from "./conflicts.ts";
 import type { Driver } from "./drivers/types.ts";
@@ -92,19 +92,30 @@ export class Step {
    * (client, cseq) it holds. The same step as a pulled page; false when they
    * do not directly follow the cursor (foreign entries first: pull instead).
    */
-  acked(acks: readonly Ack[]): boolean {
+  acked(acks: readonly Ack[], schema: readonly SchemaAck[] = []): boolean {
     if (this.closed) return true;
     const cursor = this.cursor();
     const fresh = acks.filter((a) => a.seq > cursor);
-    if (fresh.length === 0) return true;
-    const pushed = outbox.changesets(this.d, fresh[0]!.cseq, fresh.at(-1)!.cseq);
     const entries: LogEntry[] = [];
-    for (const a of fresh) {
-      const p = pushed.get(a.cseq);
-      if (!p || (entries.length > 0 && a.seq !== entries.at(-1)!.seq + 1)) break;
-      entries.push({ seq: a.seq, client: this.me, cseq: a.cseq, changeset: p.changeset, ts: 0, v: p.v ?? 0 });
+    if (fresh.length > 0) {
+      const pushed = outbox.changesets(this.d, fresh[0]!.cseq, fresh.at(-1)!.cseq);
+      for (const a of fresh) {
+        const p = pushed.get(a.cseq);
+        if (!p) return false;
+        entries.push({ seq: a.seq, client: this.me, cseq: a.cseq, changeset: p.changeset, ts: 0, v: p.v ?? 0 });
+      }
     }
-    return entries.length === fresh.length && this.page(entries);
+    // Versions this replica added: their statements are its own.
+    for (const s of schema) {
+      if (s.seq <= cursor) continue;
+      const key = this.versions.statementsKey(s.version);
+      if (key === undefined) return false;
+      entries.push({ seq: s.seq, client: this.me, cseq: 0, changeset: new Uint8Array(0), ts: 0, v: s.version, schema: JSON.parse(key) as string[] });
+    }
+    if (entries.length === 0) return true;
+    entries.sort((a, b) => a.seq - b.seq);
+    if (entries.some((e, i) => i > 0 && e.seq !== entries[i - 1]!.seq + 1)) return false;
+    return this.page(entries);
   }
 
   /** `entries` directly follow the cursor. */

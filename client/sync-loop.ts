@@ -1,6 +1,6 @@
 import { asRelayError, RelayError } from "./errors.ts";
 import { PULL_BYTE_BUDGET } from "../protocol/limits.ts";
-import type { Ack, LogEntry, PushEntry } from "../protocol/messages.ts";
+import type { Ack, LogEntry, PushEntry, SchemaAck } from "../protocol/messages.ts";
 import type { SchemaVersion } from "../protocol/schema.ts";
 import { withRetry, type BackoffOptions, type Clock } from "./backoff.ts";
 import { Mutex, type Emitter } from "./events.ts";
@@ -44,7 +44,7 @@ export interface SyncDelegate extends Clock {
   /** A sync step over pulled entries; false when they do not follow the cursor. */
   page(entries: readonly LogEntry[]): Promise<boolean>;
   /** A sync step over our own acknowledged entries; false when they do not follow the cursor. */
-  acked(acks: readonly Ack[]): Promise<boolean>;
+  acked(acks: readonly Ack[], schema?: readonly SchemaAck[]): Promise<boolean>;
   /** A background sync failed for good (auth, a refused entry...): stop live sync. */
   fatal(): void;
 }
@@ -161,16 +161,18 @@ export class SyncLoop {
     let after = 0;
     let schemaAfter = 0;
     const acks: Ack[] = [];
+    const schemaAcks: SchemaAck[] = [];
     for (;;) {
       const { entries: batch, schema } = await delegate.locked(() => delegate.nextPush(after, schemaAfter));
       if (batch.length === 0 && schema.length === 0) {
-        // Our own entries need not come back down in the pull that follows.
-        if (acks.length > 0) await delegate.acked(acks);
+        // Our own entries (and versions) need not come back down in the pull that follows.
+        if (acks.length > 0 || schemaAcks.length > 0) await delegate.acked(acks, schemaAcks);
         return pushed;
       }
       const res = await this.retry(() => delegate.transport.push(this.opts.clientId, batch, signal, schema), signal);
       this.seen(res.head);
       acks.push(...res.acks);
+      schemaAcks.push(...(res.schema ?? []));
       pushed += batch.length;
       after = batch.at(-1)?.cseq ?? after;
       schemaAfter = schema.at(-1)?.version ?? schemaAfter;

@@ -23,7 +23,13 @@ export interface PushEntry {
 }
 export type PushRequest = ReturnType<typeof parsePushRequest>;
 export type Ack = ReturnType<typeof parseAck>;
-export type PushResponse = ReturnType<typeof parsePushResponse>;
+/** `schema`: the versions this push added to the log and their seqs (absent when none). */
+export interface PushResponse {
+  acks: Ack[];
+  head: number;
+  schema?: SchemaAck[];
+}
+export type SchemaAck = { version: number; seq: number };
 export type PullResponse = ReturnType<typeof parsePullResponse>;
 export type PullQuery = ReturnType<typeof parsePullQuery>;
 
@@ -67,9 +73,16 @@ export function parseAck(v: unknown, what = "ack") {
   return { cseq: positiveInt(o.cseq, `${what}.cseq`), seq: positiveInt(o.seq, `${what}.seq`) };
 }
 
-export function parsePushResponse(v: unknown) {
+export function parsePushResponse(v: unknown): PushResponse {
   const o = map(v, "push response");
-  return { acks: parseAcks(o.acks), head: nonNegativeInt(o.head, "head") };
+  const res: PushResponse = { acks: parseAcks(o.acks), head: nonNegativeInt(o.head, "head") };
+  if (o.schema !== undefined) {
+    res.schema = array(o.schema, "schema").map((x, i) => {
+      const a = map(x, `schema[${i}]`);
+      return { version: positiveInt(a.version, `schema[${i}].version`), seq: positiveInt(a.seq, `schema[${i}].seq`) };
+    });
+  }
+  return res;
 }
 
 export function parseAcks(v: unknown) {

@@ -145,7 +145,8 @@ export function push(sql: Sql, client: string, entries: readonly PushEntry[], no
     acks.push({ cseq: entry.cseq, seq: h });
     appended.push({ seq: h, client, cseq: entry.cseq, changeset: entry.changeset, ts: now, v: entry.v ?? 0 });
   }
-  return { acks, head: h, appended };
+  const added = appended.filter((e) => e.schema).map((e) => ({ version: e.v ?? 0, seq: e.seq }));
+  return { acks, head: h, appended, ...(added.length > 0 ? { schema: added } : {}) };
 }
 
 /**
