@@ -9,11 +9,11 @@
 import { RelayError } from "../errors.ts";
 import type { ConflictRecord } from "../conflicts.ts";
 import type { Params, Row } from "../drivers/types.ts";
-import type { ChangeEvent, SyncEvent, Tx } from "../types.ts";
+import type { ChangeEvent, DroppedEvent, SyncEvent, Tx } from "../types.ts";
 import { fromWire, type BrowserStatus, type Method, type PageToWorker, type WireError, type WorkerOpenOptions, type WorkerToPage } from "./messages.ts";
 
 export type { BrowserStatus, Storage } from "./messages.ts";
-export type { ChangeEvent, SyncEvent, Tx } from "../types.ts";
+export type { ChangeEvent, DroppedEvent, SyncEvent, Tx } from "../types.ts";
 export type { ConflictRecord, ConflictKind, Resolution, TablePolicy } from "../conflicts.ts";
 export type { Params, Row } from "../drivers/types.ts";
 export { RelayError, isRelayError } from "../errors.ts";
@@ -40,6 +40,7 @@ export interface BrowserReplicaEvents {
   conflict: ConflictRecord;
   error: RelayError;
   connection: { connected: boolean; live: boolean };
+  dropped: DroppedEvent;
   /** Something in status() changed (pending count, cursor, connection, owner tab...). */
   status: BrowserStatus;
   /** This tab's worker took over the database from a tab that closed, or another tab did. */

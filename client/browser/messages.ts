@@ -21,6 +21,7 @@ export interface WorkerOpenOptions {
   token?: string;
   /** OPFS file name; ":memory:" for a replica that lives as long as its owner tab. */
   path: string;
+  migrations?: string[][];
   schema?: string[];
   conflicts?: Omit<ConflictOptions, "onConflict">;
   clientId?: string;
@@ -80,7 +81,7 @@ export interface WireError {
   name: string;
 }
 
-export type EventName = "change" | "sync" | "conflict" | "error" | "connection" | "status" | "owner";
+export type EventName = "change" | "sync" | "conflict" | "error" | "connection" | "dropped" | "status" | "owner";
 
 /** page → worker */
 export type PageToWorker =
