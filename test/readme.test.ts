@@ -41,5 +41,6 @@ examples.forEach((code, i) => {
     // Each example prints what it did; check the part that proves it worked.
     if (code.includes("buy milk")) assert.match(stdout, /walk the dog/);
     if (code.includes("live-demo")) assert.match(stdout, /b applied log entry \d+ \[ \{ title: 'written on a' \} \]/);
+    if (code.includes("schemaVersion")) assert.match(stdout, /schema version 2 \[ \{ id: '3', due: '2027-04-15' \} \]/);
   });
 });
