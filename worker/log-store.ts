@@ -95,6 +95,7 @@ export interface PushOptions {
   schema?: readonly SchemaVersion[];
   /** Whether this caller may add a schema version (the relay's SCHEMA_ROLE). Default true. */
   mayChangeSchema?: boolean;
+  /** The object's cache of the log's version and shapes (cleared when a push fails). */
   shapes?: schemaStore.ShapeCache;
 }
 
@@ -111,15 +112,16 @@ export function push(sql: Sql, client: string, entries: readonly PushEntry[], no
   // back from the previous one, saving the query.
   let h = knownHead ?? head(sql);
   const appended: LogEntry[] = [];
-  let version = schemaStore.logVersion(sql);
+  const cache = opts.shapes ?? new schemaStore.ShapeCache();
+  let version = cache.version(sql);
   for (const sv of opts.schema ?? []) {
     const added = schemaStore.addVersion(sql, sv, version, { seq: h + 1, client, ts: now, mayChange: opts.mayChangeSchema ?? true });
     if (!added) continue;
     appended.push(added);
     h = added.seq;
     version = sv.version;
+    cache.added(version);
   }
-  const cache = opts.shapes ?? new schemaStore.ShapeCache();
   const shapes = version === 0 ? undefined : () => cache.get(sql, version);
   let maxCseq = sql.exec<{ m: number | null }>("SELECT max(cseq) AS m FROM relay_log WHERE client = ?", client).one().m ?? 0;
   const acks: Ack[] = [];

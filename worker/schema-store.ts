@@ -49,19 +49,28 @@ export function shapesAt(sql: Sql, version: number): TableShape[] {
 }
 
 /**
- * Shapes by version, kept by the object: a version never changes once
- * committed. A push that fails may have read a version it was adding, which
+ * The log's version and the shapes by version, kept by the object (a query
+ * less per push): only this object adds versions, and a version never
+ * changes once committed. A push that fails may have read or added a version
  * its rollback undid: the object clears the cache when a push fails.
  */
 export class ShapeCache {
   private readonly versions = new Map<number, Map<string, TableShape>>();
+  private current: number | undefined;
   get(sql: Sql, version: number): Map<string, TableShape> {
     let m = this.versions.get(version);
     if (!m) this.versions.set(version, (m = byName(shapesAt(sql, version))));
     return m;
   }
+  version(sql: Sql): number {
+    return (this.current ??= logVersion(sql));
+  }
+  added(version: number): void {
+    this.current = version;
+  }
   clear(): void {
     this.versions.clear();
+    this.current = undefined;
   }
 }
 
