@@ -47,7 +47,7 @@ describe("a v1 → v2 → v3 history with replicas offline across all of it", ()
     // Offline, each holds v1 writes: inserts, an update of a shared row, a column v3 drops.
     await oldNode.exec("INSERT INTO todo VALUES ('a', 'from old node', 'lost note')");
     await oldWasm.exec("UPDATE todo SET title = 'renamed by old wasm', note = 'gone too' WHERE id = 's1'");
-    await upgraded.exec("INSERT INTO todo(id, title) VALUES ('u', 'from upgraded')");
+    await upgraded.exec("INSERT INTO todo(id, title, note) VALUES ('u', 'from upgraded', 'v3 drops this')");
 
     // Meanwhile the app moves on: v2, then v3, each with writes under it.
     const v2 = await open(db, "v2-wasm", "wasm", [V1, V2]);
@@ -64,9 +64,13 @@ describe("a v1 → v2 → v3 history with replicas offline across all of it", ()
     // The upgraded app reopens offline: its pending v1 write is carried to v3 at open.
     await upgraded.close();
     upgraded = await open(db, "upgraded", "node", [V1, V2, V3], { path: file("upgraded") });
+    const droppedAtOpen: DroppedEvent[] = [];
+    upgraded.on("dropped", (x) => droppedAtOpen.push(x));
     assert.equal(upgraded.status().schemaVersion, 3);
     assert.deepEqual(await upgraded.query("SELECT id, name, done FROM todo WHERE id = 'u'"), [{ id: "u", name: "from upgraded", done: 0 }]);
 
+    await new Promise((r) => setTimeout(r, 0));
+    assert.deepEqual(droppedAtOpen, [{ cseq: 1, table: "todo", columns: ["note"] }], "reported to a listener added right after open");
     // The old apps come back: their pushes are outdated, the sync migrates them and pushes again.
     const dropped: DroppedEvent[] = [];
     for (const r of [oldNode, oldWasm]) r.on("dropped", (x) => dropped.push(x));
