@@ -7,6 +7,7 @@ export { openReplica } from "./open.ts";
 export { Replica } from "./replica.ts";
 export type { ReplicaOptions, ReplicaStatus, ReplicaEvents, ChangeEvent, SyncEvent, Tx, DroppedEvent } from "./types.ts";
 export type { ConflictInfo, ConflictKind, ConflictOptions, ConflictRecord, Resolution, TablePolicy } from "./conflicts.ts";
+export type { Snapshot } from "./snapshot.ts";
 export type { DriverKind, Params, Row } from "./drivers/types.ts";
 export type { Transport } from "./transport/http.ts";
 export { httpTransport } from "./transport/http.ts";

@@ -7,12 +7,14 @@ import type { Driver, Params, Row } from "./drivers/types.ts";
 import { Emitter, Mutex } from "./events.ts";
 import { Live, type LiveDelegate } from "./live.ts";
 import * as outbox from "./outbox.ts";
+import { confirmedState, sha256Hex, type Snapshot } from "./snapshot.ts";
 import { Step } from "./step.ts";
 import * as store from "./store.ts";
 import { PUSH_BYTE_BUDGET, SyncLoop, type SyncDelegate } from "./sync-loop.ts";
 import { httpTransport } from "./transport/http.ts";
 import type { ReplicaEvents, ReplicaOptions, ReplicaStatus, SyncEvent, Tx } from "./types.ts";
 
+export type { Snapshot } from "./snapshot.ts";
 export type { ChangeEvent, ReplicaEvents, ReplicaOptions, ReplicaStatus, SyncEvent, Tx } from "./types.ts";
 
 /**
@@ -133,6 +135,18 @@ export class Replica {
   /** @internal Emit an event found while opening (see openReplica). */
   report<K extends keyof ReplicaEvents>(event: K, e: ReplicaEvents[K]): void {
     if (!this.closed) this.events.emit(event, e);
+  }
+
+  /**
+   * The canonical snapshot of the confirmed state at the cursor (pending
+   * local writes left out): same state, same bytes and hash on every driver.
+   */
+  snapshot(): Promise<Snapshot> {
+    return this.local.run(async () => {
+      this.assertOpen();
+      const s = confirmedState(this.d, this.step.cursor(), this.step.versions);
+      return { ...s, hash: await sha256Hex(s.bytes) };
+    });
   }
 
   /** Conflicts recorded so far, oldest first. */

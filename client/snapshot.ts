@@ -1,0 +1,88 @@
+import type { Change, SqlValue, TableHeader } from "../protocol/changeset.ts";
+import { encodeChangeset } from "./changeset-writer.ts";
+import type { Driver } from "./drivers/types.ts";
+import { RelayError } from "./errors.ts";
+import * as outbox from "./outbox.ts";
+import { undo } from "./rebase.ts";
+import type { SchemaState } from "./migrate.ts";
+import * as store from "./store.ts";
+
+/**
+ * Canonical snapshots (DESIGN.md "Snapshots and compaction"): the confirmed
+ * state of every replicated table at the cursor as one changeset of INSERTs,
+ * tables by name and rows by primary key, so that the same state gives the
+ * same bytes (and SHA-256) on every driver, however the replica got there.
+ *
+ * Not the session extension's changeset: a session orders rows by its hash
+ * table, not by key. Our own writer over rows read in key order is the one
+ * way to canonical bytes. Applying one is the real SQLite apply (applySnapshot).
+ */
+export interface Snapshot {
+  /** The log position this is the state at. */
+  seq: number;
+  /** The log's schema version at `seq` (the tables' shape). */
+  version: number;
+  bytes: Uint8Array;
+  /** Lower-case hex SHA-256 of `bytes`. */
+  hash: string;
+}
+
+const quote = (id: string) => `"${id.replace(/"/g, '""')}"`;
+
+export async function sha256Hex(bytes: Uint8Array): Promise<string> {
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes as Uint8Array<ArrayBuffer>));
+  return Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/**
+ * The confirmed state's canonical changeset. Pending local writes are undone
+ * inside a transaction that is always rolled back (their own inverse, as the
+ * sync step undoes them), so the local view is untouched. Refused while the
+ * local tables are at a schema version the log does not have yet: that state
+ * has no place in the log.
+ */
+export function confirmedState(d: Driver, cursor: number, versions: SchemaState): { seq: number; version: number; bytes: Uint8Array } {
+  if (versions.local() !== versions.log()) {
+    throw new RelayError("snapshot_unavailable", `the local tables are at schema version ${versions.local()}, the log at ${versions.log()}: sync first`);
+  }
+  const fk = store.foreignKeys(d);
+  if (fk) store.setForeignKeys(d, false);
+  try {
+    d.exec("BEGIN IMMEDIATE");
+    undo(d, outbox.pending(d));
+    return { seq: cursor, version: versions.log(), bytes: canonicalBytes(d) };
+  } finally {
+    if (d.inTransaction) d.exec("ROLLBACK");
+    if (fk) store.setForeignKeys(d, true);
+  }
+}
+
+/** Every replicated table's rows as INSERTs: tables by name, rows by primary key; empty tables left out. */
+export function canonicalBytes(d: Driver): Uint8Array {
+  const tables: TableHeader[] = [];
+  const changes: Change[] = [];
+  for (const name of store.userTables(d)) {
+    const info = store.tableInfo(d, name)!;
+    const cols = info.names.map(quote);
+    const order = info.pk
+      .map((p, i) => [p, i] as const)
+      .filter(([p]) => p > 0)
+      .sort((a, b) => a[0] - b[0])
+      .map(([, i]) => cols[i]);
+    // typeof(): a REAL such as 1.0 reads back as the JS number 1, which the writer would write as an INTEGER.
+    // Aliased: a column named like an integer would come first in the row object.
+    const sql = `SELECT ${cols.map((c, i) => `${c} AS c${i}`).join(", ")}, ${cols.map((c, i) => `typeof(${c}) = 'real' AS r${i}`).join(", ")} FROM ${quote(name)} ORDER BY ${order.join(", ")}`;
+    const n = cols.length;
+    const table: TableHeader = { name, pk: info.pk.map((p) => p > 0), pkRaw: Uint8Array.from(info.pk) };
+    let any = false;
+    for (const row of d.all(sql)) {
+      const all = Object.values(row) as SqlValue[];
+      const values = all.slice(0, n);
+      const reals = all.slice(n).flatMap((isReal, i) => (isReal === 1 ? [i] : []));
+      changes.push({ table, op: "insert", indirect: false, old: undefined, new: values, ...(reals.length > 0 ? { integralReals: { old: [], new: reals } } : {}) });
+      any = true;
+    }
+    if (any) tables.push(table);
+  }
+  return encodeChangeset({ tables, changes });
+}
