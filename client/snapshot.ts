@@ -1,4 +1,5 @@
 import type { Change, SqlValue, TableHeader } from "../protocol/changeset.ts";
+export { sha256Hex } from "../protocol/hash.ts";
 import { encodeChangeset } from "./changeset-writer.ts";
 import type { Driver } from "./drivers/types.ts";
 import { RelayError } from "./errors.ts";
@@ -28,11 +29,6 @@ export interface Snapshot {
 }
 
 const quote = (id: string) => `"${id.replace(/"/g, '""')}"`;
-
-export async function sha256Hex(bytes: Uint8Array): Promise<string> {
-  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes as Uint8Array<ArrayBuffer>));
-  return Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("");
-}
 
 /**
  * The confirmed state's canonical changeset. Pending local writes are undone

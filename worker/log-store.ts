@@ -4,6 +4,7 @@ import { PULL_BYTE_BUDGET, STORAGE_CHUNK_BYTES } from "../protocol/limits.ts";
 import type { Ack, LogEntry, PushEntry, PushResponse } from "../protocol/messages.ts";
 import type { SchemaVersion } from "../protocol/schema.ts";
 import * as schemaStore from "./schema-store.ts";
+import * as snapshotStore from "./snapshot-store.ts";
 
 /**
  * The rules of the log, as plain functions over a Durable Object SQL handle.
@@ -53,11 +54,12 @@ export function migrate(sql: Sql): void {
     INSERT OR REPLACE INTO relay_meta(key, value) VALUES ('schema', ${SCHEMA_VERSION});
   `);
   schemaStore.migrate(sql);
+  snapshotStore.migrate(sql);
 }
 
-/** Data entries and schema entries share the one sequence of seqs. */
+/** Data entries and schema entries share the one sequence of seqs (compaction may have removed every entry up to the head). */
 export function head(sql: Sql): number {
-  return sql.exec<{ h: number }>("SELECT max(coalesce((SELECT max(seq) FROM relay_log), 0), coalesce((SELECT max(seq) FROM relay_schema), 0)) AS h").one().h;
+  return sql.exec<{ h: number }>("SELECT max(coalesce((SELECT max(seq) FROM relay_log), 0), coalesce((SELECT max(seq) FROM relay_schema), 0), coalesce((SELECT value FROM relay_meta WHERE key = 'trimmed'), 0)) AS h").one().h;
 }
 
 function readChangeset(sql: Sql, seq: number, size: number, chunks: number, body: ArrayBuffer | null): Uint8Array {
@@ -123,7 +125,7 @@ export function push(sql: Sql, client: string, entries: readonly PushEntry[], no
     cache.added(version);
   }
   const shapes = version === 0 ? undefined : () => cache.get(sql, version);
-  let maxCseq = sql.exec<{ m: number | null }>("SELECT max(cseq) AS m FROM relay_log WHERE client = ?", client).one().m ?? 0;
+  let maxCseq = Math.max(sql.exec<{ m: number | null }>("SELECT max(cseq) AS m FROM relay_log WHERE client = ?", client).one().m ?? 0, snapshotStore.clientFloor(sql, client));
   const acks: Ack[] = [];
   for (const entry of entries) {
     // Only a cseq at or below the client's highest can be a retry: new
@@ -156,6 +158,7 @@ export function push(sql: Sql, client: string, entries: readonly PushEntry[], no
  * `budget` changeset bytes (but never empty while entries remain).
  */
 export function pull(sql: Sql, after: number, limit: number, budget = PULL_BYTE_BUDGET): { entries: LogEntry[]; head: number; more: boolean } {
+  snapshotStore.checkRetained(sql, after);
   const h = head(sql);
   const entries: LogEntry[] = [];
   let bytes = 0;

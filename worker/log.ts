@@ -15,6 +15,7 @@ import { PushQueue } from "./push-queue.ts";
 import { errorResponse, outcome, toRelayError, type Outcome } from "./errors.ts";
 import { fromPushArgs, type PushArgs } from "./push-args.ts";
 import type { Env } from "./env.ts";
+import { call as snapshotCall, type SnapshotCall } from "./snapshots.ts";
 
 /** Who a socket belongs to; kept with the socket so it survives hibernation. */
 interface SocketInfo {
@@ -83,6 +84,19 @@ export class ChangesetLog extends DurableObject<Env> {
       return new Response(encode(store.pull(this.sql, after, limit)), { headers });
     } catch (e) {
       return errorResponse(e);
+    }
+  }
+
+  /** RPC: snapshot uploads, downloads, hash reports, status and compaction (snapshots.ts), authorized by the Worker. */
+  async snapshots(c: SnapshotCall, sub: string): Promise<Outcome<unknown>> {
+    try {
+      this.drain();
+      const host = { sql: this.sql, env: this.env, transaction: <T>(fn: () => T) => this.ctx.storage.transactionSync(fn), sockets: () => this.ctx.getWebSockets().length };
+      return { ok: await snapshotCall(host, c, sub) };
+    } catch (e) {
+      return outcome(() => {
+        throw e;
+      });
     }
   }
 
