@@ -204,6 +204,8 @@ export class Live {
         return;
       case FRAME.error: {
         const err = new RelayError(f.error.code, f.error.message);
+        // Behind the compacted log: the HTTP sync resets onto the snapshot.
+        if (err.code === "snapshot_required") return this.loop.request();
         this.events.emit("error", err);
         // A refused push stays pending; an HTTP sync retries it and reports
         // for good if the refusal is final. An outdated one needs the sync

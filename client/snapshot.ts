@@ -4,7 +4,11 @@ import { encodeChangeset } from "./changeset-writer.ts";
 import type { Driver } from "./drivers/types.ts";
 import { RelayError } from "./errors.ts";
 import * as outbox from "./outbox.ts";
-import { undo } from "./rebase.ts";
+import { redo, undo, type RebaseResult } from "./rebase.ts";
+import type { SchemaCache } from "./apply.ts";
+import type { ConflictOptions } from "./conflicts.ts";
+import { RESOLUTION } from "./drivers/types.ts";
+import { translate } from "./translate.ts";
 import type { SchemaState } from "./migrate.ts";
 import * as store from "./store.ts";
 
@@ -81,4 +85,42 @@ export function canonicalBytes(d: Driver): Uint8Array {
     if (any) tables.push(table);
   }
   return encodeChangeset({ tables, changes });
+}
+
+/** A snapshot to reset onto, with what the relay says goes with it. */
+export interface SnapshotToApply {
+  seq: number;
+  version: number;
+  bytes: Uint8Array;
+  /** The log's schema versions up to `seq`, in order (schema entries are never trimmed). */
+  schema: readonly { seq: number; version: number; statements: string[] }[];
+  /** The highest cseq of this replica's that the relay compacted: those entries are in the snapshot. */
+  ownCseq: number;
+}
+
+/**
+ * Inside the sync step's transaction (step.ts reset): undo pending, empty
+ * the replicated tables, run the log's schema versions up to the snapshot
+ * (those this replica lacks), apply the snapshot with SQLite's apply, then
+ * re-apply the pending writes the log does not already hold (invariant 6).
+ * The conflict log is left alone.
+ */
+export function resetOnto(d: Driver, me: string, snap: SnapshotToApply, policy: ConflictOptions, schema: SchemaCache, versions: SchemaState): RebaseResult {
+  let pending = outbox.pending(d);
+  undo(d, pending);
+  for (const t of store.userTables(d)) d.exec(`DELETE FROM ${quote(t)}`);
+  for (const s of snap.schema) {
+    if (s.version > versions.log()) versions.fromLog({ seq: s.seq, client: "", cseq: 0, changeset: new Uint8Array(0), ts: 0, v: s.version, schema: s.statements });
+  }
+  schema.clear();
+  const local = versions.local();
+  const bytes = snap.version === local || snap.version === 0 ? snap.bytes : translate(d, versions, snap.bytes, snap.version, local).changeset;
+  // Into empty tables: nothing can conflict, and anything that does is a broken snapshot.
+  if (bytes.byteLength > 0 && !d.applyChangeset(bytes, () => RESOLUTION.ABORT)) {
+    throw new RelayError("apply_failed", `the snapshot at seq ${snap.seq} does not apply to empty tables`);
+  }
+  for (const p of pending) if (p.cseq <= snap.ownCseq) outbox.dequeue(d, p.cseq);
+  pending = pending.filter((p) => p.cseq > snap.ownCseq);
+  const dropped = redo(d, me, pending, policy, schema, versions);
+  return { conflicts: [], applied: 1, skipped: 0, dropped };
 }

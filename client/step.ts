@@ -5,7 +5,8 @@ import type { Driver } from "./drivers/types.ts";
 import type { Emitter } from "./events.ts";
 import * as outbox from "./outbox.ts";
 import { SchemaState } from "./migrate.ts";
-import { lastOwnCseq, rebase } from "./rebase.ts";
+import { lastOwnCseq, rebase, type RebaseResult } from "./rebase.ts";
+import { resetOnto, type SnapshotToApply } from "./snapshot.ts";
 import * as store from "./store.ts";
 import type { ReplicaEvents } from "./types.ts";
 
@@ -120,13 +121,38 @@ export class Step {
 
   /** `entries` directly follow the cursor. */
   private run(entries: readonly LogEntry[]): void {
+    const last = entries.at(-1)!.seq;
+    const result = this.transact(last, () => {
+      const r = rebase(this.d, this.me, entries, this.policy, this.schema, this.versions);
+      // Never number a new transaction like an entry of ours the log holds.
+      const own = lastOwnCseq(this.me, entries);
+      if (own >= this.nextCseq()) this.numbered(own);
+      return r;
+    });
+    this.emitResult(result, last);
+  }
+
+  /**
+   * Reset onto a snapshot (snapshot.ts resetOnto): the confirmed state
+   * becomes the snapshot's, the cursor its seq; pending writes are re-applied
+   * on top, the conflict log stays. Used to bootstrap and when the cursor is
+   * older than the relay's retained log.
+   */
+  reset(snap: SnapshotToApply): void {
+    if (this.closed) return;
+    const result = this.transact(snap.seq, () => resetOnto(this.d, this.me, snap, this.policy, this.schema, this.versions));
+    this.emitResult(result, snap.seq);
+  }
+
+  /** One local write transaction that ends with the cursor at `last`; all or nothing. */
+  private transact(last: number, body: () => RebaseResult): RebaseResult {
     const d = this.d;
     // Replicated state may legitimately break a foreign key (a child row
     // inserted concurrently with its parent's deletion): enforcing it mid-apply
     // would make SQLite refuse the commit on every replica, so it is relaxed
     // while log entries are applied (outside BEGIN: the pragma is a no-op inside).
     if (this.fk) store.setForeignKeys(d, false);
-    let result: ReturnType<typeof rebase>;
+    let result: RebaseResult;
     try {
       d.exec("BEGIN IMMEDIATE");
       // Table definitions are read again only when the schema changed (DDL can
@@ -135,13 +161,9 @@ export class Step {
       const version = store.schemaVersion(d);
       if (version !== this.schemaVersion) this.schema.clear();
       this.schemaVersion = version;
-      result = rebase(d, this.me, entries, this.policy, this.schema, this.versions);
+      result = body();
       for (const c of result.conflicts) store.recordConflict(d, c);
-      const last = entries.at(-1)!.seq;
       store.setMeta(d, "cursor", last);
-      // Never number a new transaction like an entry of ours the log holds.
-      const own = lastOwnCseq(this.me, entries);
-      if (own >= this.nextCseq()) this.numbered(own);
       d.exec("COMMIT");
       this.cached.cursor = last;
     } catch (e) {
@@ -151,8 +173,12 @@ export class Step {
     } finally {
       if (this.fk) store.setForeignKeys(d, true);
     }
+    return result;
+  }
+
+  private emitResult(result: RebaseResult, last: number): void {
     for (const c of result.conflicts) this.events.emit("conflict", c);
     for (const x of result.dropped) this.events.emit("dropped", x);
-    if (result.applied > 0) this.events.emit("change", { source: "remote", cursor: entries.at(-1)!.seq });
+    if (result.applied > 0) this.events.emit("change", { source: "remote", cursor: last });
   }
 }

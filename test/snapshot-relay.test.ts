@@ -105,7 +105,7 @@ describe("snapshots on the relay", () => {
     const headers = { authorization: `Bearer ${token}`, "content-type": "application/json" };
     const up = (await (await fetch(`${base}/snapshots`, { method: "POST", headers, body: JSON.stringify({ seq: s.seq, version: 1, size: s.bytes.byteLength, hash: s.hash }) })).json()) as { id: number; parts: number };
     assert.equal(up.parts, 3);
-    const put = await fetch(`${base}/snapshots/${up.id}/parts/0`, { method: "PUT", headers: { authorization: `Bearer ${token}` }, body: s.bytes.subarray(0, SNAPSHOT_PART_BYTES) });
+    const put = await fetch(`${base}/snapshots/${up.id}/parts/0`, { method: "PUT", headers: { authorization: `Bearer ${token}` }, body: s.bytes.subarray(0, SNAPSHOT_PART_BYTES) as Uint8Array<ArrayBuffer> });
     assert.equal(put.status, 200);
     await durable.stop();
     await durable.start();
