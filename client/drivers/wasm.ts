@@ -148,6 +148,7 @@ interface Exports {
   sqlite3_get_autocommit(db: number): number;
   sqlite3_prepare_v2(db: number, sql: number, n: number, stmt: number, tail: number): number;
   sqlite3_finalize(stmt: number): number;
+  sqlite3_stmt_status(stmt: number, op: number, reset: number): number;
   sqlite3session_create(db: number, name: number, out: number): number;
   sqlite3session_attach(session: number, table: number): number;
   sqlite3session_changeset(session: number, n: number, out: number): number;
@@ -405,7 +406,7 @@ class WasmDriver implements Driver {
   /** Cached: reading them costs more than a point query. Valid until a schema change re-prepares the statement. */
   #columnNames(stmt: CachedStatement): string[] {
     const { capi } = this.#sqlite3;
-    const prepares = capi.sqlite3_stmt_status(stmt.p, capi.SQLITE_STMTSTATUS_REPREPARE, 0);
+    const prepares = this.#x.sqlite3_stmt_status(stmt.p, 5, 0); // SQLITE_STMTSTATUS_REPREPARE
     if (stmt.columns === undefined || stmt.prepares !== prepares) {
       stmt.columns = [];
       for (let i = 0, n = capi.sqlite3_column_count(stmt.p); i < n; i++) stmt.columns.push(capi.sqlite3_column_name(stmt.p, i));
