@@ -268,7 +268,7 @@ class WasmDriver implements Driver {
         // More than comments after it? Then it is a script (or an error SQLite reports when it runs).
         const next = this.#prepareAt(text + used, n - used, true);
         if (next > 0) this.#x.sqlite3_finalize(next);
-        if (next !== 0) tail = decoder.decode(wasm.heap8u().subarray(text + used, text + n));
+        if (next !== 0) tail = this.#text(text + used, n - used);
       }
       return { p, names: new Map(), params: this.#sqlite3.capi.sqlite3_bind_parameter_count(p), tail };
     } finally {
@@ -355,6 +355,12 @@ class WasmDriver implements Driver {
     if (rc !== 0) this.#check(rc);
   }
 
+  /** UTF-8 from the heap. Some browsers' TextDecoder refuses a view of shared memory (a build with threads): copy it then. */
+  #text(p: number, n: number): string {
+    const heap = this.#sqlite3.wasm.heap8u();
+    return decoder.decode(heap.buffer instanceof ArrayBuffer ? heap.subarray(p, p + n) : heap.slice(p, p + n));
+  }
+
   /** The scratch buffer, grown to hold `n` bytes. */
   #room(n: number): number {
     if (n > this.#scratchSize) {
@@ -382,7 +388,7 @@ class WasmDriver implements Driver {
         // SQLITE_TEXT, every byte of it (a NUL included, as node:sqlite reads it).
         const ptr = x.sqlite3_column_text(p, i);
         const n = x.sqlite3_column_bytes(p, i);
-        return n === 0 ? "" : decoder.decode(this.#sqlite3.wasm.heap8u().subarray(ptr, ptr + n));
+        return n === 0 ? "" : this.#text(ptr, n);
       }
       case 4: {
         // SQLITE_BLOB
