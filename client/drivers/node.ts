@@ -1,10 +1,8 @@
 import type { DatabaseSync, SQLInputValue, SQLOutputValue, StatementSync } from "node:sqlite";
 import type { SqlValue } from "../../protocol/changeset.ts";
 import { RelayError } from "../../protocol/errors.ts";
+import { StatementCache } from "./cache.ts";
 import { checkResolution, narrow, RESOLUTION, type ConflictType, type Driver, type Params, type Resolution, type Row, type Session } from "./types.ts";
-
-/** Prepared statements kept per connection; the sync engine reuses a few dozen at most. */
-const STATEMENT_CACHE_SIZE = 64;
 
 /** Opens a node:sqlite database: a file path, or ":memory:". */
 export function openNode(path: string): Driver {
@@ -39,7 +37,8 @@ class NodeDriver implements Driver {
   readonly kind = "node";
   readonly persistent: boolean;
   #db: DatabaseSync;
-  #statements = new Map<string, Prepared>();
+  // node:sqlite has no finalize(); dropping the reference lets GC do it.
+  #statements = new StatementCache<Prepared>(() => {});
   /** Only where setAuthorizer is missing (Node < 24.10): changes are then told apart with total_changes(). */
   #totalChanges: StatementSync | undefined;
   #closed = false;
@@ -144,18 +143,7 @@ class NodeDriver implements Driver {
   }
 
   #prepare(sql: string): Prepared {
-    let prepared = this.#statements.get(sql);
-    if (prepared) {
-      this.#statements.delete(sql); // re-insert: Map order is the LRU order
-    } else {
-      prepared = this.#compile(sql);
-      if (this.#statements.size >= STATEMENT_CACHE_SIZE) {
-        // node:sqlite has no finalize(); dropping the reference lets GC do it.
-        this.#statements.delete(this.#statements.keys().next().value!);
-      }
-    }
-    this.#statements.set(sql, prepared);
-    return prepared;
+    return this.#statements.get(sql, (text) => this.#compile(text));
   }
 
   /**

@@ -1,15 +1,13 @@
 import type { Database, Sqlite3Static } from "@sqlite.org/sqlite-wasm";
 import type { SqlValue } from "../../protocol/changeset.ts";
 import { RelayError } from "../../protocol/errors.ts";
+import { StatementCache } from "./cache.ts";
 import { checkResolution, narrow, RESOLUTION, type ConflictType, type Driver, type Params, type Resolution, type Row, type Session } from "./types.ts";
 import { defaultVfs, DONE, loadSqliteWasm, ROW, TRANSIENT, type Exports } from "./wasm-module.ts";
 
 export { installOpfsSahPool, loadSqliteWasm, type LoadOptions, type OpfsPoolOptions } from "./wasm-module.ts";
 
 // No Node-only imports in this file: it also runs in a browser Web Worker.
-
-/** Prepared statements kept per connection; the sync engine reuses a few dozen at most. */
-const STATEMENT_CACHE_SIZE = 64;
 
 /**
  * Opens ":memory:", or a file on a persistent VFS: `options.vfs`, else the one
@@ -55,7 +53,7 @@ class WasmDriver implements Driver {
   #x: Exports;
   #db: Database;
   #p: number;
-  #statements = new Map<string, CachedStatement>();
+  #statements = new StatementCache<CachedStatement>((stmt) => this.#x.sqlite3_finalize(stmt.p));
   #sessions = new Set<number>();
   #closed = false;
   /** Heap memory reused for every bound text or blob, and for out-pointers (two pointers at #out). */
@@ -200,7 +198,6 @@ class WasmDriver implements Driver {
     // Sessions must be deleted before their connection is closed.
     for (const p of this.#sessions) x.sqlite3session_delete(p);
     this.#sessions.clear();
-    for (const stmt of this.#statements.values()) x.sqlite3_finalize(stmt.p);
     this.#statements.clear();
     this.#db.close();
     wasm.uninstallFunction(this.#xConflict);
@@ -239,19 +236,7 @@ class WasmDriver implements Driver {
   }
 
   #prepare(sql: string): CachedStatement {
-    let stmt = this.#statements.get(sql);
-    if (stmt) {
-      this.#statements.delete(sql); // re-insert: Map order is the LRU order
-    } else {
-      stmt = this.#compile(sql);
-      if (this.#statements.size >= STATEMENT_CACHE_SIZE) {
-        const [oldest, evicted] = this.#statements.entries().next().value!;
-        this.#statements.delete(oldest);
-        this.#x.sqlite3_finalize(evicted.p);
-      }
-    }
-    this.#statements.set(sql, stmt);
-    return stmt;
+    return this.#statements.get(sql, (text) => this.#compile(text));
   }
 
   /** Prepares the first statement of `sql`; the caller finalizes it. */
