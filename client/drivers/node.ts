@@ -41,6 +41,7 @@ class NodeDriver implements Driver {
   #statements = new StatementCache<Prepared>(() => {});
   /** Only where setAuthorizer is missing (Node < 24.10): changes are then told apart with total_changes(). */
   #totalChanges: StatementSync | undefined;
+  #lastInsertRowid: number | bigint = 0;
   #closed = false;
 
   constructor(db: DatabaseSync, persistent: boolean) {
@@ -123,8 +124,6 @@ class NodeDriver implements Driver {
     this.#db.close(); // also deletes open sessions
   }
 
-  #lastInsertRowid: number | bigint = 0;
-
   /** The rows one statement changed: SQLite's changes() when it writes rows, else 0 (changes() still holds the previous write's count). */
   #runOne({ stmt, writes }: Prepared, params: Params | undefined): number {
     const before = writes === undefined ? this.#total() : 0;
@@ -177,9 +176,13 @@ class NodeDriver implements Driver {
     return { stmt, writes, tail: this.#tail(sql, stmt.sourceSQL) };
   }
 
-  /** The statements after the first one (sourceSQL is sqlite3_sql(): the first statement's text), "" when only comments follow. */
+  /**
+   * The statements after the first one, "" when only comments follow.
+   * sourceSQL is sqlite3_sql(), the first statement's text: as many UTF-16
+   * units as it took of `sql` (an unpaired surrogate comes back as U+FFFD).
+   */
   #tail(sql: string, first: string): string {
-    const rest = sql.startsWith(first) ? sql.slice(first.length) : "";
+    const rest = sql.slice(first.length);
     if (rest.trim() === "") return "";
     try {
       this.#db.prepare(rest);
