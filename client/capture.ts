@@ -27,11 +27,11 @@ export async function capture<T>(d: Driver, step: Step, fn: (tx: Tx) => Promise<
   const schema = store.schemaVersion(d);
   const session = d.session();
   let done = false;
-  const exec = statements(d);
   const tx: Tx = {
     exec: async (sql, params) => {
       if (done) throw new RelayError("closed", "transaction already finished");
-      return { changes: exec(sql, params) };
+      // The driver counts the statement's own rows (SQLite's changes()): no query for it.
+      return { changes: d.run(sql, params).changes };
     },
     query: async <R extends Row>(sql: string, params?: Params) => {
       if (done) throw new RelayError("closed", "transaction already finished");
@@ -69,26 +69,6 @@ export async function capture<T>(d: Driver, step: Step, fn: (tx: Tx) => Promise<
     step.forget();
     throw e;
   }
-}
-
-/**
- * Runs one statement and returns the rows it changed: the one place capture
- * asks the driver how a statement went. Only this transaction's statements
- * change the count while it holds the lock, so each statement's "after" is
- * the next one's "before": one total_changes() query per statement instead
- * of two (they were a third of a bulk insert's time). Not combined with the
- * schema version: that needs the pragma table function, three times slower
- * than both apart.
- */
-function statements(d: Driver): (sql: string, params?: Params) => number {
-  let total = store.totalChanges(d);
-  return (sql, params) => {
-    if (params === undefined) d.exec(sql);
-    else d.run(sql, params);
-    const before = total;
-    total = store.totalChanges(d);
-    return total - before;
-  };
 }
 
 /** Drivers hand out null-prototype rows (node:sqlite's shape); users get ordinary objects. */

@@ -44,11 +44,6 @@ export function schemaVersion(d: Driver): number {
   return d.all("PRAGMA schema_version")[0]!.schema_version as number;
 }
 
-/** Rows changed by this connection so far (the counter capture reads after each statement). */
-export function totalChanges(d: Driver): number {
-  return d.all("SELECT total_changes() AS n")[0]!.n as number;
-}
-
 export function foreignKeys(d: Driver): boolean {
   return d.all("PRAGMA foreign_keys")[0]?.foreign_keys === 1;
 }

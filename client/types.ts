@@ -73,6 +73,7 @@ export interface ReplicaEvents extends Record<string, unknown> {
 }
 
 export interface Tx {
+  /** `changes`: rows the statement itself changed (SQLite's changes(); not trigger or cascade writes). */
   exec(sql: string, params?: Params): Promise<{ changes: number }>;
   query<T extends Row = Row>(sql: string, params?: Params): Promise<T[]>;
 }

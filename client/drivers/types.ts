@@ -31,7 +31,12 @@ export interface Driver {
   readonly persistent: boolean;
   /** Run one or more SQL statements without parameters. */
   exec(sql: string): void;
-  /** Run one statement with parameters. */
+  /**
+   * Run one statement with parameters, or without parameters one or more.
+   * `changes`: the rows the statements inserted, updated or deleted, as
+   * SQLite's changes() counts them (not rows changed by triggers or foreign
+   * key actions); 0 for a statement that writes no rows (SELECT, DDL, PRAGMA).
+   */
   run(sql: string, params?: Params): { changes: number; lastInsertRowid: number | bigint };
   /** Run one statement and return its rows as plain objects. */
   all(sql: string, params?: Params): Row[];
