@@ -1,5 +1,6 @@
 /** A tiny typed emitter. A listener that throws never breaks the replica: the error is reported once to the console. */
-export class Emitter<Events extends Record<string, unknown>> {
+/** `Events` maps each event name to its payload: an interface without an index signature, so a misspelt name is a compile error. */
+export class Emitter<Events extends object> {
   private readonly listeners = new Map<keyof Events, Set<(e: never) => void>>();
 
   on<K extends keyof Events>(event: K, fn: (e: Events[K]) => void): () => void {

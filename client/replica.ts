@@ -1,3 +1,4 @@
+import { changesetTables } from "../protocol/changeset.ts";
 import { asRelayError, RelayError } from "./errors.ts";
 import { MAX_ENTRIES_PER_PUSH } from "../protocol/limits.ts";
 import { DEFAULT_BACKOFF, realClock } from "./backoff.ts";
@@ -12,8 +13,10 @@ import * as store from "./store.ts";
 import { PUSH_BYTE_BUDGET, SyncLoop, type SyncDelegate } from "./sync-loop.ts";
 import { httpTransport } from "./transport/http.ts";
 import type { ReplicaEvents, ReplicaOptions, ReplicaStatus, SyncEvent, Tx } from "./types.ts";
+import { Watches, type WatchOptions } from "./watch.ts";
 
-export type { ChangeEvent, ReplicaEvents, ReplicaOptions, ReplicaStatus, SyncEvent, Tx } from "./types.ts";
+export type { ChangeEvent, ReplicaEvents, ReplicaOptions, ReplicaStatus, SyncEvent, SyncProgress, Tx } from "./types.ts";
+export type { WatchOptions } from "./watch.ts";
 
 /**
  * The replica: the public API over its parts, and the one lock they share.
@@ -22,6 +25,7 @@ export type { ChangeEvent, ReplicaEvents, ReplicaOptions, ReplicaStatus, SyncEve
  *   step.ts       one local transaction per page of log entries; the cursor
  *   sync-loop.ts  HTTP push/pull and background scheduling
  *   live.ts       the socket: subscription, coalesced pushes, acks
+ *   watch.ts      watched queries, re-run on the "change" events of their tables
  * Every local transaction (user writes, steps, marking entries sent) runs
  * under `local`, one at a time.
  */
@@ -34,6 +38,7 @@ export class Replica {
   private readonly step: Step;
   private readonly loop: SyncLoop;
   private readonly live: Live;
+  private readonly watches: Watches;
   private closed = false;
 
   /** Use `openReplica`. */
@@ -68,6 +73,16 @@ export class Replica {
     };
     this.loop = new SyncLoop(delegate, this.events, { clientId, readOnly, backoff });
     this.live = new Live(delegate, this.loop, this.events, opts, { clientId, readOnly, backoff });
+    this.watches = new Watches((sql, params, withTables, reading) =>
+      this.local.run(() => {
+        this.assertOpen();
+        reading();
+        // Tables first: the driver learns them while it compiles the statement the read then uses.
+        const tables = withTables ? d.tablesRead(sql) : undefined;
+        return { rows: plain<Row>(d.all(sql, params)), tables };
+      }),
+    );
+    this.events.on("change", (e) => this.watches.changed(e.tables));
   }
 
   /** Run one write transaction (one or more statements); it becomes one changeset. */
@@ -86,7 +101,7 @@ export class Replica {
       if (this.readOnly) throw new RelayError("read_only", "this replica is read-only (its token's role is read): local writes are refused");
       const { result, entry, direct } = await capture(this.d, this.step, fn, (e) => this.live.sendsAtOnce(e));
       if (entry) {
-        this.events.emit("change", { source: "local", cursor: this.step.cursor() });
+        this.events.emit("change", { source: "local", cursor: this.step.cursor(), tables: changesetTables(entry.changeset).map((t) => t.name) });
         if (direct) this.live.send(entry);
         else if (this.live.on) queueMicrotask(() => this.live.flush());
       }
@@ -100,6 +115,18 @@ export class Replica {
       this.assertOpen();
       return plain<T>(this.d.all(sql, params));
     });
+  }
+
+  /**
+   * Call back with the query's rows at once, then again after every commit
+   * (a local write, a sync step) that changed them; never for a commit to
+   * tables the query does not read, and once for a burst of commits. Rows are
+   * plain objects; `T` is the caller's assertion of their shape, as for query().
+   * Returns the function that ends the watch.
+   */
+  watch<T extends Row = Row>(sql: string, params: Params | undefined, callback: (rows: T[]) => void, options?: WatchOptions): () => void {
+    this.assertOpen();
+    return this.watches.add(sql, params, callback, options);
   }
 
   /** Push everything pending, pull to the head of the log, rebase. Concurrent calls queue. */
@@ -117,6 +144,7 @@ export class Replica {
       live: this.live.on,
       driver: this.d.kind,
       readOnly: this.readOnly,
+      progress: this.loop.progress,
     };
   }
 
@@ -147,6 +175,7 @@ export class Replica {
   async close(): Promise<void> {
     if (this.closed) return;
     this.live.stop();
+    this.watches.close();
     await this.loop.close();
     await this.local.run(() => {
       this.closed = true;

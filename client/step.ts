@@ -1,3 +1,4 @@
+import { changesetTables } from "../protocol/changeset.ts";
 import type { Ack, LogEntry } from "../protocol/messages.ts";
 import { SchemaCache } from "./apply.ts";
 import type { ConflictOptions } from "./conflicts.ts";
@@ -136,6 +137,19 @@ export class Step {
       if (this.fk) store.setForeignKeys(d, true);
     }
     for (const c of result.conflicts) this.events.emit("conflict", c);
-    if (result.applied > 0) this.events.emit("change", { source: "remote", cursor: entries.at(-1)!.seq });
+    if (result.applied > 0) this.events.emit("change", { source: "remote", cursor: entries.at(-1)!.seq, tables: tablesOf(entries) });
   }
+}
+
+/** The tables a step's entries change (what watches are invalidated by). Runs after COMMIT, so it must not throw. */
+function tablesOf(entries: readonly LogEntry[]): string[] {
+  const tables = new Set<string>();
+  for (const e of entries) {
+    try {
+      for (const t of changesetTables(e.changeset)) tables.add(t.name);
+    } catch {
+      // A malformed entry was skipped by the step (a "corrupt" conflict): it changed nothing.
+    }
+  }
+  return [...tables];
 }

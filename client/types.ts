@@ -51,12 +51,34 @@ export interface ReplicaStatus {
   live: boolean;
   driver: DriverKind;
   readOnly: boolean;
+  /** The pull in progress when it takes more than one page (a first sync, a long time offline), else null. */
+  progress: SyncProgress | null;
+}
+
+/**
+ * How far a pull of more than one page has got: enough for a progress bar.
+ * Bytes are the changesets' bytes as applied (not as compressed on the wire).
+ */
+export interface SyncProgress {
+  /** Log entries applied so far in this pull. */
+  entries: number;
+  /** Entries from the cursor at the start of the pull to the relay's head (the head may move on meanwhile: then this grows). */
+  entriesExpected: number;
+  bytes: number;
+  /** null: unknown. The relay reports its head as a seq, not the size of the log behind it. */
+  bytesExpected: number | null;
 }
 
 export interface ChangeEvent {
   source: "local" | "remote";
   /** For remote changes: the last log seq applied. */
   cursor: number;
+  /**
+   * The tables the commit changed: for a local one, the tables in its
+   * changeset; for a remote one, the tables of the log entries the sync step
+   * applied. Writes made by triggers during a remote apply are not included.
+   */
+  tables: string[];
 }
 export interface SyncEvent {
   pushed: number;
@@ -64,9 +86,12 @@ export interface SyncEvent {
   cursor: number;
   head: number;
 }
-export interface ReplicaEvents extends Record<string, unknown> {
+/** Event names and their payloads; `on` takes no other name (`on("chnage", ...)` does not compile). */
+export interface ReplicaEvents {
   change: ChangeEvent;
   sync: SyncEvent;
+  /** After each page of a pull that takes more than one page; status().progress says the same. */
+  progress: SyncProgress;
   conflict: ConflictRecord;
   error: RelayError;
   connection: { connected: boolean; live: boolean };

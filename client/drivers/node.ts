@@ -26,11 +26,14 @@ export function openNode(path: string): Driver {
 interface Prepared {
   stmt: StatementSync;
   writes: boolean | undefined;
+  /** The tables it reads (SQLITE_READ), views resolved to their base tables; undefined without setAuthorizer. */
+  reads: string[] | undefined;
   tail: string;
 }
 
 /** Authorizer action codes (sqlite3.h) for rows written, and for schema changes (which write sqlite_schema rows). */
 const WRITE_ACTIONS: ReadonlySet<number> = new Set([9, 18, 23]); // DELETE, INSERT, UPDATE
+const READ = 20; // SQLITE_READ: arg 1 is the table, also for the base tables of a view
 const DDL_ACTIONS: ReadonlySet<number> = new Set([1, 2, 3, 4, 5, 6, 7, 8, 10, 11, 12, 13, 14, 15, 16, 17, 26, 29, 30]);
 
 class NodeDriver implements Driver {
@@ -117,6 +120,10 @@ class NodeDriver implements Driver {
     return ok;
   }
 
+  tablesRead(sql: string): string[] | undefined {
+    return this.#prepare(sql).reads;
+  }
+
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
@@ -153,12 +160,15 @@ class NodeDriver implements Driver {
   #compile(sql: string): Prepared {
     const db = this.#db;
     let writes: boolean | undefined;
+    let reads: string[] | undefined;
     let stmt: StatementSync;
     if (typeof db.setAuthorizer === "function") {
       let write = false;
       let ddl = false;
-      db.setAuthorizer((action, _a, _b, _db, trigger) => {
-        if (trigger === null && WRITE_ACTIONS.has(action)) write = true;
+      const read = new Set<string>();
+      db.setAuthorizer((action, table, _b, _db, trigger) => {
+        if (action === READ) read.add(table!);
+        else if (trigger === null && WRITE_ACTIONS.has(action)) write = true;
         else if (DDL_ACTIONS.has(action)) ddl = true;
         return 0; // SQLITE_OK
       });
@@ -168,12 +178,13 @@ class NodeDriver implements Driver {
         db.setAuthorizer(null);
       }
       writes = write && !ddl;
+      reads = [...read];
     } else {
       stmt = db.prepare(sql);
     }
     // Read every integer exactly; fromNode narrows the safe ones back to number.
     stmt.setReadBigInts(true);
-    return { stmt, writes, tail: this.#tail(sql, stmt.sourceSQL) };
+    return { stmt, writes, reads, tail: this.#tail(sql, stmt.sourceSQL) };
   }
 
   /**

@@ -49,6 +49,14 @@ export interface Driver {
    * RelayError("apply_failed") when SQLite reports an error (corrupt input, ...).
    */
   applyChangeset(changeset: Uint8Array, onConflict: (type: ConflictType) => Resolution): boolean;
+  /**
+   * The tables one statement reads, as SQLite's authorizer reports them while
+   * it compiles the statement (SQLITE_READ): joins, subqueries and CTEs
+   * included, a view as its base tables (and its own name). undefined when
+   * this SQLite build cannot tell (node:sqlite without setAuthorizer, before
+   * Node 24.10): callers then assume it reads everything.
+   */
+  tablesRead(sql: string): string[] | undefined;
   /** True while a transaction is open on this connection. */
   readonly inTransaction: boolean;
   close(): void;

@@ -125,9 +125,11 @@ export interface Exports {
   sqlite3session_delete(session: number): void;
   sqlite3changeset_apply(db: number, n: number, p: number, filter: number, conflict: number, ctx: number): number;
   sqlite3_free(p: number): void;
+  sqlite3_set_authorizer(db: number, callback: number, ctx: number): number;
 }
 
 export const ROW = 100; // SQLITE_ROW
 export const DONE = 101; // SQLITE_DONE
+export const READ = 20; // SQLITE_READ (authorizer action)
 /** SQLITE_TRANSIENT: SQLite copies the bytes at bind time, so one scratch buffer serves every value. */
 export const TRANSIENT = -1;

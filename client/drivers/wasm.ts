@@ -3,7 +3,7 @@ import type { SqlValue } from "../../protocol/changeset.ts";
 import { RelayError } from "../errors.ts";
 import { StatementCache } from "./cache.ts";
 import { checkResolution, narrow, RESOLUTION, type ConflictType, type Driver, type Params, type Resolution, type Row, type Session } from "./types.ts";
-import { defaultVfs, DONE, loadSqliteWasm, ROW, TRANSIENT, type Exports } from "./wasm-module.ts";
+import { defaultVfs, DONE, loadSqliteWasm, READ, ROW, TRANSIENT, type Exports } from "./wasm-module.ts";
 
 export { installOpfsSahPool, loadSqliteWasm, type LoadOptions, type OpfsPoolOptions } from "./wasm-module.ts";
 
@@ -66,6 +66,10 @@ class WasmDriver implements Driver {
   #xConflict: number;
   /** What the callback dispatches to: the current applyChangeset's handler. */
   #onConflict: (type: number) => number = () => RESOLUTION.ABORT;
+  /** The authorizer callback, installed once like #xConflict; set on the connection only while tablesRead prepares. */
+  #xAuth: number;
+  /** Where the authorizer records the tables read. */
+  #reads = new Set<string>();
 
   constructor(sqlite3: Sqlite3Static, db: Database, persistent: boolean) {
     const { wasm } = sqlite3;
@@ -78,6 +82,10 @@ class WasmDriver implements Driver {
     this.#out = wasm.alloc(16);
     this.#main = wasm.allocCString("main", false);
     this.#xConflict = wasm.installFunction("i(pip)", (_ctx: number, type: number, _iter: number) => this.#onConflict(type));
+    this.#xAuth = wasm.installFunction("i(pipppp)", (_ctx: number, action: number, table: number) => {
+      if (action === READ) this.#reads.add(wasm.cstrToJs(table) as string);
+      return 0; // SQLITE_OK
+    });
   }
 
   get inTransaction(): boolean {
@@ -190,6 +198,27 @@ class WasmDriver implements Driver {
     throw new RelayError("apply_failed", `changeset apply failed: ${cause.message}`, { cause });
   }
 
+  /**
+   * Prepares `sql` once more with the authorizer set (it reports while a
+   * statement compiles, so a cached statement cannot tell). Set only for this
+   * prepare: left on, it would be called from JS for every statement
+   * sqlite3changeset_apply prepares on the hot path. Setting it expires the
+   * cached statements, which re-prepare once: watches are created rarely.
+   */
+  tablesRead(sql: string): string[] {
+    this.#assertOpen();
+    const x = this.#x;
+    this.#reads.clear();
+    x.sqlite3_set_authorizer(this.#p, this.#xAuth, 0);
+    try {
+      const stmt = this.#compile(sql);
+      x.sqlite3_finalize(stmt.p);
+    } finally {
+      x.sqlite3_set_authorizer(this.#p, 0, 0);
+    }
+    return [...this.#reads];
+  }
+
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
@@ -201,6 +230,7 @@ class WasmDriver implements Driver {
     this.#statements.clear();
     this.#db.close();
     wasm.uninstallFunction(this.#xConflict);
+    wasm.uninstallFunction(this.#xAuth);
     for (const p of [this.#scratch, this.#out, this.#main]) wasm.dealloc(p);
   }
 
