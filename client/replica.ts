@@ -73,13 +73,14 @@ export class Replica {
     };
     this.loop = new SyncLoop(delegate, this.events, { clientId, readOnly, backoff });
     this.live = new Live(delegate, this.loop, this.events, opts, { clientId, readOnly, backoff });
-    this.watches = new Watches((sql, params, withTables, reading) =>
+    this.watches = new Watches((fn) =>
       this.local.run(() => {
         this.assertOpen();
-        reading();
-        // Tables first: the driver learns them while it compiles the statement the read then uses.
-        const tables = withTables ? d.tablesRead(sql) : undefined;
-        return { rows: plain<Row>(d.all(sql, params)), tables };
+        fn((sql, params, withTables) => {
+          // Tables first: the driver learns them while it compiles the statement the read then uses.
+          const tables = withTables ? d.tablesRead(sql) : undefined;
+          return { rows: plain<Row>(d.all(sql, params)), tables };
+        });
       }),
     );
     this.events.on("change", (e) => this.watches.changed(e.tables));

@@ -9,9 +9,10 @@ import type { Params, Row } from "./drivers/types.ts";
  * commit changed come with its "change" event. A watch whose tables are not
  * known (not read yet, or this SQLite cannot tell) is re-run on every change.
  *
- * Coalescing: a change only marks a watch dirty; one re-run serves every
- * change that came before it starts, so a burst of commits (or one sync step
- * of many entries) costs one query. No Node-only imports: the browser's
+ * Coalescing: a change only marks a watch stale; one turn of the replica's
+ * lock re-runs every stale watch, serving every change committed before it,
+ * so a burst of commits (or one sync step of many entries) costs one query
+ * per watch and one turn of the lock in all. No Node-only imports: the browser's
  * database worker and the React hooks use this file too.
  */
 export interface WatchOptions {
@@ -19,12 +20,11 @@ export interface WatchOptions {
   onError?: (error: Error) => void;
 }
 
-/**
- * Runs the query under the replica's lock, calling `reading` there first (changes
- * from then on need another run; those before it are in these rows); with
- * `withTables`, also says which tables it reads (undefined: cannot tell).
- */
-export type WatchSource = (sql: string, params: Params | undefined, withTables: boolean, reading: () => void) => Promise<{ rows: Row[]; tables?: string[] | undefined }>;
+/** One query: its rows, and with `withTables` the tables it reads (undefined: this SQLite cannot tell). Throws SQLite's error. */
+export type WatchRead = (sql: string, params: Params | undefined, withTables: boolean) => { rows: Row[]; tables: string[] | undefined };
+
+/** Runs `fn` under the replica's lock (after what is queued on it), with the way to read there. */
+export type WatchSource = (fn: (read: WatchRead) => void) => Promise<void>;
 
 interface Watch {
   readonly sql: string;
@@ -34,16 +34,19 @@ interface Watch {
   tables: string[] | undefined;
   /** The rows last delivered; undefined before the first delivery. */
   rows: Row[] | undefined;
-  dirty: boolean;
-  running: boolean;
   live: boolean;
 }
+
+type Outcome = { rows: Row[]; tables: string[] | undefined } | { error: unknown };
 
 export class Watches {
   readonly #source: WatchSource;
   readonly #byTable = new Map<string, Set<Watch>>();
   /** Watches whose tables are not known: every change concerns them. */
   readonly #any = new Set<Watch>();
+  /** Watches to re-run in the next batch. */
+  #stale = new Set<Watch>();
+  #scheduled = false;
 
   constructor(source: WatchSource) {
     this.#source = source;
@@ -64,12 +67,10 @@ export class Watches {
       onError: options.onError ?? ((e) => console.error("changeset-relay: a watched query failed", e)),
       tables: undefined,
       rows: undefined,
-      dirty: true,
-      running: false,
       live: true,
     };
     this.#any.add(w);
-    void this.#run(w);
+    this.#invalidate(w);
     return () => this.#remove(w);
   }
 
@@ -85,40 +86,55 @@ export class Watches {
     for (const set of this.#byTable.values()) for (const w of set) w.live = false;
     this.#any.clear();
     this.#byTable.clear();
+    this.#stale.clear();
   }
 
+  /**
+   * Marks `w` for the next batch: one turn of the lock re-runs every stale
+   * watch. The batch is taken inside the lock, so a change committed before
+   * it is in its rows, and one committed after marks the watch again.
+   */
   #invalidate(w: Watch): void {
-    w.dirty = true;
-    if (!w.running) void this.#run(w);
-  }
-
-  async #run(w: Watch): Promise<void> {
-    w.running = true;
-    try {
-      while (w.dirty && w.live) {
-        const first = w.rows === undefined;
-        let result: Awaited<ReturnType<WatchSource>>;
+    this.#stale.add(w);
+    if (this.#scheduled) return;
+    this.#scheduled = true;
+    const outcomes: [Watch, Outcome][] = [];
+    this.#source((read) => {
+      this.#scheduled = false;
+      const batch = this.#stale;
+      this.#stale = new Set();
+      for (const w of batch) {
+        if (!w.live) continue;
         try {
-          result = await this.#source(w.sql, w.params, first, () => (w.dirty = false));
-        } catch (e) {
-          if (!w.live) return;
-          w.onError(e instanceof Error ? e : new Error(String(e)));
-          if (first) this.#remove(w); // bad SQL stays bad: re-running it on every change would only repeat the error
-          w.dirty = false;
-          continue;
-        }
-        if (!w.live) return;
-        if (first && result.tables !== undefined) this.#track(w, result.tables);
-        if (!first && rowsEqual(w.rows!, result.rows)) continue;
-        w.rows = result.rows;
-        try {
-          w.callback(result.rows);
-        } catch (e) {
-          console.error("changeset-relay: a watch callback threw", e);
+          outcomes.push([w, read(w.sql, w.params, w.rows === undefined)]);
+        } catch (error) {
+          outcomes.push([w, { error }]);
         }
       }
-    } finally {
-      w.running = false;
+    }).then(
+      () => this.#deliver(outcomes),
+      () => (this.#scheduled = false), // closed meanwhile: close() ended the watches
+    );
+  }
+
+  #deliver(outcomes: readonly [Watch, Outcome][]): void {
+    for (const [w, outcome] of outcomes) {
+      if (!w.live) continue;
+      const first = w.rows === undefined;
+      if ("error" in outcome) {
+        const e = outcome.error;
+        w.onError(e instanceof Error ? e : new Error(String(e)));
+        if (first) this.#remove(w); // bad SQL stays bad: re-running it on every change would only repeat the error
+        continue;
+      }
+      if (first && outcome.tables !== undefined) this.#track(w, outcome.tables);
+      if (!first && rowsEqual(w.rows!, outcome.rows)) continue;
+      w.rows = outcome.rows;
+      try {
+        w.callback(outcome.rows);
+      } catch (e) {
+        console.error("changeset-relay: a watch callback threw", e);
+      }
     }
   }
 
@@ -135,6 +151,7 @@ export class Watches {
   #remove(w: Watch): void {
     w.live = false;
     this.#any.delete(w);
+    this.#stale.delete(w);
     for (const t of w.tables ?? []) {
       const set = this.#byTable.get(t);
       set?.delete(w);
