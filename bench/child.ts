@@ -183,11 +183,14 @@ async function w2Reader(job: Extract<Job, { kind: "w2-reader" }>) {
   }
   await b.query("SELECT 1"); // the watches' first runs are done
   const w = wireBytes();
+  const cpu = process.cpuUsage();
   await reply({ stage: "ready", cursor: b.status().cursor });
   await until(() => last >= job.target && seen.length === 2 * watched.size, "B to receive every update", 600_000);
+  const c = process.cpuUsage(cpu);
   const wire = wireSince(w);
   await b.close();
-  return { events, seen, wire };
+  // B's CPU while the updates arrive (not opening, not the watches' first runs).
+  return { events, seen, wire, runCpuMs: (c.user + c.system) / 1000 };
 }
 
 const TODOS: TableHeader = { name: "todos", pk: [true, false, false, false] };
