@@ -21,11 +21,17 @@ export interface Captured<T> {
   direct: boolean;
 }
 
-/** `sendAtOnce`: whether the caller will send this entry as soon as it commits (asked before COMMIT). */
-export async function capture<T>(d: Driver, step: Step, fn: (tx: Tx) => Promise<T> | T, sendAtOnce: (entry: PushEntry) => boolean): Promise<Captured<T>> {
+/**
+ * `sendAtOnce`: whether the caller will send this entry as soon as it commits
+ * (asked before COMMIT). `readOnly`: refuse the transaction if it writes a
+ * replicated table (local tables stay writable).
+ */
+export async function capture<T>(d: Driver, step: Step, fn: (tx: Tx) => Promise<T> | T, sendAtOnce: (entry: PushEntry) => boolean, readOnly = false): Promise<Captured<T>> {
   d.exec("BEGIN IMMEDIATE");
   const schema = store.schemaVersion(d);
-  const session = d.session();
+  const { fns, tables } = step.sql;
+  // Local tables (virtual, shadow, declared) are not recorded at all.
+  const session = d.session(tables.at(schema).sessionTables());
   let done = false;
   const tx: Tx = {
     exec: async (sql, params) => {
@@ -46,10 +52,13 @@ export async function capture<T>(d: Driver, step: Step, fn: (tx: Tx) => Promise<
     }
     const changeset = session.changeset();
     session.close();
+    // Written after the changeset was taken, like every internal table.
+    fns.save(d);
     if (changeset.byteLength === 0) {
       d.exec("COMMIT");
       return { result, entry: undefined, direct: false };
     }
+    if (readOnly) throw new RelayError("read_only", "this replica is read-only (its token's role is read): writes to replicated tables are refused");
     // The codec refuses what the relay would refuse (internal tables,
     // changesets SQLite cannot apply): better now than at push time.
     validateChangeset(changeset);

@@ -10,12 +10,15 @@ export class Emitter<Events extends Record<string, unknown>> {
   }
 
   emit<K extends keyof Events>(event: K, payload: Events[K]): void {
-    for (const fn of this.listeners.get(event) ?? []) {
-      try {
-        (fn as (e: Events[K]) => void)(payload);
-      } catch (e) {
-        console.error(`changeset-relay: a "${String(event)}" listener threw`, e);
-      }
+    for (const fn of this.listeners.get(event) ?? []) this.deliver(fn as (e: Events[K]) => void, payload, event);
+  }
+
+  /** One listener, one event (also for events raised before it subscribed). */
+  deliver<K extends keyof Events>(fn: (e: Events[K]) => void, payload: Events[K], event?: K): void {
+    try {
+      fn(payload);
+    } catch (e) {
+      console.error(`changeset-relay: a "${String(event ?? "")}" listener threw`, e);
     }
   }
 

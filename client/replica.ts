@@ -7,13 +7,13 @@ import type { Driver, Params, Row } from "./drivers/types.ts";
 import { Emitter, Mutex } from "./events.ts";
 import { Live, type LiveDelegate } from "./live.ts";
 import * as outbox from "./outbox.ts";
-import { Step } from "./step.ts";
+import { Step, type ReplicaSql } from "./step.ts";
 import * as store from "./store.ts";
 import { PUSH_BYTE_BUDGET, SyncLoop, type SyncDelegate } from "./sync-loop.ts";
 import { httpTransport } from "./transport/http.ts";
-import type { ReplicaEvents, ReplicaOptions, ReplicaStatus, SyncEvent, Tx } from "./types.ts";
+import type { ReplicaEvents, ReplicaOptions, ReplicaStatus, ReplicaWarning, SyncEvent, Tx } from "./types.ts";
 
-export type { ChangeEvent, ReplicaEvents, ReplicaOptions, ReplicaStatus, SyncEvent, Tx } from "./types.ts";
+export type { ChangeEvent, ReplicaEvents, ReplicaOptions, ReplicaStatus, ReplicaWarning, SyncEvent, Tx } from "./types.ts";
 
 /**
  * The replica: the public API over its parts, and the one lock they share.
@@ -34,13 +34,18 @@ export class Replica {
   private readonly step: Step;
   private readonly loop: SyncLoop;
   private readonly live: Live;
+  private readonly sql: ReplicaSql;
+  /** Raised at open, before anyone could listen: given to each warning listener as it subscribes. */
+  private readonly warnings: readonly ReplicaWarning[];
   private closed = false;
 
   /** Use `openReplica`. */
-  constructor(d: Driver, clientId: string, opts: ReplicaOptions, readOnly: boolean) {
+  constructor(d: Driver, clientId: string, opts: ReplicaOptions, readOnly: boolean, sql: ReplicaSql, warnings: readonly ReplicaWarning[] = []) {
     this.d = d;
     this.clientId = clientId;
     this.readOnly = readOnly;
+    this.sql = sql;
+    this.warnings = warnings;
     const backoff = { ...DEFAULT_BACKOFF, ...opts.backoff };
     const transport = opts.transport ?? httpTransport({
       url: opts.url,
@@ -49,7 +54,7 @@ export class Replica {
       ...(opts.fetch ? { fetch: opts.fetch } : {}),
       ...(opts.requestTimeoutMs === undefined ? {} : { timeoutMs: opts.requestTimeoutMs }),
     });
-    this.step = new Step(d, clientId, opts.conflicts ?? {}, this.events);
+    this.step = new Step(d, clientId, opts.conflicts ?? {}, this.events, sql);
     const step = this.step;
     const delegate: SyncDelegate & LiveDelegate = {
       now: realClock.now,
@@ -83,8 +88,7 @@ export class Replica {
   transaction<T>(fn: (tx: Tx) => Promise<T> | T): Promise<T> {
     return this.local.run(async () => {
       this.assertOpen();
-      if (this.readOnly) throw new RelayError("read_only", "this replica is read-only (its token's role is read): local writes are refused");
-      const { result, entry, direct } = await capture(this.d, this.step, fn, (e) => this.live.sendsAtOnce(e));
+      const { result, entry, direct } = await capture(this.d, this.step, fn, (e) => this.live.sendsAtOnce(e), this.readOnly);
       if (entry) {
         this.events.emit("change", { source: "local", cursor: this.step.cursor() });
         if (direct) this.live.send(entry);
@@ -98,7 +102,10 @@ export class Replica {
   query<T extends Row = Row>(sql: string, params?: Params): Promise<T[]> {
     return this.local.run(() => {
       this.assertOpen();
-      return plain<T>(this.d.all(sql, params));
+      const rows = plain<T>(this.d.all(sql, params));
+      // `SELECT relay_id()` hands out keys: they must not come again after a restart.
+      this.sql.fns.save(this.d);
+      return rows;
     });
   }
 
@@ -121,7 +128,12 @@ export class Replica {
   }
 
   on<K extends keyof ReplicaEvents>(event: K, fn: (e: ReplicaEvents[K]) => void): () => void {
-    return this.events.on(event, fn);
+    const off = this.events.on(event, fn);
+    if (event === "warning") {
+      const warn = fn as (e: ReplicaWarning) => void;
+      for (const w of this.warnings) queueMicrotask(() => this.events.deliver(warn, w, "warning"));
+    }
+    return off;
   }
 
   /** Conflicts recorded so far, oldest first. */

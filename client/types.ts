@@ -19,6 +19,13 @@ export interface ReplicaOptions {
   driver?: DriverKind;
   /** Statements run at open, idempotently (use IF NOT EXISTS). The only place for DDL. */
   schema?: string[];
+  /**
+   * Tables that never replicate (names, or patterns where `*` matches any
+   * run of characters, case-insensitive): never captured, never pushed,
+   * writable even on a read-only replica, no primary key needed. Virtual
+   * tables (FTS5, R-tree) and their shadow tables are always local.
+   */
+  local?: string[];
   conflicts?: ConflictOptions;
   /** Default: the one persisted in the database, else the token's sub, else random. */
   clientId?: string;
@@ -64,12 +71,21 @@ export interface SyncEvent {
   cursor: number;
   head: number;
 }
+/** Something about the app's schema that works but will hurt (raised at open, see `on("warning")`). */
+export interface ReplicaWarning {
+  /** rowid_key: the table's key is INTEGER PRIMARY KEY, which SQLite assigns as max+1: offline replicas collide. */
+  code: "rowid_key";
+  table: string;
+  message: string;
+}
 export interface ReplicaEvents extends Record<string, unknown> {
   change: ChangeEvent;
   sync: SyncEvent;
   conflict: ConflictRecord;
   error: RelayError;
   connection: { connected: boolean; live: boolean };
+  /** Raised at open; every listener gets those, whenever it subscribes. */
+  warning: ReplicaWarning;
 }
 
 export interface Tx {

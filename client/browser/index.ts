@@ -9,11 +9,11 @@
 import { RelayError } from "../errors.ts";
 import type { ConflictRecord } from "../conflicts.ts";
 import type { Params, Row } from "../drivers/types.ts";
-import type { ChangeEvent, SyncEvent, Tx } from "../types.ts";
+import type { ChangeEvent, ReplicaWarning, SyncEvent, Tx } from "../types.ts";
 import { fromWire, type BrowserStatus, type Method, type PageToWorker, type WireError, type WorkerOpenOptions, type WorkerToPage } from "./messages.ts";
 
 export type { BrowserStatus, Storage } from "./messages.ts";
-export type { ChangeEvent, SyncEvent, Tx } from "../types.ts";
+export type { ChangeEvent, ReplicaWarning, SyncEvent, Tx } from "../types.ts";
 export type { ConflictRecord, ConflictKind, Resolution, TablePolicy } from "../conflicts.ts";
 export type { Params, Row } from "../drivers/types.ts";
 export { RelayError, isRelayError } from "../errors.ts";
@@ -40,6 +40,8 @@ export interface BrowserReplicaEvents {
   conflict: ConflictRecord;
   error: RelayError;
   connection: { connected: boolean; live: boolean };
+  /** Raised when the database opens; every listener gets those, whenever it subscribes (in the tab that opened it). */
+  warning: ReplicaWarning;
   /** Something in status() changed (pending count, cursor, connection, owner tab...). */
   status: BrowserStatus;
   /** This tab's worker took over the database from a tab that closed, or another tab did. */
@@ -88,6 +90,8 @@ export class BrowserReplica {
   #nextId = 1;
   #calls = new Map<number, { resolve: (v: unknown) => void; reject: (e: unknown) => void }>();
   #listeners = new Map<keyof BrowserReplicaEvents, Set<Listener>>();
+  /** Warnings come as the database opens, usually before anyone listens: kept for late listeners. */
+  #warnings: ReplicaWarning[] = [];
   #open: { resolve: () => void; reject: (e: unknown) => void } | undefined;
   #closed: Promise<void> | undefined;
   #closedResolve: (() => void) | undefined;
@@ -190,6 +194,7 @@ export class BrowserReplica {
     let set = this.#listeners.get(event);
     if (!set) this.#listeners.set(event, (set = new Set()));
     set.add(fn as Listener);
+    if (event === "warning") for (const w of this.#warnings) queueMicrotask(() => (fn as (e: ReplicaWarning) => void)(w));
     return () => set.delete(fn as Listener);
   }
 
@@ -239,6 +244,7 @@ export class BrowserReplica {
         return;
       }
       case "event":
+        if (m.name === "warning") this.#warnings.push(m.payload as ReplicaWarning);
         if (!this.#status) return; // before open: the opened message carries the state
         this.#setStatus(m.status);
         if (m.name === "status") return;
