@@ -10,7 +10,11 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { RelayError, type Replica, type ReplicaOptions, type ReplicaWarning } from "../client/index.ts";
+import { openDriver } from "../client/drivers/index.ts";
 import type { DriverKind } from "../client/drivers/types.ts";
+import { RelayFunctions } from "../client/functions.ts";
+import * as store from "../client/store.ts";
+import { classify, guardTriggers, parseTrigger } from "../client/triggers.ts";
 import { changesetTables } from "../protocol/changeset.ts";
 import { pullAll } from "./support/http.ts";
 import { startRelay, type TestRelay } from "./support/relay.ts";
@@ -367,3 +371,46 @@ for (const kind of ["node", "wasm"] as DriverKind[]) {
     });
   });
 }
+
+describe("the trigger guard", () => {
+  async function fired(create: string, write: string): Promise<{ local: number; replay: number; sql: string }> {
+    const d = await openDriver("node", ":memory:");
+    const fns = RelayFunctions.install((store.migrate(d), d));
+    d.exec(`CREATE TABLE t("begin" INTEGER, "end" INTEGER, a, b, c); CREATE TABLE "log ""x"""(n); ${create}`);
+    guardTriggers(d, () => false);
+    const count = () => d.all(`SELECT count(*) AS n FROM "log ""x"""`)[0]!.n as number;
+    d.exec(write);
+    const local = count();
+    fns.replaying = true;
+    d.exec(write);
+    const replay = count() - local;
+    const sql = d.all("SELECT sql FROM sqlite_schema WHERE type = 'trigger'")[0]!.sql as string;
+    d.close();
+    return { local, replay, sql };
+  }
+
+  it("keeps the WHEN clause's meaning (OR, CASE ... END, a comment at its end) and stops the trigger on replay", async () => {
+    const body = `BEGIN INSERT INTO "log ""x"""(n) VALUES (NEW."begin"); END`;
+    for (const [when, write, n] of [
+      ["", "INSERT INTO t(a) VALUES (1)", 1],
+      ["WHEN NEW.a = 1 OR NEW.b = 2", "INSERT INTO t(a, b) VALUES (0, 2)", 1],
+      ["WHEN NEW.a = 1 OR NEW.b = 2", "INSERT INTO t(a, b) VALUES (0, 0)", 0],
+      ["WHEN CASE WHEN NEW.a THEN NEW.\"end\" ELSE 0 END -- a comment\n", "INSERT INTO t(a, \"end\") VALUES (1, 1)", 1],
+      ["WHEN (NEW.c IN (SELECT 1 UNION SELECT 2)) /* begin */", "INSERT INTO t(c) VALUES (2)", 1],
+    ] as const) {
+      const r = await fired(`CREATE TRIGGER "on" AFTER INSERT ON "t" FOR EACH ROW ${when} ${body}`, write);
+      assert.deepEqual([r.local, r.replay], [n, 0], `${when}: ${r.sql}`);
+    }
+  });
+
+  it("reads what each statement writes: local only when every statement writes a local table", () => {
+    const isLocal = (t: string) => t === "fts" || t === "my local";
+    const writes = (sql: string) => classify(parseTrigger(sql), isLocal);
+    assert.equal(writes("CREATE TRIGGER x AFTER INSERT ON t BEGIN INSERT INTO fts(rowid, v) VALUES (NEW.rowid, 'a;b'); END"), "local");
+    assert.equal(writes(`CREATE TRIGGER x AFTER INSERT ON t BEGIN INSERT OR REPLACE INTO [my local] VALUES (1); UPDATE OR IGNORE "my local" SET v = 1; END`), "local");
+    assert.equal(writes("CREATE TRIGGER x AFTER INSERT ON t BEGIN WITH c(n) AS (SELECT 1) INSERT INTO fts SELECT n FROM c; DELETE FROM fts; REPLACE INTO fts VALUES (1); END"), "local");
+    assert.equal(writes("CREATE TRIGGER x AFTER INSERT ON t BEGIN INSERT INTO fts VALUES (1); SELECT RAISE(ABORT, 'no'); END"), "mixed", "a check beside a local write");
+    assert.equal(writes("CREATE TRIGGER x BEFORE INSERT ON t BEGIN SELECT RAISE(ABORT, 'no'); END"), "replicated");
+    assert.equal(writes("CREATE TRIGGER x AFTER DELETE ON t BEGIN UPDATE audit SET n = n - 1; END"), "replicated");
+  });
+});
