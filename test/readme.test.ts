@@ -41,5 +41,6 @@ examples.forEach((code, i) => {
     // Each example prints what it did; check the part that proves it worked.
     if (code.includes("buy milk")) assert.match(stdout, /walk the dog/);
     if (code.includes("live-demo")) assert.match(stdout, /b applied log entry \d+ \[ \{ title: 'written on a' \} \]/);
+    if (code.includes("note_fts")) assert.match(stdout, /pending 1\n\[ \{ id: \d+, body: 'buy oat milk' \} \]/);
   });
 });
