@@ -10,7 +10,8 @@ import wasmFile from "@sqlite.org/sqlite-wasm/sqlite3.wasm";
 import { DEMO_SCHEMA } from "./schema.ts";
 
 type Todo = {
-  id: string;
+  /** relay_id() keys; TEXT in a database an older demo created. */
+  id: number | string;
   title: string;
   done: number;
   created_at: number;
@@ -49,17 +50,12 @@ const els = {
 
 let replica: BrowserReplica | undefined;
 /** The todo whose title is being edited: re-renders keep its input. */
-let editing: string | undefined;
+let editing: Todo["id"] | undefined;
 
 function showError(e: unknown): void {
   console.error(e);
   els.error.textContent = `${(e as Error)?.name === "RelayError" ? `${(e as { code: string }).code}: ` : ""}${(e as Error)?.message ?? e}`;
   els.error.hidden = false;
-}
-
-function newId(): string {
-  if (typeof crypto.randomUUID === "function") return crypto.randomUUID();
-  return Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
 /** A development token from the relay (`npm start` enables it), else null. */
@@ -137,7 +133,7 @@ async function renderTodos(): Promise<void> {
   const todos = await r.query<Todo>("SELECT id, title, done, created_at FROM todo ORDER BY created_at, id");
   const items = todos.map((t) => {
     const li = document.createElement("li");
-    li.dataset.id = t.id;
+    li.dataset.id = String(t.id);
     li.dataset.testid = "todo";
     li.classList.toggle("done", t.done === 1);
     const box = document.createElement("input");
@@ -239,7 +235,8 @@ async function main(): Promise<void> {
     const text = els.newTitle.value.trim();
     if (!text) return;
     els.newTitle.value = "";
-    act(() => r.exec("INSERT INTO todo(id, title, done, created_at) VALUES (?, ?, 0, ?)", [newId(), text, Date.now()]));
+    // relay_id() named here too: a database an older demo created has no DEFAULT for the key.
+    act(() => r.exec("INSERT INTO todo(id, title, done, created_at) VALUES (relay_id(), ?, 0, ?)", [text, Date.now()]));
   });
   els.online.addEventListener("change", () => {
     const on = els.online.checked;

@@ -312,7 +312,7 @@ describe("the demo in Chromium", () => {
     try {
       await add(web.page, "from the browser");
       await waitUntil(async () => (await node.sync(), (await node.query("SELECT * FROM todo")).length === 1), "Node pulls the browser's todo");
-      await node.exec("INSERT INTO todo(id, title, done, created_at) VALUES (?, ?, 0, ?)", ["node-1", "from Node", Date.now() + 1000]);
+      await node.exec("INSERT INTO todo(title, done, created_at) VALUES (?, 0, ?)", ["from Node", Date.now() + 1000]);
       await node.exec("UPDATE todo SET done = 1 WHERE title = ?", ["from the browser"]);
       await node.sync();
       await waitForItems(web.page, [{ title: "from the browser", done: true }, { title: "from Node", done: false }], "the browser gets Node's writes live");

@@ -332,7 +332,7 @@ for (const kind of ["node", "wasm"] as DriverKind[]) {
       assert.equal(seen.length, 1, "once, at open");
       // The recommended key: filled by relay_id() without naming it.
       await r.exec("INSERT INTO keyed(v) VALUES ('auto')");
-      const [{ id }] = await r.query<{ id: number }>("SELECT id FROM keyed");
+      const { id } = (await r.query<{ id: number }>("SELECT id FROM keyed"))[0]!;
       assert.ok(Number.isSafeInteger(id) && id > 2 ** 20, `relay_id() filled the key: ${id}`);
     });
 
@@ -341,7 +341,7 @@ for (const kind of ["node", "wasm"] as DriverKind[]) {
       const path = join(dir, `${db}.db`);
       const opts = { schema: NOTES, path };
       let r = await replica(relay, db, `r-${dbCounter}`, kind, opts);
-      const [{ first }] = await r.query<{ first: number }>("SELECT relay_id() AS first");
+      const { first } = (await r.query<{ first: number }>("SELECT relay_id() AS first"))[0]!;
       await r.exec("INSERT INTO note(id, body) VALUES (relay_id(), 'x')");
       await r.close();
       r = await replica(relay, db, `r-${dbCounter}`, kind, opts);
