@@ -414,3 +414,28 @@ describe("the trigger guard", () => {
     assert.equal(writes("CREATE TRIGGER x AFTER DELETE ON t BEGIN UPDATE audit SET n = n - 1; END"), "replicated");
   });
 });
+
+for (const kind of ["node", "wasm"] as DriverKind[]) {
+  describe(`${kind} driver additions`, () => {
+    it("session(tables) records only those tables; function() returns values as all() does and reports throws", async () => {
+      const d = await openDriver(kind, ":memory:");
+      d.exec("CREATE TABLE a(id PRIMARY KEY, v); CREATE TABLE b(id PRIMARY KEY, v); CREATE TABLE c(k, v, PRIMARY KEY(k, v)) WITHOUT ROWID");
+      const s = d.session(["a", "c"]);
+      d.exec("INSERT INTO a VALUES (1, 1); INSERT INTO b VALUES (1, 1); INSERT INTO c VALUES (1, 2)");
+      assert.deepEqual(changesetTables(s.changeset()).map((t) => t.name).sort(), ["a", "c"]);
+      s.close();
+      const none = d.session([]);
+      d.exec("INSERT INTO a VALUES (2, 2)");
+      assert.equal(none.changeset().byteLength, 0);
+      none.close();
+      d.function("echo", (...args) => args[0] ?? null);
+      d.function("boom", () => {
+        throw new Error("no way");
+      });
+      const row = d.all("SELECT echo(1) AS i, typeof(echo(1)) AS ti, echo(1.5) AS r, echo('x') AS t, echo(x'01') AS b, echo(9007199254740993) AS big, echo() AS n")[0]!;
+      assert.deepEqual({ ...row }, { i: 1, ti: "integer", r: 1.5, t: "x", b: new Uint8Array([1]), big: 9007199254740993n, n: null });
+      assert.throws(() => d.all("SELECT boom()"), /no way/);
+      d.close();
+    });
+  });
+}
