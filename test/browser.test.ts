@@ -292,8 +292,17 @@ describe("the demo in Chromium", () => {
         rows: await r.query("SELECT id, title FROM todo ORDER BY id"),
         pending: r.status().pending,
         status: r.status(),
+        // relay_id() on the worker's connection; a virtual table is local: writing it queues nothing.
+        relayId: (await r.query<{ id: number }>("SELECT relay_id() AS id"))[0]!.id,
+        local: await (async () => {
+          await r.query("CREATE VIRTUAL TABLE IF NOT EXISTS scratch USING fts5(body)");
+          await r.exec("INSERT INTO scratch VALUES ('only here')");
+          return { pending: r.status().pending, found: await r.query("SELECT body FROM scratch WHERE scratch MATCH 'here'") };
+        })(),
       };
     });
+    assert.ok(Number.isSafeInteger(result.relayId) && result.relayId > 0, String(result.relayId));
+    assert.deepEqual(result.local, { pending: 1, found: [{ body: "only here" }] });
     assert.equal(result.committed, 1);
     assert.deepEqual(result.rolledBack, { name: "Error", code: undefined });
     assert.deepEqual(result.ddl, { name: "RelayError", code: "ddl_outside_schema" });
