@@ -3,8 +3,11 @@ import { isName } from "../protocol/validate.ts";
 import { readTokenClaims } from "../protocol/token.ts";
 import { defaultDriverKind, openDriver } from "./drivers/index.ts";
 import { Replica } from "./replica.ts";
+import { RelayFunctions } from "./functions.ts";
 import * as store from "./store.ts";
-import type { ReplicaOptions } from "./types.ts";
+import { rowidKeyed, Tables } from "./tables.ts";
+import { guardTriggers } from "./triggers.ts";
+import type { ReplicaOptions, ReplicaWarning } from "./types.ts";
 
 /**
  * Open (or create) a local replica of database `db` on the relay at `url`.
@@ -21,11 +24,24 @@ export async function openReplica(opts: ReplicaOptions): Promise<Replica> {
   try {
     d.exec("BEGIN IMMEDIATE");
     store.migrate(d);
+    // Before the schema: its DEFAULTs and seed rows may call relay_id().
+    const fns = RelayFunctions.install(d);
     for (const stmt of opts.schema ?? []) d.exec(stmt);
-    const noPk = store.userTables(d).filter((t) => !store.tableInfo(d, t)!.pk.some((p) => p > 0));
+    const tables = new Tables(d, opts.local).at(store.schemaVersion(d));
+    const noPk = tables.replicated.filter((t) => !store.tableInfo(d, t)!.pk.some((p) => p > 0));
     if (noPk.length > 0) {
-      throw new RelayError("no_primary_key", `tables without a PRIMARY KEY cannot replicate (the session extension ignores them): ${noPk.join(", ")}`);
+      throw new RelayError("no_primary_key", `tables without a PRIMARY KEY cannot replicate (the session extension ignores them): ${noPk.join(", ")}; declare them in \`local\` if they should not`);
     }
+    guardTriggers(d, (t) => tables.isLocal(t));
+    tables.at(store.schemaVersion(d));
+    const warnings = rowidKeyed(d, tables.replicated).map((table): ReplicaWarning => ({
+      code: "rowid_key",
+      table,
+      message:
+        `table "${table}": its key is INTEGER PRIMARY KEY, which SQLite fills with max(id)+1 when an INSERT gives none, so replicas writing offline pick the same ids and one row replaces the other. ` +
+        `Insert relay_id() as the id (INSERT INTO "${table}"(id, ...) VALUES (relay_id(), ...)), or declare the key with DEFAULT (relay_id()) in a WITHOUT ROWID table.`,
+    }));
+    fns.save(d);
     const persisted = store.getMeta(d, "client_id") as string | null;
     const wanted = opts.clientId ?? (claims?.role !== "admin" && isName(claims?.sub) ? claims.sub : undefined);
     if (persisted && wanted && persisted !== wanted) {
@@ -35,7 +51,7 @@ export async function openReplica(opts: ReplicaOptions): Promise<Replica> {
     if (!isName(clientId)) throw new RelayError("invalid_name", "clientId must match [A-Za-z0-9_-]{1,64}");
     if (!persisted) store.setMeta(d, "client_id", clientId);
     d.exec("COMMIT");
-    const replica = new Replica(d, clientId, opts, opts.readOnly ?? claims?.role === "read");
+    const replica = new Replica(d, clientId, opts, opts.readOnly ?? claims?.role === "read", { fns, tables }, warnings);
     if (opts.live) replica.setLive(true);
     return replica;
   } catch (e) {

@@ -62,7 +62,7 @@ export function rebase(d: Driver, me: string, entries: readonly LogEntry[], poli
       }
     }
     for (const p of pending) {
-      const session = d.session();
+      const session = d.session(schema.replicated.sessionTables());
       try {
         applyWithPolicy(d, p.changeset, { seq: 0, client: me, cseq: p.cseq }, policy, schema);
         outbox.recapture(d, p, session.changeset());

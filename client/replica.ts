@@ -1,4 +1,3 @@
-import { changesetTables } from "../protocol/changeset.ts";
 import { asRelayError, RelayError } from "./errors.ts";
 import { MAX_ENTRIES_PER_PUSH } from "../protocol/limits.ts";
 import { DEFAULT_BACKOFF, realClock } from "./backoff.ts";
@@ -8,14 +7,14 @@ import type { Driver, Params, Row } from "./drivers/types.ts";
 import { Emitter, Mutex } from "./events.ts";
 import { Live, type LiveDelegate } from "./live.ts";
 import * as outbox from "./outbox.ts";
-import { Step } from "./step.ts";
+import { Step, type ReplicaSql } from "./step.ts";
 import * as store from "./store.ts";
 import { PUSH_BYTE_BUDGET, SyncLoop, type SyncDelegate } from "./sync-loop.ts";
 import { httpTransport } from "./transport/http.ts";
-import type { ReplicaEvents, ReplicaOptions, ReplicaStatus, SyncEvent, Tx } from "./types.ts";
+import type { ReplicaEvents, ReplicaOptions, ReplicaStatus, ReplicaWarning, SyncEvent, Tx } from "./types.ts";
 import { Watches, type WatchOptions } from "./watch.ts";
 
-export type { ChangeEvent, ReplicaEvents, ReplicaOptions, ReplicaStatus, SyncEvent, SyncProgress, Tx } from "./types.ts";
+export type { ChangeEvent, ReplicaEvents, ReplicaOptions, ReplicaStatus, ReplicaWarning, SyncEvent, SyncProgress, Tx } from "./types.ts";
 export type { WatchOptions } from "./watch.ts";
 
 /**
@@ -39,13 +38,18 @@ export class Replica {
   private readonly loop: SyncLoop;
   private readonly live: Live;
   private readonly watches: Watches;
+  private readonly sql: ReplicaSql;
+  /** Raised at open, before anyone could listen: given to each warning listener as it subscribes. */
+  private readonly warnings: readonly ReplicaWarning[];
   private closed = false;
 
   /** Use `openReplica`. */
-  constructor(d: Driver, clientId: string, opts: ReplicaOptions, readOnly: boolean) {
+  constructor(d: Driver, clientId: string, opts: ReplicaOptions, readOnly: boolean, sql: ReplicaSql, warnings: readonly ReplicaWarning[] = []) {
     this.d = d;
     this.clientId = clientId;
     this.readOnly = readOnly;
+    this.sql = sql;
+    this.warnings = warnings;
     const backoff = { ...DEFAULT_BACKOFF, ...opts.backoff };
     const transport = opts.transport ?? httpTransport({
       url: opts.url,
@@ -54,7 +58,7 @@ export class Replica {
       ...(opts.fetch ? { fetch: opts.fetch } : {}),
       ...(opts.requestTimeoutMs === undefined ? {} : { timeoutMs: opts.requestTimeoutMs }),
     });
-    this.step = new Step(d, clientId, opts.conflicts ?? {}, this.events);
+    this.step = new Step(d, clientId, opts.conflicts ?? {}, this.events, sql);
     const step = this.step;
     const delegate: SyncDelegate & LiveDelegate = {
       now: realClock.now,
@@ -99,10 +103,10 @@ export class Replica {
   transaction<T>(fn: (tx: Tx) => Promise<T> | T): Promise<T> {
     return this.local.run(async () => {
       this.assertOpen();
-      if (this.readOnly) throw new RelayError("read_only", "this replica is read-only (its token's role is read): local writes are refused");
-      const { result, entry, direct } = await capture(this.d, this.step, fn, (e) => this.live.sendsAtOnce(e));
+      const { result, entry, direct, tables } = await capture(this.d, this.step, fn, (e) => this.live.sendsAtOnce(e), this.readOnly);
+      // A write to local tables alone changes data too (no entry: nothing to send).
+      if (tables.length > 0) this.events.emit("change", { source: "local", cursor: this.step.cursor(), tables });
       if (entry) {
-        this.events.emit("change", { source: "local", cursor: this.step.cursor(), tables: changesetTables(entry.changeset).map((t) => t.name) });
         if (direct) this.live.send(entry);
         else if (this.live.on) queueMicrotask(() => this.live.flush());
       }
@@ -114,7 +118,10 @@ export class Replica {
   query<T extends Row = Row>(sql: string, params?: Params): Promise<T[]> {
     return this.local.run(() => {
       this.assertOpen();
-      return plain<T>(this.d.all(sql, params));
+      const rows = plain<T>(this.d.all(sql, params));
+      // `SELECT relay_id()` hands out keys: they must not come again after a restart.
+      this.sql.fns.save(this.d);
+      return rows;
     });
   }
 
@@ -150,7 +157,12 @@ export class Replica {
   }
 
   on<K extends keyof ReplicaEvents>(event: K, fn: (e: ReplicaEvents[K]) => void): () => void {
-    return this.events.on(event, fn);
+    const off = this.events.on(event, fn);
+    if (event === "warning") {
+      const warn = fn as (e: ReplicaWarning) => void;
+      for (const w of this.warnings) queueMicrotask(() => this.events.deliver(warn, w, "warning"));
+    }
+    return off;
   }
 
   /** Conflicts recorded so far, oldest first. */

@@ -4,10 +4,19 @@ import { SchemaCache } from "./apply.ts";
 import type { ConflictOptions } from "./conflicts.ts";
 import type { Driver } from "./drivers/types.ts";
 import type { Emitter } from "./events.ts";
+import { RelayFunctions } from "./functions.ts";
 import * as outbox from "./outbox.ts";
 import { lastOwnCseq, rebase } from "./rebase.ts";
 import * as store from "./store.ts";
+import { Tables } from "./tables.ts";
+import { guardTriggers } from "./triggers.ts";
 import type { ReplicaEvents } from "./types.ts";
+
+/** What the replica registered on its connection at open (open.ts): its SQL functions and its table list. */
+export interface ReplicaSql {
+  fns: RelayFunctions;
+  tables: Tables;
+}
 
 /**
  * The sync step: one local write transaction over consecutive log entries
@@ -32,12 +41,15 @@ export class Step {
   /** Set by close(): a step queued behind it does nothing. */
   private closed = false;
 
-  constructor(d: Driver, me: string, policy: ConflictOptions, events: Emitter<ReplicaEvents>) {
+  readonly sql: ReplicaSql;
+
+  constructor(d: Driver, me: string, policy: ConflictOptions, events: Emitter<ReplicaEvents>, sql?: ReplicaSql) {
     this.d = d;
     this.me = me;
     this.policy = policy;
     this.events = events;
-    this.schema = new SchemaCache(d);
+    this.sql = sql ?? { fns: RelayFunctions.install(d), tables: new Tables(d) };
+    this.schema = new SchemaCache(d, this.sql.tables);
     this.fk = store.foreignKeys(d);
   }
 
@@ -117,10 +129,23 @@ export class Step {
       // Table definitions are read again only when the schema changed (DDL can
       // still come through query()): one PRAGMA per step instead of five
       // queries per table, which weighed on live steps of a few entries.
-      const version = store.schemaVersion(d);
-      if (version !== this.schemaVersion) this.schema.clear();
+      let version = store.schemaVersion(d);
+      if (version !== this.schemaVersion) {
+        this.schema.clear();
+        // DDL through query() may have added a trigger since: guarded before anything is replayed.
+        guardTriggers(d, (t) => this.sql.tables.at(version).isLocal(t));
+        version = store.schemaVersion(d);
+        this.sql.tables.at(version);
+      }
       this.schemaVersion = version;
-      result = rebase(d, this.me, entries, this.policy, this.schema);
+      // Triggers that write replicated tables stay still meanwhile (triggers.ts).
+      this.sql.fns.replaying = true;
+      try {
+        result = rebase(d, this.me, entries, this.policy, this.schema);
+      } finally {
+        this.sql.fns.replaying = false;
+      }
+      this.sql.fns.save(d);
       for (const c of result.conflicts) store.recordConflict(d, c);
       const last = entries.at(-1)!.seq;
       store.setMeta(d, "cursor", last);
@@ -132,12 +157,15 @@ export class Step {
     } catch (e) {
       if (d.inTransaction) d.exec("ROLLBACK");
       this.forget();
+      // The rollback may have undone a trigger's guard: read the schema again next time.
+      this.schemaVersion = -1;
+      this.sql.tables.reset();
       throw e;
     } finally {
       if (this.fk) store.setForeignKeys(d, true);
     }
     for (const c of result.conflicts) this.events.emit("conflict", c);
-    if (result.applied > 0) this.events.emit("change", { source: "remote", cursor: entries.at(-1)!.seq, tables: tablesOf(entries) });
+    if (result.applied > 0) this.events.emit("change", { source: "remote", cursor: entries.at(-1)!.seq, tables: [...tablesOf(entries), ...this.sql.tables.local] });
   }
 }
 

@@ -74,13 +74,6 @@ export function keyRow(d: Driver, query: string, pk: readonly SqlValue[]): Row |
   return d.all(query, pk)[0] ?? null;
 }
 
-/** Replicated tables: every table but SQLite's and ours. */
-export function userTables(d: Driver): string[] {
-  return d
-    .all("SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND name NOT LIKE '\\_relay\\_%' ESCAPE '\\' ORDER BY name")
-    .map((r) => r.name as string);
-}
-
 export interface ColumnInfo {
   names: string[];
   /** 1-based position in the primary key, 0 for other columns (as PRAGMA table_info reports). */

@@ -19,6 +19,13 @@ export interface ReplicaOptions {
   driver?: DriverKind;
   /** Statements run at open, idempotently (use IF NOT EXISTS). The only place for DDL. */
   schema?: string[];
+  /**
+   * Tables that never replicate (names, or patterns where `*` matches any
+   * run of characters, case-insensitive): never captured, never pushed,
+   * writable even on a read-only replica, no primary key needed. Virtual
+   * tables (FTS5, R-tree) and their shadow tables are always local.
+   */
+  local?: string[];
   conflicts?: ConflictOptions;
   /** Default: the one persisted in the database, else the token's sub, else random. */
   clientId?: string;
@@ -76,7 +83,8 @@ export interface ChangeEvent {
   /**
    * The tables the commit changed: for a local one, the tables in its
    * changeset; for a remote one, the tables of the log entries the sync step
-   * applied. Writes made by triggers during a remote apply are not included.
+   * applied. Both add every local table (virtual, shadow, declared `local`):
+   * they are in no changeset, and triggers may write them.
    */
   tables: string[];
 }
@@ -85,6 +93,13 @@ export interface SyncEvent {
   pulled: number;
   cursor: number;
   head: number;
+}
+/** Something about the app's schema that works but will hurt (raised at open, see `on("warning")`). */
+export interface ReplicaWarning {
+  /** rowid_key: the table's key is INTEGER PRIMARY KEY, which SQLite assigns as max+1: offline replicas collide. */
+  code: "rowid_key";
+  table: string;
+  message: string;
 }
 /** Event names and their payloads; `on` takes no other name (`on("chnage", ...)` does not compile). */
 export interface ReplicaEvents {
@@ -95,6 +110,8 @@ export interface ReplicaEvents {
   conflict: ConflictRecord;
   error: RelayError;
   connection: { connected: boolean; live: boolean };
+  /** Raised at open; every listener gets those, whenever it subscribes. */
+  warning: ReplicaWarning;
 }
 
 export interface Tx {

@@ -51,11 +51,6 @@ function showError(e: unknown): void {
   els.error.hidden = false;
 }
 
-function newId(): string {
-  if (typeof crypto.randomUUID === "function") return crypto.randomUUID();
-  return Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, "0")).join("");
-}
-
 /** A development token from the relay (`npm start` enables it), else null. */
 async function devToken(): Promise<string | null> {
   try {
@@ -167,7 +162,8 @@ async function main(): Promise<void> {
     const text = els.newTitle.value.trim();
     if (!text) return;
     els.newTitle.value = "";
-    act(() => r.exec("INSERT INTO todo(id, title, done, created_at) VALUES (?, ?, 0, ?)", [newId(), text, Date.now()]));
+    // relay_id() named here too: a database an older demo created has no DEFAULT for the key.
+    act(() => r.exec("INSERT INTO todo(id, title, done, created_at) VALUES (relay_id(), ?, 0, ?)", [text, Date.now()]));
   });
   els.online.addEventListener("change", () => {
     const on = els.online.checked;

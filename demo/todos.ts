@@ -7,7 +7,8 @@ import { createElement as h, useEffect, useRef, useState, type KeyboardEvent } f
 import type { BrowserReplica } from "../client/browser/index.ts";
 import { useQuery, useStatus } from "../client/react.ts";
 
-type Todo = { id: string; title: string; done: number; created_at: number };
+/** relay_id() keys; TEXT in a database an older demo created. */
+type Todo = { id: number | string; title: string; done: number; created_at: number };
 
 export interface TodoProps {
   replica: BrowserReplica;
@@ -19,7 +20,7 @@ export interface TodoProps {
 
 export function TodoList({ replica, act, onReady }: TodoProps) {
   const { rows, loading, error } = useQuery<Todo>(replica, "SELECT id, title, done, created_at FROM todo ORDER BY created_at, id");
-  const [editing, setEditing] = useState<string | undefined>();
+  const [editing, setEditing] = useState<Todo["id"] | undefined>();
   useEffect(() => {
     if (!loading) onReady();
   }, [loading, onReady]);
@@ -27,7 +28,7 @@ export function TodoList({ replica, act, onReady }: TodoProps) {
   const items = rows.map((t) =>
     h(
       "li",
-      { key: t.id, "data-id": t.id, "data-testid": "todo", className: t.done === 1 ? "done" : undefined },
+      { key: t.id, "data-id": String(t.id), "data-testid": "todo", className: t.done === 1 ? "done" : undefined },
       h("input", {
         type: "checkbox",
         checked: t.done === 1,

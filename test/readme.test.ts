@@ -45,5 +45,6 @@ examples.forEach((code, i) => {
     if (code.includes("b applied log entry")) assert.match(stdout, /b applied log entry \d+ \[ \{ title: 'written on a' \} \]/);
     if (code.includes("b.watch")) assert.match(stdout, /b sees \[ 'watched from b' \]/);
     if (code.includes("useQuery")) assert.match(stdout, /<li>render me<\/li>/);
+    if (code.includes("note_fts")) assert.match(stdout, /pending 1\n\[ \{ id: \d+, body: 'buy oat milk' \} \]/);
   });
 });

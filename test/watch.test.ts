@@ -213,6 +213,36 @@ describe("watch errors and lifecycle", () => {
   });
 });
 
+describe("watches on local tables (not in any changeset)", () => {
+  const FTS = [
+    "CREATE TABLE IF NOT EXISTS doc(id TEXT PRIMARY KEY, body TEXT)",
+    "CREATE VIRTUAL TABLE IF NOT EXISTS doc_fts USING fts5(body, content='doc', content_rowid='rowid')",
+    "CREATE TRIGGER IF NOT EXISTS doc_fts_ai AFTER INSERT ON doc BEGIN INSERT INTO doc_fts(rowid, body) VALUES (NEW.rowid, NEW.body); END",
+    "CREATE TABLE IF NOT EXISTS draft(body TEXT)",
+  ];
+
+  for (const kind of KINDS) {
+    it(`a full-text index kept by a trigger follows remote rows; a declared local table follows local writes (${kind})`, async () => {
+      const db = relay.db(`local-${kind}`);
+      const a = await replica(relay, db, `local-a-${kind}`, "node", { schema: FTS, local: ["draft"] });
+      const b = await replica(relay, db, `local-b-${kind}`, kind, { schema: FTS, local: ["draft"] });
+      const found = recorder<{ body: string }>();
+      const drafts = recorder<{ body: string }>();
+      b.watch("SELECT body FROM doc_fts WHERE doc_fts MATCH ? ORDER BY body", ["milk"], found.fn);
+      b.watch("SELECT body FROM draft ORDER BY body", [], drafts.fn);
+      await a.exec("INSERT INTO doc VALUES ('1', 'buy milk')");
+      await a.sync();
+      await b.sync();
+      await settled(b);
+      assert.deepEqual(found.calls.at(-1), [{ body: "buy milk" }], "the trigger's index write during the sync step");
+      await b.exec("INSERT INTO draft VALUES ('unsent')");
+      await settled(b);
+      assert.deepEqual(drafts.calls.at(-1), [{ body: "unsent" }], "a write to a local table alone");
+      assert.equal(b.status().pending, 0);
+    });
+  }
+});
+
 describe("sync progress", () => {
   it("a 10,000-entry bootstrap reports entries and bytes done against the entries expected, page by page", async () => {
     const db = relay.db("bootstrap");

@@ -12,7 +12,7 @@ import type { ReplicaEvents, Tx } from "../types.ts";
 import type { Params } from "../drivers/types.ts";
 import { toWire, type CallArgs, type EventName, type Method, type SharedStatus, type Storage, type Watched, type WorkerOpenOptions } from "./messages.ts";
 
-const FORWARDED: readonly (keyof ReplicaEvents & EventName)[] = ["change", "sync", "progress", "conflict", "error", "connection"];
+const FORWARDED: readonly (keyof ReplicaEvents & EventName)[] = ["change", "sync", "progress", "conflict", "error", "connection", "warning"];
 /** Status changes without an event (an own entry confirmed by the socket, say) still reach the pages within this. */
 const STATUS_POLL_MS = 250;
 

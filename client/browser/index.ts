@@ -9,12 +9,12 @@
 import { RelayError } from "../errors.ts";
 import type { ConflictRecord } from "../conflicts.ts";
 import type { Params, Row } from "../drivers/types.ts";
-import type { ReplicaEvents, SyncEvent, Tx } from "../types.ts";
+import type { ReplicaEvents, ReplicaWarning, SyncEvent, Tx } from "../types.ts";
 import { rowsEqual, type WatchOptions } from "../watch.ts";
 import { fromWire, type BrowserStatus, type Method, type PageToWorker, type WireError, type WorkerOpenOptions, type WorkerToPage } from "./messages.ts";
 
 export type { BrowserStatus, Storage } from "./messages.ts";
-export type { ChangeEvent, ReplicaEvents, SyncEvent, SyncProgress, Tx } from "../types.ts";
+export type { ChangeEvent, ReplicaEvents, ReplicaWarning, SyncEvent, SyncProgress, Tx } from "../types.ts";
 export type { WatchOptions } from "../watch.ts";
 export type { ConflictRecord, ConflictKind, Resolution, TablePolicy } from "../conflicts.ts";
 export type { Params, Row } from "../drivers/types.ts";
@@ -99,6 +99,8 @@ export class BrowserReplica {
   #nextId = 1;
   #calls = new Map<number, { resolve: (v: unknown) => void; reject: (e: unknown) => void }>();
   #listeners = new Map<keyof BrowserReplicaEvents, Set<Listener>>();
+  /** Warnings come as the database opens, usually before anyone listens: kept for late listeners. */
+  #warnings: ReplicaWarning[] = [];
   #open: { resolve: () => void; reject: (e: unknown) => void } | undefined;
   #closed: Promise<void> | undefined;
   #closedResolve: (() => void) | undefined;
@@ -229,6 +231,7 @@ export class BrowserReplica {
     let set = this.#listeners.get(event);
     if (!set) this.#listeners.set(event, (set = new Set()));
     set.add(fn as Listener);
+    if (event === "warning") for (const w of this.#warnings) queueMicrotask(() => (fn as (e: ReplicaWarning) => void)(w));
     return () => set.delete(fn as Listener);
   }
 
@@ -279,6 +282,7 @@ export class BrowserReplica {
         return;
       }
       case "event":
+        if (m.name === "warning") this.#warnings.push(m.payload as ReplicaWarning);
         if (!this.#status) return; // before open: the opened message carries the state
         this.#setStatus(m.status);
         if (m.name === "status") return;

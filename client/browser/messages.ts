@@ -22,6 +22,8 @@ export interface WorkerOpenOptions {
   /** OPFS file name; ":memory:" for a replica that lives as long as its owner tab. */
   path: string;
   schema?: string[];
+  /** Tables that never replicate (names or `*` patterns), as in the Node openReplica. */
+  local?: string[];
   conflicts?: Omit<ConflictOptions, "onConflict">;
   clientId?: string;
   live?: boolean;
@@ -80,7 +82,7 @@ export interface WireError {
   name: string;
 }
 
-export type EventName = "change" | "sync" | "progress" | "conflict" | "error" | "connection" | "status" | "owner";
+export type EventName = "change" | "sync" | "progress" | "conflict" | "error" | "connection" | "warning" | "status" | "owner";
 
 /** page → worker */
 export type PageToWorker =

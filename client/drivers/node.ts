@@ -85,17 +85,36 @@ class NodeDriver implements Driver {
     return rows as Row[];
   }
 
-  session(): Session {
-    const s = this.#db.createSession();
+  session(tables?: readonly string[]): Session {
+    // node:sqlite's session records one table or all of them: one session per
+    // table, their changesets concatenated (a changeset is a list of table blocks).
+    const sessions = tables === undefined ? [this.#db.createSession()] : tables.map((table) => this.#db.createSession({ table }));
     let open = true;
     return {
-      changeset: () => s.changeset(),
+      changeset: () => {
+        if (sessions.length === 1) return sessions[0]!.changeset();
+        const parts = sessions.map((s) => s.changeset());
+        const out = new Uint8Array(parts.reduce((n, p) => n + p.byteLength, 0));
+        let at = 0;
+        for (const p of parts) {
+          out.set(p, at);
+          at += p.byteLength;
+        }
+        return out;
+      },
       // node:sqlite already deleted the session if the database was closed.
       close: () => {
-        if (open && !this.#closed) s.close();
+        if (open && !this.#closed) for (const s of sessions) s.close();
         open = false;
       },
     };
+  }
+
+  function(name: string, fn: (...args: SqlValue[]) => SqlValue): void {
+    this.#db.function(name, { useBigIntArguments: true, varargs: true }, (...args: SQLOutputValue[]) => {
+      const v = fn(...args.map((a) => (typeof a === "bigint" ? narrow(a) : (a as SqlValue))));
+      return toNode(v);
+    });
   }
 
   applyChangeset(changeset: Uint8Array, onConflict: (type: ConflictType) => Resolution): boolean {

@@ -40,8 +40,17 @@ export interface Driver {
   run(sql: string, params?: Params): { changes: number; lastInsertRowid: number | bigint };
   /** Run one statement and return its rows as plain objects. */
   all(sql: string, params?: Params): Row[];
-  /** Start a session recording changes to every table of the main database. */
-  session(): Session;
+  /**
+   * Start a session recording changes to the given tables of the main
+   * database, or to every table when `tables` is omitted.
+   */
+  session(tables?: readonly string[]): Session;
+  /**
+   * Register a SQL function on this connection (not deterministic, usable in
+   * triggers and DEFAULT clauses). `fn` gets the arguments as `all` returns
+   * values; a thrown error becomes the statement's error.
+   */
+  function(name: string, fn: (...args: SqlValue[]) => SqlValue): void;
   /**
    * sqlite3changeset_apply. The handler gets only the conflict type (that is
    * all node:sqlite offers), so both drivers offer exactly that. Returns false

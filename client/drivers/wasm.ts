@@ -140,16 +140,21 @@ class WasmDriver implements Driver {
     return rows;
   }
 
-  session(): Session {
+  session(tables?: readonly string[]): Session {
     const { wasm } = this.#sqlite3;
     const x = this.#x;
     this.#assertOpen();
     this.#checkSession(x.sqlite3session_create(this.#p, this.#main, this.#out), "sqlite3session_create");
     const p = wasm.peekPtr(this.#out) as number;
-    const rc = x.sqlite3session_attach(p, 0); // null table name: every table
-    if (rc !== 0) {
-      x.sqlite3session_delete(p);
-      this.#checkSession(rc, "sqlite3session_attach");
+    // A null table name: every table. SQLite copies a given name.
+    for (const table of tables ?? [undefined]) {
+      const name = table === undefined ? 0 : (wasm.allocCString(table, false) as number);
+      const rc = x.sqlite3session_attach(p, name);
+      if (name !== 0) wasm.dealloc(name);
+      if (rc !== 0) {
+        x.sqlite3session_delete(p);
+        this.#checkSession(rc, "sqlite3session_attach");
+      }
     }
     this.#sessions.add(p);
     return {
@@ -161,6 +166,24 @@ class WasmDriver implements Driver {
         if (this.#sessions.delete(p)) x.sqlite3session_delete(p);
       },
     };
+  }
+
+  function(name: string, fn: (...args: SqlValue[]) => SqlValue): void {
+    const { capi } = this.#sqlite3;
+    this.#assertOpen();
+    const call = (ctx: number, ...args: unknown[]): void => {
+      try {
+        // The same storage classes as the node driver: safe integers are INTEGER.
+        const v = fn(...args.map((a) => (typeof a === "bigint" ? narrow(a) : (a as SqlValue))));
+        if (typeof v === "number" && Number.isSafeInteger(v)) capi.sqlite3_result_int64(ctx, BigInt(v));
+        else capi.sqlite3_result_js(ctx, v);
+      } catch (e) {
+        capi.sqlite3_result_error(ctx, e instanceof Error ? e.message : String(e), -1);
+      }
+    };
+    // -1: any number of arguments; no SQLITE_DIRECTONLY, so triggers and DEFAULTs may call it.
+    const rc = capi.sqlite3_create_function_v2(this.#p, name, -1, capi.SQLITE_UTF8, 0, call as never, 0, 0, 0);
+    this.#check(rc);
   }
 
   applyChangeset(changeset: Uint8Array, onConflict: (type: ConflictType) => Resolution): boolean {
