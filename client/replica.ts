@@ -104,8 +104,9 @@ export class Replica {
     return this.local.run(async () => {
       this.assertOpen();
       const { result, entry, direct, tables } = await capture(this.d, this.step, fn, (e) => this.live.sendsAtOnce(e), this.readOnly);
-      // A write to local tables alone changes data too (no entry: nothing to send).
-      if (tables.length > 0) this.events.emit("change", { source: "local", cursor: this.step.cursor(), tables });
+      if (entry) this.events.emit("change", { source: "local", cursor: this.step.cursor(), tables });
+      // A write to local tables alone replicates nothing (no "change" event), but it changed what watches may read.
+      else if (tables.length > 0) this.watches.changed(tables);
       if (entry) {
         if (direct) this.live.send(entry);
         else if (this.live.on) queueMicrotask(() => this.live.flush());
