@@ -1,13 +1,23 @@
+import { changesetTables } from "../protocol/changeset.ts";
 import type { Ack, LogEntry, SchemaAck } from "../protocol/messages.ts";
 import { SchemaCache } from "./apply.ts";
 import type { ConflictOptions } from "./conflicts.ts";
 import type { Driver } from "./drivers/types.ts";
 import type { Emitter } from "./events.ts";
+import { RelayFunctions } from "./functions.ts";
 import * as outbox from "./outbox.ts";
 import { SchemaState } from "./migrate.ts";
 import { lastOwnCseq, rebase } from "./rebase.ts";
 import * as store from "./store.ts";
+import { Tables } from "./tables.ts";
+import { guardAfterDdl } from "./triggers.ts";
 import type { ReplicaEvents } from "./types.ts";
+
+/** What the replica registered on its connection at open (open.ts): its SQL functions and its table list. */
+export interface ReplicaSql {
+  fns: RelayFunctions;
+  tables: Tables;
+}
 
 /**
  * The sync step: one local write transaction over consecutive log entries
@@ -34,13 +44,16 @@ export class Step {
   /** Set by close(): a step queued behind it does nothing. */
   private closed = false;
 
-  constructor(d: Driver, me: string, policy: ConflictOptions, events: Emitter<ReplicaEvents>) {
+  readonly sql: ReplicaSql;
+
+  constructor(d: Driver, me: string, policy: ConflictOptions, events: Emitter<ReplicaEvents>, sql?: ReplicaSql) {
     this.d = d;
     this.me = me;
     this.policy = policy;
     this.events = events;
-    this.schema = new SchemaCache(d);
-    this.versions = new SchemaState(d);
+    this.sql = sql ?? { fns: RelayFunctions.install(d), tables: new Tables(d) };
+    this.schema = new SchemaCache(d, this.sql.tables);
+    this.versions = new SchemaState(d, this.sql.tables);
     this.fk = store.foreignKeys(d);
   }
 
@@ -127,15 +140,35 @@ export class Step {
     // while log entries are applied (outside BEGIN: the pragma is a no-op inside).
     if (this.fk) store.setForeignKeys(d, false);
     let result: ReturnType<typeof rebase>;
+    // A version from the log that runs here may change any table (a rename
+    // rewrites the views and triggers over it): its step names all of them,
+    // before and after.
+    let ddl = false;
+    let tablesBefore: readonly string[] = [];
     try {
       d.exec("BEGIN IMMEDIATE");
       // Table definitions are read again only when the schema changed (DDL can
       // still come through query()): one PRAGMA per step instead of five
       // queries per table, which weighed on live steps of a few entries.
-      const version = store.schemaVersion(d);
-      if (version !== this.schemaVersion) this.schema.clear();
+      let version = store.schemaVersion(d);
+      if (version !== this.schemaVersion) {
+        this.schema.clear();
+        // DDL through query() may have added a trigger since: guarded before anything is replayed.
+        guardAfterDdl(d, this.sql.tables);
+        version = store.schemaVersion(d);
+      }
       this.schemaVersion = version;
-      result = rebase(d, this.me, entries, this.policy, this.schema, this.versions);
+      const versionBefore = this.versions.local();
+      if (entries.some((e) => e.schema !== undefined)) tablesBefore = allTables(this.sql.tables);
+      // Triggers that write replicated tables stay still meanwhile (triggers.ts).
+      this.sql.fns.replaying = true;
+      try {
+        result = rebase(d, this.me, entries, this.policy, this.schema, this.versions);
+      } finally {
+        this.sql.fns.replaying = false;
+      }
+      ddl = this.versions.local() !== versionBefore;
+      this.sql.fns.save(d);
       for (const c of result.conflicts) store.recordConflict(d, c);
       const last = entries.at(-1)!.seq;
       store.setMeta(d, "cursor", last);
@@ -147,12 +180,35 @@ export class Step {
     } catch (e) {
       if (d.inTransaction) d.exec("ROLLBACK");
       this.forget();
+      // The rollback may have undone a trigger's guard: read the schema again next time.
+      this.schemaVersion = -1;
+      this.sql.tables.reset();
       throw e;
     } finally {
       if (this.fk) store.setForeignKeys(d, true);
     }
     for (const c of result.conflicts) this.events.emit("conflict", c);
     for (const x of result.dropped) this.events.emit("dropped", x);
-    if (result.applied > 0) this.events.emit("change", { source: "remote", cursor: entries.at(-1)!.seq });
+    if (result.applied === 0) return;
+    const tables = ddl ? new Set([...tablesBefore, ...allTables(this.sql.tables), ...tablesOf(entries)]) : [...tablesOf(entries), ...this.sql.tables.local];
+    this.events.emit("change", { source: "remote", cursor: entries.at(-1)!.seq, tables: [...tables] });
   }
+}
+
+/** Every table of the app's schema, replicated or local. */
+function allTables(tables: Tables): string[] {
+  return [...tables.replicated, ...tables.local];
+}
+
+/** The tables a step's entries change (what watches are invalidated by). Runs after COMMIT, so it must not throw. */
+function tablesOf(entries: readonly LogEntry[]): string[] {
+  const tables = new Set<string>();
+  for (const e of entries) {
+    try {
+      for (const t of changesetTables(e.changeset)) tables.add(t.name);
+    } catch {
+      // A malformed entry was skipped by the step (a "corrupt" conflict): it changed nothing.
+    }
+  }
+  return [...tables];
 }
