@@ -4,6 +4,7 @@ import { RelayError } from "./errors.ts";
 import { CONFLICT, RESOLUTION, type ConflictType, type Driver, type Row } from "./drivers/types.ts";
 import { resolve, type ConflictInfo, type ConflictKind, type ConflictOptions, type ConflictRecord } from "./conflicts.ts";
 import { keyQuery, keyRow, onlyKeyConstraints, tableInfo, type ColumnInfo } from "./store.ts";
+import { Tables } from "./tables.ts";
 
 /**
  * Apply one changeset under the conflict policy, the same way on every driver.
@@ -168,8 +169,11 @@ export class SchemaCache {
   private readonly tables = new Map<string, (ColumnInfo & Target) | undefined>();
   private readonly keyOnly = new Map<string, boolean>();
   private readonly d: Driver;
-  constructor(d: Driver) {
+  /** Which tables replicate; the owner moves it to the schema version (`at`) when it clears this cache. */
+  readonly replicated: Tables;
+  constructor(d: Driver, tables = new Tables(d)) {
     this.d = d;
+    this.replicated = tables;
   }
   clear(): void {
     this.tables.clear();
@@ -196,6 +200,8 @@ export class SchemaCache {
       throw new RelayError("schema_mismatch", `changeset table "${t.name}" does not match the local schema: ${why}`);
     };
     if (!local) return mismatch("no such table");
+    // Another replica declares it replicated: applying it here would write what this app keeps local.
+    if (this.replicated.isLocal(t.name)) mismatch("it is a local table here");
     if (local.names.length < t.pk.length) mismatch(`${t.pk.length} columns in the changeset, ${local.names.length} locally`);
     // SQLite compares each column's position in the PRIMARY KEY, not just
     // membership: once it matches, the local key columns are the change's.

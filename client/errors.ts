@@ -13,6 +13,8 @@ export const CLIENT_ERRORS = {
   no_primary_key: { retryable: false },
   /** DDL inside a transaction: schema changes go through the `migrations` (or `schema`) option. */
   ddl_outside_schema: { retryable: false },
+  /** A trigger writes both local and replicated tables: it can neither run on replay nor be skipped (client/triggers.ts). */
+  mixed_trigger: { retryable: false },
   /** SQLite refused to apply a changeset. */
   apply_failed: { retryable: false },
   /** The replica, or the transaction, is already closed. */

@@ -6,7 +6,10 @@ import { RelayError } from "./errors.ts";
 import * as outbox from "./outbox.ts";
 import { redo, undo, type Dropped } from "./rebase.ts";
 import { SchemaCache } from "./apply.ts";
+import type { ReplicaSql } from "./step.ts";
 import { getMeta, setMeta } from "./store.ts";
+import { Tables } from "./tables.ts";
+import { guardAfterDdl } from "./triggers.ts";
 
 /**
  * The replica's side of the schema in the log (DESIGN.md invariant 10).
@@ -33,12 +36,15 @@ export function createSchemaTables(d: Driver): void {
 
 export class SchemaState {
   private readonly d: Driver;
+  /** The replica's table list, read again after each version's DDL. */
+  private readonly tables: Tables;
   private cached: { local?: number; log?: number } = {};
   private readonly shapeCache = new Map<number, Map<string, TableShape>>();
   private readonly statementCache = new Map<number, Statement[]>();
 
-  constructor(d: Driver) {
+  constructor(d: Driver, tables = new Tables(d)) {
     this.d = d;
+    this.tables = tables;
   }
 
   /** The version the local tables are at; captured writes carry it. */
@@ -94,7 +100,11 @@ export class SchemaState {
     return s;
   }
 
-  /** Run `version`'s DDL on the local tables (inside the caller's transaction) and record it. */
+  /**
+   * Run `version`'s DDL on the local tables (inside the caller's transaction)
+   * and record it. Triggers it created are guarded before anything is
+   * replayed over them (triggers.ts).
+   */
   run(version: number, statements: Statements): void {
     statements.forEach((stmt, i) => {
       try {
@@ -103,6 +113,7 @@ export class SchemaState {
         throw new RelayError("schema_refused", `schema version ${version}, statement ${i + 1}: ${(e as Error).message}`, { cause: e });
       }
     });
+    guardAfterDdl(this.d, this.tables);
     for (const t of shapesFromRows(this.d.all(SHAPES_QUERY) as unknown as ShapeRow[])) {
       this.d.run("INSERT OR REPLACE INTO _relay_shape(version, tbl, shape) VALUES (?, ?, ?)", [version, t.name, JSON.stringify(t)]);
     }
@@ -141,18 +152,26 @@ function conflict(version: number, whose: string): RelayError {
  * migrations against what this database has. Versions it has must be the
  * same; new ones run now, ahead of the log if need be, with pending writes
  * undone first and re-applied translated after (so they survive an app
- * upgrade). Returns what translation dropped.
+ * upgrade), replaying as a sync step does (guarded triggers stay still).
+ * Returns what translation dropped.
  */
-export function migrateAtOpen(d: Driver, migrations: readonly Statements[], me: string, policy: ConflictOptions): Dropped[] {
+export function migrateAtOpen(d: Driver, migrations: readonly Statements[], me: string, policy: ConflictOptions, sql: ReplicaSql): Dropped[] {
   checkMigrations(migrations);
-  const state = new SchemaState(d);
+  const state = new SchemaState(d, sql.tables);
   const have = state.local();
   for (let v = 1; v <= Math.min(have, migrations.length); v++) {
     if (state.statementsKey(v) !== statementsKey(migrations[v - 1]!)) throw conflict(v, "this database's");
   }
   if (migrations.length <= have) return [];
-  const pending = outbox.pending(d);
-  undo(d, pending);
-  for (let v = have + 1; v <= migrations.length; v++) state.run(v, migrations[v - 1]!);
-  return redo(d, me, pending, policy, new SchemaCache(d), state);
+  // Triggers from before this library guarded them, or from DDL through query(), are guarded before the undo replays over them.
+  guardAfterDdl(d, sql.tables);
+  sql.fns.replaying = true;
+  try {
+    const pending = outbox.pending(d);
+    undo(d, pending);
+    for (let v = have + 1; v <= migrations.length; v++) state.run(v, migrations[v - 1]!);
+    return redo(d, me, pending, policy, new SchemaCache(d, sql.tables), state);
+  } finally {
+    sql.fns.replaying = false;
+  }
 }

@@ -118,7 +118,7 @@ export function redo(d: Driver, me: string, pending: readonly OutboxRow[], polic
       bytes = t.changeset;
       if (rewrite) dropped.push(...t.dropped.map((x) => ({ cseq: p.cseq, ...x })));
     }
-    const session = d.session();
+    const session = d.session(schema.replicated.sessionTables());
     try {
       applyWithPolicy(d, bytes, { seq: 0, client: me, cseq: p.cseq }, policy, schema);
       outbox.recapture(d, p, session.changeset(), rewrite ? local : undefined);

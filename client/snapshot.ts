@@ -11,6 +11,7 @@ import { RESOLUTION } from "./drivers/types.ts";
 import { translate } from "./translate.ts";
 import type { SchemaState } from "./migrate.ts";
 import * as store from "./store.ts";
+import type { Tables } from "./tables.ts";
 
 /**
  * Canonical snapshots (DESIGN.md "Snapshots and compaction"): the confirmed
@@ -41,7 +42,7 @@ const quote = (id: string) => `"${id.replace(/"/g, '""')}"`;
  * local tables are at a schema version the log does not have yet: that state
  * has no place in the log.
  */
-export function confirmedState(d: Driver, cursor: number, versions: SchemaState): { seq: number; version: number; bytes: Uint8Array } {
+export function confirmedState(d: Driver, cursor: number, versions: SchemaState, tables: Tables): { seq: number; version: number; bytes: Uint8Array } {
   if (versions.local() !== versions.log()) {
     throw new RelayError("snapshot_unavailable", `the local tables are at schema version ${versions.local()}, the log at ${versions.log()}: sync first`);
   }
@@ -50,18 +51,18 @@ export function confirmedState(d: Driver, cursor: number, versions: SchemaState)
   try {
     d.exec("BEGIN IMMEDIATE");
     undo(d, outbox.pending(d));
-    return { seq: cursor, version: versions.log(), bytes: canonicalBytes(d) };
+    return { seq: cursor, version: versions.log(), bytes: canonicalBytes(d, tables.at(store.schemaVersion(d)).replicated) };
   } finally {
     if (d.inTransaction) d.exec("ROLLBACK");
     if (fk) store.setForeignKeys(d, true);
   }
 }
 
-/** Every replicated table's rows as INSERTs: tables by name, rows by primary key; empty tables left out. */
-export function canonicalBytes(d: Driver): Uint8Array {
+/** The rows of `replicated` as INSERTs: tables by name, rows by primary key; empty tables left out. Local-only tables never replicate, so they are not part of the state. */
+export function canonicalBytes(d: Driver, replicated: readonly string[]): Uint8Array {
   const tables: TableHeader[] = [];
   const changes: Change[] = [];
-  for (const name of store.userTables(d)) {
+  for (const name of [...replicated].sort()) {
     const info = store.tableInfo(d, name)!;
     const cols = info.names.map(quote);
     const order = info.pk
@@ -105,10 +106,10 @@ export interface SnapshotToApply {
  * re-apply the pending writes the log does not already hold (invariant 6).
  * The conflict log is left alone.
  */
-export function resetOnto(d: Driver, me: string, snap: SnapshotToApply, policy: ConflictOptions, schema: SchemaCache, versions: SchemaState): RebaseResult {
+export function resetOnto(d: Driver, me: string, snap: SnapshotToApply, policy: ConflictOptions, schema: SchemaCache, versions: SchemaState, replicated: readonly string[]): RebaseResult {
   let pending = outbox.pending(d);
   undo(d, pending);
-  for (const t of store.userTables(d)) d.exec(`DELETE FROM ${quote(t)}`);
+  for (const t of replicated) d.exec(`DELETE FROM ${quote(t)}`);
   for (const s of snap.schema) {
     if (s.version > versions.log()) versions.fromLog({ seq: s.seq, client: "", cseq: 0, changeset: new Uint8Array(0), ts: 0, v: s.version, schema: s.statements });
   }

@@ -1,14 +1,24 @@
+import { changesetTables } from "../protocol/changeset.ts";
 import type { Ack, LogEntry, SchemaAck } from "../protocol/messages.ts";
 import { SchemaCache } from "./apply.ts";
 import type { ConflictOptions } from "./conflicts.ts";
 import type { Driver } from "./drivers/types.ts";
 import type { Emitter } from "./events.ts";
+import { RelayFunctions } from "./functions.ts";
 import * as outbox from "./outbox.ts";
 import { SchemaState } from "./migrate.ts";
 import { lastOwnCseq, rebase, type RebaseResult } from "./rebase.ts";
 import { resetOnto, type SnapshotToApply } from "./snapshot.ts";
 import * as store from "./store.ts";
+import { Tables } from "./tables.ts";
+import { guardAfterDdl } from "./triggers.ts";
 import type { ReplicaEvents } from "./types.ts";
+
+/** What the replica registered on its connection at open (open.ts): its SQL functions and its table list. */
+export interface ReplicaSql {
+  fns: RelayFunctions;
+  tables: Tables;
+}
 
 /**
  * The sync step: one local write transaction over consecutive log entries
@@ -35,13 +45,16 @@ export class Step {
   /** Set by close(): a step queued behind it does nothing. */
   private closed = false;
 
-  constructor(d: Driver, me: string, policy: ConflictOptions, events: Emitter<ReplicaEvents>) {
+  readonly sql: ReplicaSql;
+
+  constructor(d: Driver, me: string, policy: ConflictOptions, events: Emitter<ReplicaEvents>, sql?: ReplicaSql) {
     this.d = d;
     this.me = me;
     this.policy = policy;
     this.events = events;
-    this.schema = new SchemaCache(d);
-    this.versions = new SchemaState(d);
+    this.sql = sql ?? { fns: RelayFunctions.install(d), tables: new Tables(d) };
+    this.schema = new SchemaCache(d, this.sql.tables);
+    this.versions = new SchemaState(d, this.sql.tables);
     this.fk = store.foreignKeys(d);
   }
 
@@ -122,30 +135,36 @@ export class Step {
   /** `entries` directly follow the cursor. */
   private run(entries: readonly LogEntry[]): void {
     const last = entries.at(-1)!.seq;
-    const result = this.transact(last, () => {
+    const { result, ddl, tablesBefore } = this.transact(last, entries.some((e) => e.schema !== undefined), () => {
       const r = rebase(this.d, this.me, entries, this.policy, this.schema, this.versions);
       // Never number a new transaction like an entry of ours the log holds.
       const own = lastOwnCseq(this.me, entries);
       if (own >= this.nextCseq()) this.numbered(own);
       return r;
     });
-    this.emitResult(result, last);
+    const tables = ddl ? new Set([...tablesBefore, ...allTables(this.sql.tables), ...tablesOf(entries)]) : [...tablesOf(entries), ...this.sql.tables.local];
+    this.emitResult(result, last, [...tables]);
   }
 
   /**
    * Reset onto a snapshot (snapshot.ts resetOnto): the confirmed state
-   * becomes the snapshot's, the cursor its seq; pending writes are re-applied
-   * on top, the conflict log stays. Used to bootstrap and when the cursor is
-   * older than the relay's retained log.
+   * becomes the snapshot's and the cursor its seq; pending writes are
+   * re-applied on top, the conflict log stays. Used to bootstrap, and when
+   * the cursor is older than the relay's retained log.
    */
   reset(snap: SnapshotToApply): void {
     if (this.closed) return;
-    const result = this.transact(snap.seq, () => resetOnto(this.d, this.me, snap, this.policy, this.schema, this.versions));
-    this.emitResult(result, snap.seq);
+    const { result, tablesBefore } = this.transact(snap.seq, true, () =>
+      resetOnto(this.d, this.me, snap, this.policy, this.schema, this.versions, this.sql.tables.at(store.schemaVersion(this.d)).replicated));
+    this.emitResult(result, snap.seq, [...new Set([...tablesBefore, ...allTables(this.sql.tables)])]);
   }
 
-  /** One local write transaction that ends with the cursor at `last`; all or nothing. */
-  private transact(last: number, body: () => RebaseResult): RebaseResult {
+  /**
+   * One local write transaction that applies what `body` does and leaves the
+   * cursor at `last`, all or nothing. `schemaMayChange`: list the tables
+   * before, for the change event.
+   */
+  private transact(last: number, schemaMayChange: boolean, body: () => RebaseResult): { result: RebaseResult; ddl: boolean; tablesBefore: readonly string[] } {
     const d = this.d;
     // Replicated state may legitimately break a foreign key (a child row
     // inserted concurrently with its parent's deletion): enforcing it mid-apply
@@ -153,15 +172,35 @@ export class Step {
     // while log entries are applied (outside BEGIN: the pragma is a no-op inside).
     if (this.fk) store.setForeignKeys(d, false);
     let result: RebaseResult;
+    // A version from the log that runs here may change any table (a rename
+    // rewrites the views and triggers over it): its step names all of them,
+    // before and after.
+    let ddl = false;
+    let tablesBefore: readonly string[] = [];
     try {
       d.exec("BEGIN IMMEDIATE");
       // Table definitions are read again only when the schema changed (DDL can
       // still come through query()): one PRAGMA per step instead of five
       // queries per table, which weighed on live steps of a few entries.
-      const version = store.schemaVersion(d);
-      if (version !== this.schemaVersion) this.schema.clear();
+      let version = store.schemaVersion(d);
+      if (version !== this.schemaVersion) {
+        this.schema.clear();
+        // DDL through query() may have added a trigger since: guarded before anything is replayed.
+        guardAfterDdl(d, this.sql.tables);
+        version = store.schemaVersion(d);
+      }
       this.schemaVersion = version;
-      result = body();
+      const versionBefore = this.versions.local();
+      if (schemaMayChange) tablesBefore = allTables(this.sql.tables);
+      // Triggers that write replicated tables stay still meanwhile (triggers.ts).
+      this.sql.fns.replaying = true;
+      try {
+        result = body();
+      } finally {
+        this.sql.fns.replaying = false;
+      }
+      ddl = this.versions.local() !== versionBefore;
+      this.sql.fns.save(d);
       for (const c of result.conflicts) store.recordConflict(d, c);
       store.setMeta(d, "cursor", last);
       d.exec("COMMIT");
@@ -169,16 +208,37 @@ export class Step {
     } catch (e) {
       if (d.inTransaction) d.exec("ROLLBACK");
       this.forget();
+      // The rollback may have undone a trigger's guard: read the schema again next time.
+      this.schemaVersion = -1;
+      this.sql.tables.reset();
       throw e;
     } finally {
       if (this.fk) store.setForeignKeys(d, true);
     }
-    return result;
+    return { result, ddl, tablesBefore };
   }
 
-  private emitResult(result: RebaseResult, last: number): void {
+  private emitResult(result: RebaseResult, last: number, tables: string[]): void {
     for (const c of result.conflicts) this.events.emit("conflict", c);
     for (const x of result.dropped) this.events.emit("dropped", x);
-    if (result.applied > 0) this.events.emit("change", { source: "remote", cursor: last });
+    if (result.applied > 0) this.events.emit("change", { source: "remote", cursor: last, tables });
   }
+}
+
+/** Every table of the app's schema, replicated or local. */
+function allTables(tables: Tables): string[] {
+  return [...tables.replicated, ...tables.local];
+}
+
+/** The tables a step's entries change (what watches are invalidated by). Runs after COMMIT, so it must not throw. */
+function tablesOf(entries: readonly LogEntry[]): string[] {
+  const tables = new Set<string>();
+  for (const e of entries) {
+    try {
+      for (const t of changesetTables(e.changeset)) tables.add(t.name);
+    } catch {
+      // A malformed entry was skipped by the step (a "corrupt" conflict): it changed nothing.
+    }
+  }
+  return [...tables];
 }

@@ -5,7 +5,7 @@ import type { SchemaVersion } from "../protocol/schema.ts";
 import { withRetry, type BackoffOptions, type Clock } from "./backoff.ts";
 import { Mutex, type Emitter } from "./events.ts";
 import type { Transport } from "./transport/http.ts";
-import type { ReplicaEvents, SyncEvent } from "./types.ts";
+import type { ReplicaEvents, SyncEvent, SyncProgress } from "./types.ts";
 
 /**
  * The sync loop: HTTP push then pull, each request retried with backoff, and
@@ -58,6 +58,8 @@ export interface SyncLoopOptions {
 export class SyncLoop {
   /** Last log seq the relay reported. */
   head = 0;
+  /** The pull in progress, when it takes more than one page. */
+  progress: SyncProgress | null = null;
   private state: LoopState = { name: "idle" };
   /** Serialises sync runs. */
   private readonly runs = new Mutex();
@@ -182,17 +184,35 @@ export class SyncLoop {
   private async pullAll(signal: AbortSignal): Promise<number> {
     const { delegate } = this;
     let pulled = 0;
-    for (;;) {
-      const after = await delegate.locked(() => delegate.cursor());
-      const page = await this.retry(() => delegate.transport.pull(after, undefined, signal), signal);
-      this.seen(page.head);
-      if (page.entries.length > 0) {
-        if (page.entries[0]!.seq !== after + 1) throw new RelayError("internal", `relay skipped from ${after} to ${page.entries[0]!.seq}`);
-        // false only if the socket applied past us meanwhile: the next request starts from the new cursor.
-        await delegate.page(page.entries);
-        pulled += page.entries.length;
+    let start: number | undefined;
+    try {
+      for (;;) {
+        const after = await delegate.locked(() => delegate.cursor());
+        start ??= after;
+        const page = await this.retry(() => delegate.transport.pull(after, undefined, signal), signal);
+        this.seen(page.head);
+        // Reported only for a pull of more than one page: a bar that would fill in one step says nothing.
+        if (page.more && !this.progress) this.progress = { entries: 0, entriesExpected: 0, bytes: 0, bytesExpected: null };
+        if (page.entries.length > 0) {
+          if (page.entries[0]!.seq !== after + 1) throw new RelayError("internal", `relay skipped from ${after} to ${page.entries[0]!.seq}`);
+          // false only if the socket applied past us meanwhile: the next request starts from the new cursor.
+          await delegate.page(page.entries);
+          pulled += page.entries.length;
+        }
+        if (this.progress) this.reportProgress(page.entries, page.head - start);
+        if (!page.more) return pulled;
       }
-      if (!page.more) return pulled;
+    } finally {
+      this.progress = null;
     }
+  }
+
+  private reportProgress(entries: readonly LogEntry[], expected: number): void {
+    const p = this.progress!;
+    let bytes = p.bytes;
+    for (const e of entries) bytes += e.changeset.byteLength;
+    const entriesDone = p.entries + entries.length;
+    this.progress = { entries: entriesDone, entriesExpected: Math.max(expected, entriesDone), bytes, bytesExpected: null };
+    this.events.emit("progress", this.progress);
   }
 }

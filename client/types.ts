@@ -28,6 +28,13 @@ export interface ReplicaOptions {
   migrations?: string[][];
   /** Shorthand for `migrations: [schema]`: the app's one version. */
   schema?: string[];
+  /**
+   * Tables that never replicate (names, or patterns where `*` matches any
+   * run of characters, case-insensitive): never captured, never pushed,
+   * writable even on a read-only replica, no primary key needed. Virtual
+   * tables (FTS5, R-tree) and their shadow tables are always local.
+   */
+  local?: string[];
   conflicts?: ConflictOptions;
   /** Default: the one persisted in the database, else the token's sub, else random. */
   clientId?: string;
@@ -62,12 +69,35 @@ export interface ReplicaStatus {
   readOnly: boolean;
   /** The schema version of the local tables (the app's migrations, or the log's when it is ahead). */
   schemaVersion: number;
+  /** The pull in progress when it takes more than one page (a first sync, a long time offline), else null. */
+  progress: SyncProgress | null;
+}
+
+/**
+ * How far a pull of more than one page has got: enough for a progress bar.
+ * Bytes are the changesets' bytes as applied (not as compressed on the wire).
+ */
+export interface SyncProgress {
+  /** Log entries applied so far in this pull. */
+  entries: number;
+  /** Entries from the cursor at the start of the pull to the relay's head (the head may move on meanwhile: then this grows). */
+  entriesExpected: number;
+  bytes: number;
+  /** null: unknown. The relay reports its head as a seq, not the size of the log behind it. */
+  bytesExpected: number | null;
 }
 
 export interface ChangeEvent {
   source: "local" | "remote";
   /** For remote changes: the last log seq applied. */
   cursor: number;
+  /**
+   * The tables the commit changed: for a local one, the tables in its
+   * changeset; for a remote one, the tables of the log entries the sync step
+   * applied. Both add every local table (virtual, shadow, declared `local`):
+   * they are in no changeset, and triggers may write them.
+   */
+  tables: string[];
 }
 export interface SyncEvent {
   pushed: number;
@@ -77,17 +107,30 @@ export interface SyncEvent {
 }
 /** Values of a pending local write that a newer schema version has no place for (its column or table was dropped). */
 export type DroppedEvent = Dropped;
-
-export interface ReplicaEvents extends Record<string, unknown> {
+/** Something about the app's schema that works but will hurt (raised at open, see `on("warning")`). */
+export interface ReplicaWarning {
+  /** rowid_key: the table's key is INTEGER PRIMARY KEY, which SQLite assigns as max+1: offline replicas collide. */
+  code: "rowid_key";
+  table: string;
+  message: string;
+}
+/** Event names and their payloads; `on` takes no other name (`on("chnage", ...)` does not compile). */
+export interface ReplicaEvents {
+  /** By a sync step, or at open (those reach every listener, whenever it subscribes, like warnings). */
   dropped: DroppedEvent;
   change: ChangeEvent;
   sync: SyncEvent;
+  /** After each page of a pull that takes more than one page; status().progress says the same. */
+  progress: SyncProgress;
   conflict: ConflictRecord;
   error: RelayError;
   connection: { connected: boolean; live: boolean };
+  /** Raised at open; every listener gets those, whenever it subscribes. */
+  warning: ReplicaWarning;
 }
 
 export interface Tx {
+  /** `changes`: rows the statement itself changed (SQLite's changes(); not trigger or cascade writes). */
   exec(sql: string, params?: Params): Promise<{ changes: number }>;
   query<T extends Row = Row>(sql: string, params?: Params): Promise<T[]>;
 }

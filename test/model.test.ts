@@ -24,7 +24,10 @@
  * then heal every fault, sync every replica twice, and check:
  *   - every replica's replicated tables are identical, value and type
  *     (quote()), and identical to a fresh replica replaying the log from 0
- *     (invariants 5, 6), with the same tables and columns (10);
+ *     (invariants 5, 6), with the same tables and columns (10), trigger
+ *     effects included (audit, tally: triggers on todo write them, a RAISE
+ *     checks todo's inserts);
+ *   - every replica's local FTS5 index (kept by triggers) holds its todos;
  *   - the log holds each schema version once, in order, and every data
  *     entry is captured under the version before it (3, 10);
  *   - the log is gapless from 1, has no duplicate (client, cseq), and each
@@ -66,6 +69,27 @@ const SCHEMA = [
   "CREATE TABLE IF NOT EXISTS kv(k TEXT PRIMARY KEY, v, n INTEGER)",
   // Enforced on local writes (a missing parent rolls the transaction back), cascading into the changeset.
   "CREATE TABLE IF NOT EXISTS child(id INTEGER PRIMARY KEY, parent TEXT REFERENCES todo(id) ON DELETE CASCADE, v)",
+  // Written only by triggers on todo; their effects are in the changesets and must not come twice.
+  "CREATE TABLE IF NOT EXISTS audit(id INTEGER PRIMARY KEY, what TEXT)",
+  "CREATE TABLE IF NOT EXISTS tally(k TEXT PRIMARY KEY, n INTEGER NOT NULL)",
+  `CREATE TRIGGER IF NOT EXISTS todo_added AFTER INSERT ON todo BEGIN
+     INSERT INTO tally(k, n) VALUES ('todo', 1) ON CONFLICT(k) DO UPDATE SET n = n + 1;
+   END`,
+  `CREATE TRIGGER IF NOT EXISTS todo_removed AFTER DELETE ON todo BEGIN
+     INSERT INTO audit(id, what) VALUES (relay_id(), 'removed ' || OLD.id);
+     UPDATE tally SET n = n - 1 WHERE k = 'todo';
+   END`,
+  // A check on local writes (the rollback is reported like a constraint); replay never runs it.
+  "CREATE TRIGGER IF NOT EXISTS todo_check BEFORE INSERT ON todo WHEN NEW.title = '' BEGIN SELECT RAISE(ABORT, 'CHECK constraint failed: empty title'); END",
+  // A local full-text index kept by triggers: it must follow remote rows too. The insert
+  // trigger deletes first, as INSERT OR REPLACE fires no delete trigger (recursive_triggers is off).
+  "CREATE VIRTUAL TABLE IF NOT EXISTS todo_fts USING fts5(id UNINDEXED, title)",
+  `CREATE TRIGGER IF NOT EXISTS todo_fts_ai AFTER INSERT ON todo BEGIN
+     DELETE FROM todo_fts WHERE id = NEW.id;
+     INSERT INTO todo_fts(id, title) VALUES (NEW.id, NEW.title);
+   END`,
+  "CREATE TRIGGER IF NOT EXISTS todo_fts_ad AFTER DELETE ON todo BEGIN DELETE FROM todo_fts WHERE id = OLD.id; END",
+  "CREATE TRIGGER IF NOT EXISTS todo_fts_au AFTER UPDATE ON todo BEGIN UPDATE todo_fts SET id = NEW.id, title = NEW.title WHERE id = OLD.id; END",
 ];
 
 /**
@@ -205,7 +229,7 @@ async function restartRelay(): Promise<void> {
 /** Every replicated table, each value quoted (1, 1.0, '1' and x'01' all differ), rows sorted. */
 async function dump(rep: Replica): Promise<Record<string, string[]>> {
   const out: Record<string, string[]> = {};
-  for (const table of ["todo", "pair", "journal", "child", "kv", "tag"]) {
+  for (const table of ["todo", "pair", "journal", "child", "kv", "audit", "tally", "tag"]) {
     const cols = (await rep.query<{ name: string }>(`SELECT name FROM pragma_table_info('${table}') ORDER BY cid`)).map((c) => c.name);
     if (cols.length === 0) continue;
     out[`${table} columns`] = cols;
@@ -213,6 +237,13 @@ async function dump(rep: Replica): Promise<Record<string, string[]>> {
     out[table] = rows.map((x) => x.row).sort();
   }
   return out;
+}
+
+/** The local index holds exactly the replica's todos, remote ones included. */
+async function ftsFollows(rep: Replica, who: string): Promise<void> {
+  const ids = async (sql: string) => (await rep.query<{ id: string }>(sql)).map((r) => r.id);
+  assert.deepEqual(await ids("SELECT id FROM todo_fts ORDER BY id"), await ids("SELECT id FROM todo ORDER BY id"), `${who}: the FTS index does not follow todo`);
+  await rep.query("INSERT INTO todo_fts(todo_fts) VALUES ('integrity-check')");
 }
 
 interface Slot {
@@ -399,6 +430,7 @@ async function run(s: Schedule): Promise<void> {
       assert.equal(st.pending, 0, `${slot.client}: outbox not empty`);
       assert.equal(st.cursor, log.length, `${slot.client}: cursor not at the head`);
       assert.deepEqual(await dump(slot.replica), expected, `${slot.client} differs from a fresh replay of the log`);
+      await ftsFollows(slot.replica, slot.client);
       stats.conflicts += (await slot.replica.conflicts()).length;
     }
     stats.entries += log.length;
