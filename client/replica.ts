@@ -9,6 +9,7 @@ import { Live, type LiveDelegate } from "./live.ts";
 import * as outbox from "./outbox.ts";
 import { confirmedState, sha256Hex, type Snapshot } from "./snapshot.ts";
 import { Step, type ReplicaSql } from "./step.ts";
+import { snapshotClient, type SnapshotClient } from "./transport/snapshots.ts";
 import * as store from "./store.ts";
 import { PUSH_BYTE_BUDGET, SyncLoop, type SyncDelegate } from "./sync-loop.ts";
 import { httpTransport } from "./transport/http.ts";
@@ -47,6 +48,7 @@ export class Replica {
   private readonly live: Live;
   private readonly watches: Watches;
   private readonly sql: ReplicaSql;
+  private readonly snaps: SnapshotClient;
   /** Raised at open, before anyone could listen: given to each listener of the event as it subscribes. */
   private readonly atOpen: AtOpen;
   private closed = false;
@@ -66,6 +68,7 @@ export class Replica {
       ...(opts.fetch ? { fetch: opts.fetch } : {}),
       ...(opts.requestTimeoutMs === undefined ? {} : { timeoutMs: opts.requestTimeoutMs }),
     });
+    this.snaps = snapshotClient({ url: opts.url, db: opts.db, token: opts.token, ...(opts.fetch ? { fetch: opts.fetch } : {}) });
     this.step = new Step(d, clientId, opts.conflicts ?? {}, this.events, sql);
     const step = this.step;
     const delegate: SyncDelegate & LiveDelegate = {
@@ -87,6 +90,7 @@ export class Replica {
       acked: (acks, schema) => this.local.run(() => step.acked(acks, schema)),
       fatal: () => this.liveOffAfterFatal(),
       fail: (e) => this.fail(e),
+      snapshotReset: (required, signal) => this.resetOntoSnapshot(required, signal),
     };
     this.loop = new SyncLoop(delegate, this.events, { clientId, readOnly, backoff });
     this.live = new Live(delegate, this.loop, this.events, opts, { clientId, readOnly, backoff });
@@ -196,6 +200,28 @@ export class Replica {
       const s = confirmedState(this.d, this.step.cursor(), this.step.versions, this.sql.tables);
       return { ...s, hash: await sha256Hex(s.bytes) };
     });
+  }
+
+  /**
+   * Download the relay's newest usable snapshot (progress events per part,
+   * its hash checked) and reset onto it in one sync step (step.ts reset).
+   * Unless `required`, only when it is ahead of the cursor.
+   */
+  private async resetOntoSnapshot(required: boolean, signal: AbortSignal): Promise<boolean> {
+    // A bootstrap that cannot reach the snapshot routes (an older relay, a
+    // custom transport) replays the log instead: the snapshot only saves time.
+    const latest = required ? await this.snaps.latest(this.clientId, signal) : await this.snaps.latest(this.clientId, signal).catch(() => undefined);
+    if (!latest) {
+      if (required) throw new RelayError("snapshot_required", "the relay trimmed the log behind this replica's cursor but serves no snapshot");
+      return false;
+    }
+    if (!required && latest.seq <= this.step.cursor()) return false;
+    const bytes = await this.snaps.download(latest, signal, (done) =>
+      this.events.emit("progress", { entries: 0, entriesExpected: latest.head - latest.seq, bytes: done, bytesExpected: latest.size }));
+    if ((await sha256Hex(bytes)) !== latest.hash) throw new RelayError("internal", `snapshot ${latest.id} does not hash to what the relay says`);
+    await this.local.run(() => this.step.reset({ seq: latest.seq, version: latest.version, bytes, schema: latest.schema, ownCseq: latest.clientCseq }));
+    this.loop.seen(latest.head);
+    return true;
   }
 
   /** Conflicts recorded so far, oldest first. */

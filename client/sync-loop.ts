@@ -45,6 +45,11 @@ export interface SyncDelegate extends Clock {
   page(entries: readonly LogEntry[]): Promise<boolean>;
   /** A sync step over our own acknowledged entries; false when they do not follow the cursor. */
   acked(acks: readonly Ack[], schema?: readonly SchemaAck[]): Promise<boolean>;
+  /**
+   * Reset onto the relay's newest snapshot (bootstrap, or a cursor older than
+   * the retained log: `required`). False when there is none worth taking.
+   */
+  snapshotReset(required: boolean, signal: AbortSignal): Promise<boolean>;
   /** A background sync failed for good (auth, a refused entry...): stop live sync. */
   fatal(): void;
 }
@@ -185,11 +190,28 @@ export class SyncLoop {
     const { delegate } = this;
     let pulled = 0;
     let start: number | undefined;
+    let looked = false;
+    let forced = false;
     try {
       for (;;) {
         const after = await delegate.locked(() => delegate.cursor());
+        // An empty cursor starts from the newest snapshot: bootstrap costs the state, not the history.
+        if (after === 0 && !looked) {
+          looked = true;
+          if (await delegate.snapshotReset(false, signal)) continue;
+        }
         start ??= after;
-        const page = await this.retry(() => delegate.transport.pull(after, undefined, signal), signal);
+        let page: Awaited<ReturnType<Transport["pull"]>>;
+        try {
+          page = await this.retry(() => delegate.transport.pull(after, undefined, signal), signal);
+        } catch (e) {
+          // Behind the retained log: the snapshot replaces what was trimmed (once: it moves the cursor past the cut).
+          if (!(e instanceof RelayError && e.code === "snapshot_required") || forced) throw e;
+          forced = true;
+          await delegate.snapshotReset(true, signal);
+          start = undefined;
+          continue;
+        }
         this.seen(page.head);
         // Reported only for a pull of more than one page: a bar that would fill in one step says nothing.
         if (page.more && !this.progress) this.progress = { entries: 0, entriesExpected: 0, bytes: 0, bytesExpected: null };

@@ -27,7 +27,7 @@ export type SnapshotCall =
   | { op: "begin"; meta: snaps.SnapshotMeta }
   | { op: "part"; id: number; idx: number; data: Uint8Array }
   | { op: "commit"; id: number }
-  | { op: "latest" }
+  | { op: "latest"; client?: string | undefined }
   | { op: "read"; id: number; idx: number }
   | { op: "report"; seq: number; hash: string }
   | { op: "status" }
@@ -74,7 +74,8 @@ export async function call(host: SnapshotHost, c: SnapshotCall, sub: string): Pr
       if (!s) throw new RelayError("not_found", "this database has no snapshot yet");
       const schema = sql.exec<{ seq: number; version: number; statements: string }>("SELECT seq, version, statements FROM relay_schema WHERE seq <= ? ORDER BY seq", s.seq)
         .toArray().map((r) => ({ seq: r.seq, version: r.version, statements: JSON.parse(r.statements) as string[] }));
-      return { ...s, schema, trimmed: snaps.trimmed(sql), head: store.head(sql) };
+      const clientCseq = c.client === undefined ? 0 : snaps.clientFloor(sql, c.client);
+      return { ...s, schema, clientCseq, trimmed: snaps.trimmed(sql), head: store.head(sql) };
     }
     case "read":
       return snaps.readPart(sql, c.id, c.idx);
@@ -132,7 +133,10 @@ routes.put("/v1/db/:db/snapshots/:id/parts/:idx", async (c) => {
 
 routes.post("/v1/db/:db/snapshots/:id/commit", async (c) => c.json(await run(c, "snapshot", { op: "commit", id: num(c.req.param("id"), "id") })));
 
-routes.get("/v1/db/:db/snapshot", async (c) => c.json(await run(c, "read", { op: "latest" })));
+routes.get("/v1/db/:db/snapshot", async (c) => {
+  const client = c.req.query("client");
+  return c.json(await run(c, "read", { op: "latest", client: client === undefined ? undefined : name(client, "client") }));
+});
 
 routes.get("/v1/db/:db/snapshots/:id/parts/:idx", async (c) => {
   const bytes = (await run(c, "read", { op: "read", id: num(c.req.param("id"), "id"), idx: num(c.req.param("idx"), "idx") })) as Uint8Array;

@@ -31,6 +31,8 @@ export interface SnapshotInfo {
 /** The newest usable snapshot, with the schema versions up to it (never trimmed) and the log's retained range. */
 export interface LatestSnapshot extends SnapshotInfo {
   schema: { seq: number; version: number; statements: string[] }[];
+  /** The highest cseq of the asking client's among trimmed entries (0 when none or not asked). */
+  clientCseq: number;
   trimmed: number;
   head: number;
 }
@@ -56,6 +58,7 @@ export function snapshotClient(opts: SnapshotClientOptions) {
     try {
       res = await doFetch(`${base}${path}`, { ...init, headers: { ...auth, ...(init.headers as Record<string, string> | undefined) } });
     } catch (cause) {
+      if (init.signal?.aborted) throw new RelayError("aborted", "request aborted", { cause });
       throw new RelayError("network", `cannot reach the relay: ${(cause as Error)?.message ?? cause}`, { cause });
     }
     if (!res.ok) {
@@ -70,8 +73,8 @@ export function snapshotClient(opts: SnapshotClientOptions) {
     }
     return res;
   }
-  const json = async <T>(path: string, body?: unknown): Promise<T> =>
-    (await (await call(path, body === undefined ? {} : { method: "POST", body: JSON.stringify(body), headers: { "content-type": "application/json" } })).json()) as T;
+  const json = async <T>(path: string, body?: unknown, signal?: AbortSignal): Promise<T> =>
+    (await (await call(path, { ...(body === undefined ? {} : { method: "POST", body: JSON.stringify(body), headers: { "content-type": "application/json" } }), ...(signal ? { signal } : {}) })).json()) as T;
 
   return {
     /** Upload `s` in parts and commit it; visible to others only once the commit succeeds. */
@@ -85,23 +88,24 @@ export function snapshotClient(opts: SnapshotClientOptions) {
       return json<SnapshotInfo>(`/snapshots/${up.id}/commit`, {});
     },
     /** The newest usable snapshot, or undefined when there is none. */
-    async latest(): Promise<LatestSnapshot | undefined> {
+    async latest(client?: string, signal?: AbortSignal): Promise<LatestSnapshot | undefined> {
       try {
-        return await json<LatestSnapshot>("/snapshot");
+        return await json<LatestSnapshot>(client ? `/snapshot?client=${encodeURIComponent(client)}` : "/snapshot", undefined, signal);
       } catch (e) {
         if (e instanceof RelayError && e.code === "not_found") return undefined;
         throw e;
       }
     },
     /** A snapshot's bytes, part by part (`onPart` reports progress). */
-    async download(info: SnapshotInfo, onPart?: (done: number, of: number) => void): Promise<Uint8Array> {
+    async download(info: SnapshotInfo, signal?: AbortSignal, onPart?: (bytes: number, of: number) => void): Promise<Uint8Array> {
       const out = new Uint8Array(info.size);
       let at = 0;
       for (let i = 0; i < info.parts; i++) {
-        const part = new Uint8Array(await (await call(`/snapshots/${info.id}/parts/${i}`)).arrayBuffer());
+        const part = new Uint8Array(await (await call(`/snapshots/${info.id}/parts/${i}`, signal ? { signal } : {})).arrayBuffer());
+        if (at + part.byteLength > info.size) throw new RelayError("internal", `snapshot ${info.id} is longer than ${info.size} bytes`);
         out.set(part, at);
         at += part.byteLength;
-        onPart?.(i + 1, info.parts);
+        onPart?.(at, info.size);
       }
       if (at !== info.size) throw new RelayError("internal", `snapshot ${info.id}: got ${at} of ${info.size} bytes`);
       return out;

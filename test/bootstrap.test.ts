@@ -1,0 +1,116 @@
+/**
+ * Bootstrap from a snapshot, compaction, and the reset of a replica left
+ * behind by it (issue 15): a fresh replica downloads the newest snapshot and
+ * the log after it; one whose cursor is older than the retained log gets
+ * `snapshot_required`, resets onto the snapshot and keeps its pending writes
+ * and its conflict log.
+ */
+import { after, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { openReplica, type Replica, type ReplicaOptions, type SyncProgress } from "../client/index.ts";
+import type { DriverKind } from "../client/drivers/types.ts";
+import { snapshotClient } from "../client/transport/snapshots.ts";
+import { useRelay, type RelayFixture } from "./support/fixture.ts";
+import { dump } from "./support/replicas.ts";
+
+const keeping = useRelay({ bindings: {} });
+const trimming = useRelay({ bindings: { RETAIN_ENTRIES: "0", RETAIN_SECONDS: "0" } });
+
+const V1 = ["CREATE TABLE todo(id TEXT PRIMARY KEY, title TEXT, n INTEGER)"];
+const V2 = ["ALTER TABLE todo ADD COLUMN done INTEGER NOT NULL DEFAULT 0", "CREATE TABLE tag(id TEXT PRIMARY KEY, name TEXT)"];
+
+const opened: Replica[] = [];
+after(() => Promise.all(opened.map((r) => r.close())));
+async function open(relay: RelayFixture, db: string, client: string, driver: DriverKind, migrations: string[][] = [V1, V2], opts: Partial<ReplicaOptions> = {}): Promise<Replica> {
+  const r = await openReplica({ url: relay.url, db, token: await relay.token("write", client, db), clientId: client, driver, migrations, backoff: { baseMs: 1, capMs: 5 }, ...opts });
+  opened.push(r);
+  return r;
+}
+const uploader = async (relay: RelayFixture, db: string, sub: string) => snapshotClient({ url: relay.url, db, token: await relay.token("write", sub, db) });
+
+async function writes(r: Replica, from: number, n: number): Promise<void> {
+  for (let i = from; i < from + n; i++) {
+    await r.exec("INSERT INTO todo(id, title, n) VALUES (?, ?, ?) ON CONFLICT DO UPDATE SET n = todo.n + 1, title = excluded.title", [`t${i % 10}`, `title ${i}`, i]);
+    if (i % 7 === 0) await r.exec("INSERT OR REPLACE INTO tag VALUES (?, ?)", [`g${i % 3}`, `tag ${i}`]);
+  }
+  await r.sync();
+}
+
+describe("bootstrap from a snapshot", () => {
+  it("a fresh replica takes the snapshot and the log after it, and equals one that replayed every entry", async () => {
+    const db = keeping.db("boot");
+    const writer = await open(keeping, db, "writer", "node");
+    const replay = await open(keeping, db, "replay", "wasm");
+    await writes(writer, 0, 30);
+    await replay.sync(); // from now on it only ever replays entries
+    const snap = await writer.snapshot();
+    await (await uploader(keeping, db, "writer")).upload(snap);
+    await writes(writer, 30, 12);
+    const head = writer.status().cursor;
+
+    for (const driver of ["node", "wasm"] as const) {
+      const fresh = await open(keeping, db, `fresh-${driver}`, driver, [V1]); // an older app: the log's v2 comes with the snapshot
+      const progress: SyncProgress[] = [];
+      fresh.on("progress", (p) => progress.push(p));
+      const ev = await fresh.sync();
+      assert.equal(ev.cursor, head);
+      assert.equal(ev.pulled, head - snap.seq, "only the tail after the snapshot is pulled");
+      assert.ok(progress.some((p) => p.bytesExpected === snap.bytes.byteLength && p.bytes === snap.bytes.byteLength), "the download reports its progress");
+      await replay.sync();
+      assert.equal(await dump(fresh), await dump(replay));
+      assert.equal((await fresh.snapshot()).hash, (await replay.snapshot()).hash);
+      assert.equal(fresh.status().schemaVersion, 2);
+    }
+  });
+});
+
+describe("compaction", () => {
+  it("trims the log behind an agreed snapshot; a replica offline across it resets, keeps its pending writes and conflict log, and its writes land", async () => {
+    const db = trimming.db("offline");
+    const writer = await open(trimming, db, "writer", "node");
+    const offline = await open(trimming, db, "offline", "wasm");
+    await writes(writer, 0, 10);
+    await offline.sync();
+    // A conflict on record: both insert the same key, the writer's lands later.
+    await offline.exec("INSERT INTO tag VALUES ('same', 'offline first')");
+    await offline.sync();
+    await writer.exec("INSERT INTO tag VALUES ('same', 'writer later')");
+    await writer.sync();
+    await offline.sync();
+    const conflicts = await offline.conflicts();
+    assert.equal(conflicts.length, 1);
+
+    // Offline now, with pending writes: a new row and an edit of a shared one.
+    await offline.exec("INSERT INTO todo(id, title, n) VALUES ('mine', 'offline write', 1)");
+    await offline.exec("UPDATE todo SET title = 'edited offline' WHERE id = 't3'");
+    const behind = offline.status().cursor;
+
+    await writes(writer, 10, 20);
+    const snap = await writer.snapshot();
+    const admin = snapshotClient({ url: trimming.url, db, token: await trimming.token("admin", "ops", db) });
+    await (await uploader(trimming, db, "writer")).upload(snap);
+    const st = await admin.status();
+    assert.equal(st.trimmed, snap.seq, "RETAIN_ENTRIES=0: trimmed at once behind the snapshot");
+    assert.equal(st.entries, 0);
+    assert.ok(behind < st.trimmed);
+
+    const ev = await offline.sync();
+    assert.equal(ev.cursor, ev.head);
+    assert.equal(offline.status().pending, 0, "its writes were pushed after the reset");
+    await writer.sync();
+    assert.equal(await dump(offline), await dump(writer));
+    const rows = await writer.query("SELECT id, title FROM todo WHERE id IN ('mine', 't3') ORDER BY id");
+    assert.deepEqual(rows, [{ id: "mine", title: "offline write" }, { id: "t3", title: "edited offline" }]);
+    assert.deepEqual((await offline.conflicts()).slice(0, 1), conflicts, "the conflict log stays (its edit of t3 then met the writer's: one more)");
+  });
+
+  it("never trims what no snapshot covers", async () => {
+    const db = trimming.db("uncovered");
+    const writer = await open(trimming, db, "writer", "node");
+    await writes(writer, 0, 5);
+    const admin = snapshotClient({ url: trimming.url, db, token: await trimming.token("admin", "ops", db) });
+    assert.equal((await admin.compact()).trimmed, 0);
+    const st = await admin.status();
+    assert.equal(st.entries, st.head - 2, "every data entry is still there (two schema entries besides)");
+  });
+});
