@@ -24,7 +24,12 @@ const usage = `usage: changeset-relay <command> [options] [-- wrangler options]
            --name NAME       the Worker's name, default changeset-relay
            then once: npx wrangler secret put RELAY_SECRET --name NAME
   token    --db NAME|* --role ${ROLES.join("|")} --sub ID [--ttl ${DEFAULT_TTL}|30m|7d|never]
-           signed with $RELAY_SECRET, else RELAY_SECRET in ./.dev.vars`;
+           signed with $RELAY_SECRET, else RELAY_SECRET in ./.dev.vars
+  compact  --url URL --db NAME   build a snapshot (through a replica), upload it, trim the log
+  export   --url URL --db NAME --at SEQ --out FILE
+           a plain SQLite database of the state at SEQ
+  status   --url URL --db NAME   head, retained log, snapshots, entry and byte counts, sockets
+           (these three: $RELAY_TOKEN, else an admin token minted from the secret)`;
 
 const options = /** @type {const} */ ({
   db: { type: "string" },
@@ -35,6 +40,9 @@ const options = /** @type {const} */ ({
   "persist-to": { type: "string", default: process.env.RELAY_PERSIST_TO ?? ".relay" },
   secret: { type: "string" },
   name: { type: "string", default: "changeset-relay" },
+  url: { type: "string" },
+  at: { type: "string" },
+  out: { type: "string" },
   help: { type: "boolean", short: "h" },
 });
 
@@ -81,7 +89,7 @@ async function main(argv) {
   const passed = split < 0 ? [] : argv.slice(split + 1);
   const { positionals, values } = parseArgs({ args: split < 0 ? argv : argv.slice(0, split), allowPositionals: true, options });
   const command = positionals[0];
-  if (values.help || !command || !["dev", "deploy", "token"].includes(command)) {
+  if (values.help || !command || !["dev", "deploy", "token", "compact", "export", "status"].includes(command)) {
     console.log(usage);
     return values.help ? 0 : 2;
   }
@@ -99,6 +107,12 @@ async function main(argv) {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  }
+  if (command === "compact" || command === "export" || command === "status") {
+    if (!values.url || !values.db) throw new Error(`${command} needs --url and --db`);
+    const { lifetime } = await import("./lifetime.js");
+    const token = process.env.RELAY_TOKEN || (await signToken({ db: values.db, role: "admin", sub: "changeset-relay-cli" }, secret(), parseTtl("10m")));
+    return lifetime(command, { url: values.url, db: values.db, token, at: values.at, out: values.out });
   }
   if (!values.db || !values.role || !values.sub) throw new Error(usage);
   const role = ROLES.find((r) => r === values.role);

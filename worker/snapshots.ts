@@ -27,7 +27,7 @@ export type SnapshotCall =
   | { op: "begin"; meta: snaps.SnapshotMeta }
   | { op: "part"; id: number; idx: number; data: Uint8Array }
   | { op: "commit"; id: number }
-  | { op: "latest"; client?: string | undefined }
+  | { op: "latest"; client?: string | undefined; at?: number | undefined }
   | { op: "read"; id: number; idx: number }
   | { op: "report"; seq: number; hash: string }
   | { op: "status" }
@@ -70,7 +70,7 @@ export async function call(host: SnapshotHost, c: SnapshotCall, sub: string): Pr
       return info;
     }
     case "latest": {
-      const s = snaps.latest(sql, 1);
+      const s = snaps.latest(sql, 1, c.at);
       if (!s) throw new RelayError("not_found", "this database has no snapshot yet");
       const schema = sql.exec<{ seq: number; version: number; statements: string }>("SELECT seq, version, statements FROM relay_schema WHERE seq <= ? ORDER BY seq", s.seq)
         .toArray().map((r) => ({ seq: r.seq, version: r.version, statements: JSON.parse(r.statements) as string[] }));
@@ -135,7 +135,8 @@ routes.post("/v1/db/:db/snapshots/:id/commit", async (c) => c.json(await run(c, 
 
 routes.get("/v1/db/:db/snapshot", async (c) => {
   const client = c.req.query("client");
-  return c.json(await run(c, "read", { op: "latest", client: client === undefined ? undefined : name(client, "client") }));
+  const at = c.req.query("at");
+  return c.json(await run(c, "read", { op: "latest", client: client === undefined ? undefined : name(client, "client"), at: at === undefined ? undefined : num(at, "at") }));
 });
 
 routes.get("/v1/db/:db/snapshots/:id/parts/:idx", async (c) => {

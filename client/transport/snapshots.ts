@@ -88,9 +88,13 @@ export function snapshotClient(opts: SnapshotClientOptions) {
       return json<SnapshotInfo>(`/snapshots/${up.id}/commit`, {});
     },
     /** The newest usable snapshot, or undefined when there is none. */
-    async latest(client?: string, signal?: AbortSignal): Promise<LatestSnapshot | undefined> {
+    /** `at`: the newest at or below that seq (a point-in-time export). */
+    async latest(client?: string, signal?: AbortSignal, at?: number): Promise<LatestSnapshot | undefined> {
+      const q = new URLSearchParams();
+      if (client) q.set("client", client);
+      if (at !== undefined) q.set("at", String(at));
       try {
-        return await json<LatestSnapshot>(client ? `/snapshot?client=${encodeURIComponent(client)}` : "/snapshot", undefined, signal);
+        return await json<LatestSnapshot>(`/snapshot?${q}`, undefined, signal);
       } catch (e) {
         if (e instanceof RelayError && e.code === "not_found") return undefined;
         throw e;
