@@ -26,6 +26,8 @@ export type LiveDelegate = Pick<SyncDelegate, "locked" | "cursor" | "page" | "ac
   isClosed(): boolean;
   /** An error of a background step: reported, and live sync stops if it is final. */
   fail(e: unknown): void;
+  /** The relay asks for a snapshot (or this replica's hash) at `seq` (snapshot frames). */
+  snapshotAsked(seq: number, build: boolean): void;
 };
 
 export class Live {
@@ -187,6 +189,7 @@ export class Live {
 
   private onFrame(f: RelayFrame): void {
     if (this.delegate.isClosed()) return;
+    if (f.t === FRAME.snapshot) return this.delegate.snapshotAsked(f.seq, f.build);
     if (f.t !== FRAME.error) this.loop.seen(f.head);
     switch (f.t) {
       case FRAME.entries:

@@ -13,7 +13,7 @@ import { snapshotClient, type SnapshotClient } from "./transport/snapshots.ts";
 import * as store from "./store.ts";
 import { PUSH_BYTE_BUDGET, SyncLoop, type SyncDelegate } from "./sync-loop.ts";
 import { httpTransport } from "./transport/http.ts";
-import type { DroppedEvent, ReplicaEvents, ReplicaOptions, ReplicaStatus, ReplicaWarning, SyncEvent, Tx } from "./types.ts";
+import type { DivergenceEvent, DroppedEvent, ReplicaEvents, ReplicaOptions, ReplicaStatus, ReplicaWarning, SyncEvent, Tx } from "./types.ts";
 import { Watches, type WatchOptions } from "./watch.ts";
 
 export type { Snapshot } from "./snapshot.ts";
@@ -49,6 +49,7 @@ export class Replica {
   private readonly watches: Watches;
   private readonly sql: ReplicaSql;
   private readonly snaps: SnapshotClient;
+  private divergence: DivergenceEvent | null = null;
   /** Raised at open, before anyone could listen: given to each listener of the event as it subscribes. */
   private readonly atOpen: AtOpen;
   private closed = false;
@@ -91,6 +92,7 @@ export class Replica {
       fatal: () => this.liveOffAfterFatal(),
       fail: (e) => this.fail(e),
       snapshotReset: (required, signal) => this.resetOntoSnapshot(required, signal),
+      snapshotAsked: (seq, build) => void this.snapshotAsked(seq, build).catch((e: unknown) => this.fail(e)),
     };
     this.loop = new SyncLoop(delegate, this.events, { clientId, readOnly, backoff });
     this.live = new Live(delegate, this.loop, this.events, opts, { clientId, readOnly, backoff });
@@ -178,6 +180,7 @@ export class Replica {
       readOnly: this.readOnly,
       schemaVersion: this.closed ? 0 : this.step.versions.local(),
       progress: this.loop.progress,
+      divergence: this.divergence,
     };
   }
 
@@ -222,6 +225,31 @@ export class Replica {
     await this.local.run(() => this.step.reset({ seq: latest.seq, version: latest.version, bytes, schema: latest.schema, ownCseq: latest.clientCseq }));
     this.loop.seen(latest.head);
     return true;
+  }
+
+  /**
+   * The relay asks for a snapshot at `seq` (a snapshot frame): only a replica
+   * at exactly that seq with nothing pending answers — it uploads one
+   * (`build`) or reports its hash — and learns whether a snapshot the relay
+   * holds there says otherwise (a divergence).
+   */
+  private async snapshotAsked(seq: number, build: boolean): Promise<void> {
+    const snap = await this.local.run(async () => {
+      if (this.closed || this.step.cursor() !== seq || outbox.pendingCount(this.d) > 0 || this.step.versions.ahead()) return undefined;
+      const s = confirmedState(this.d, seq, this.step.versions, this.sql.tables);
+      return { ...s, hash: await sha256Hex(s.bytes) };
+    });
+    if (!snap) return;
+    let there = build ? [await this.snaps.upload(snap)] : await this.snaps.report(seq, snap.hash);
+    // The replica asked to build may still be uploading: look again, a few times.
+    for (let i = 0; i < 10 && there.length === 0 && !this.closed; i++) {
+      await new Promise((r) => setTimeout(r, 100 * (i + 1)));
+      there = await this.snaps.report(seq, snap.hash);
+    }
+    const other = there.find((x) => x.hash !== snap.hash);
+    if (!other) return;
+    this.divergence = { seq, local: snap.hash, snapshot: other.hash, agreeing: other.agreeing };
+    this.events.emit("divergence", this.divergence);
   }
 
   /** Conflicts recorded so far, oldest first. */

@@ -15,7 +15,7 @@ import { PushQueue } from "./push-queue.ts";
 import { errorResponse, outcome, toRelayError, type Outcome } from "./errors.ts";
 import { fromPushArgs, type PushArgs } from "./push-args.ts";
 import type { Env } from "./env.ts";
-import { call as snapshotCall, type SnapshotCall } from "./snapshots.ts";
+import { call as snapshotCall, snapshotDue, type SnapshotCall } from "./snapshots.ts";
 
 /** Who a socket belongs to; kept with the socket so it survives hibernation. */
 interface SocketInfo {
@@ -43,6 +43,8 @@ export class ChangesetLog extends DurableObject<Env> {
   private readonly queue = new PushQueue<WebSocket>();
   /** Table shapes by schema version (immutable once committed); cleared when a push fails. */
   private readonly shapes = new ShapeCache();
+  /** The head at which replicas were last asked for a snapshot. */
+  private asked = 0;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -68,6 +70,7 @@ export class ChangesetLog extends DurableObject<Env> {
       const out = new Outgoing();
       for (const ws of this.subscribers()) out.entries(ws, appended, res.head);
       out.flush();
+      this.askForSnapshot(res.head);
       return res;
     });
   }
@@ -147,6 +150,23 @@ export class ChangesetLog extends DurableObject<Env> {
       }
     }
     out.flush();
+    if (head !== undefined) this.askForSnapshot(head);
+  }
+
+  /**
+   * Every SNAPSHOT_EVERY entries, ask the connected replicas (after the
+   * entries they were just sent) for a snapshot at the head: one that may
+   * upload builds it, the others report their hash, each only if it is at
+   * that seq with nothing pending. Not asked again before another
+   * SNAPSHOT_EVERY entries (in memory: an evicted object may ask once more).
+   */
+  private askForSnapshot(head: number): void {
+    const role = snapshotDue(this.sql, this.env, head, this.asked);
+    if (!role) return;
+    this.asked = head;
+    const subs = this.subscribers();
+    const builder = subs.find((ws) => roleAtLeast((ws.deserializeAttachment() as SocketInfo).role, role));
+    for (const ws of subs) send(ws, { t: FRAME.snapshot, seq: head, build: ws === builder });
   }
 
   /** One push in one storage transaction; a refusal also forgets shapes the rolled-back transaction may have read. */

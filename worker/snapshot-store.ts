@@ -168,6 +168,11 @@ export function list(sql: Sql): SnapshotInfo[] {
     FROM relay_snapshot s WHERE s.state = 'ready' ORDER BY s.seq DESC, s.id DESC`).toArray().map((r) => ({ ...r, flagged: r.flagged === 1 }));
 }
 
+/** The seq of the newest published snapshot (0: none). */
+export function newestSeq(sql: Sql): number {
+  return sql.exec<{ s: number | null }>("SELECT max(seq) AS s FROM relay_snapshot WHERE state = 'ready'").one().s ?? 0;
+}
+
 /** The newest snapshot that no report contradicts and `quorum` subjects agree on. */
 export function latest(sql: Sql, quorum: number, atOrBelow = Infinity): SnapshotInfo | undefined {
   return list(sql).find((s) => !s.flagged && s.agreeing >= quorum && s.seq <= atOrBelow);

@@ -45,6 +45,17 @@ export function settings(env: Env): snaps.Retention & { role: Role; every: numbe
   };
 }
 
+/**
+ * Whether to ask connected replicas for a snapshot at `head`: SNAPSHOT_EVERY
+ * entries since the newest one (or since the last time we asked). Returns the
+ * role the one asked to build it needs.
+ */
+export function snapshotDue(sql: store.Sql, env: Env, head: number, asked: number): Role | undefined {
+  const { every, role } = settings(env);
+  if (every === 0) return undefined;
+  return head - Math.max(snaps.newestSeq(sql), asked) >= every ? role : undefined;
+}
+
 export interface SnapshotHost {
   sql: store.Sql;
   env: Env;
