@@ -101,7 +101,8 @@ export class SyncLoop {
         } catch (e) {
           // The log moved to a newer schema: pulling applies it and
           // translates what is pending, which can then be pushed.
-          if (!(e instanceof RelayError && e.code === "schema_outdated")) throw e;
+          // Or entries of ours were compacted before we heard they landed: the pull resets onto the snapshot, which holds them.
+          if (!(e instanceof RelayError && (e.code === "schema_outdated" || e.code === "snapshot_required"))) throw e;
           pulled = await this.pullAll(stop);
           pushed = await this.pushAll(stop);
         }

@@ -7,7 +7,7 @@
  */
 import { after, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { openReplica, type Replica, type ReplicaOptions, type SyncProgress } from "../client/index.ts";
+import { httpTransport, openReplica, RelayError, type Replica, type ReplicaOptions, type SyncProgress, type Transport } from "../client/index.ts";
 import type { DriverKind } from "../client/drivers/types.ts";
 import { snapshotClient } from "../client/transport/snapshots.ts";
 import { useRelay, type RelayFixture } from "./support/fixture.ts";
@@ -102,6 +102,36 @@ describe("compaction", () => {
     const rows = await writer.query("SELECT id, title FROM todo WHERE id IN ('mine', 't3') ORDER BY id");
     assert.deepEqual(rows, [{ id: "mine", title: "offline write" }, { id: "t3", title: "edited offline" }]);
     assert.deepEqual((await offline.conflicts()).slice(0, 1), conflicts, "the conflict log stays (its edit of t3 then met the writer's: one more)");
+  });
+
+  it("a push whose ack was lost, retried after its entry was compacted, resets instead of failing or landing twice", async () => {
+    const db = trimming.db("lost-ack");
+    const writer = await open(trimming, db, "writer", "node");
+    await writes(writer, 0, 3);
+    let lose = false;
+    const http = httpTransport({ url: trimming.url, db, token: await trimming.token("write", "unlucky", db) });
+    const transport: Transport = {
+      pull: http.pull,
+      async push(client, entries, signal, schema) {
+        const res = await http.push(client, entries, signal, schema);
+        if (lose) throw new RelayError("network", "connection lost while reading the response");
+        return res;
+      },
+    };
+    const unlucky = await open(trimming, db, "unlucky", "wasm", [V1, V2], { transport, backoff: { baseMs: 1, capMs: 2, maxAttempts: 1 } });
+    await unlucky.sync();
+    await unlucky.exec("UPDATE todo SET n = n + 100 WHERE id = 't1'");
+    lose = true;
+    await assert.rejects(unlucky.sync(), (e: RelayError) => e.code === "network");
+    lose = false;
+    await writer.sync();
+    await (await uploader(trimming, db, "writer")).upload(await writer.snapshot());
+    const ev = await unlucky.sync();
+    assert.equal(ev.cursor, ev.head);
+    assert.equal(unlucky.status().pending, 0);
+    await writer.sync();
+    assert.equal(await dump(unlucky), await dump(writer));
+    assert.deepEqual(await writer.query("SELECT n FROM todo WHERE id = 't1'"), [{ n: 101 }], "applied once");
   });
 
   it("never trims what no snapshot covers", async () => {

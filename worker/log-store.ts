@@ -135,7 +135,11 @@ export function push(sql: Sql, client: string, entries: readonly PushEntry[], no
         .exec<{ seq: number; size: number; chunks: number; body: ArrayBuffer | null }>(
           "SELECT seq, size, chunks, body FROM relay_log WHERE client = ? AND cseq = ?", client, entry.cseq)
         .toArray()[0];
-      if (!prior) throw new RelayError("cseq_conflict", `cseq ${entry.cseq} is not above client ${client}'s highest cseq ${maxCseq}`);
+      if (!prior) {
+        // A retry of an entry compacted since (its ack was lost): the snapshot holds it.
+        if (entry.cseq <= snapshotStore.clientFloor(sql, client)) throw new RelayError("snapshot_required", `cseq ${entry.cseq} of client ${client} was compacted into a snapshot: reset onto it`);
+        throw new RelayError("cseq_conflict", `cseq ${entry.cseq} is not above client ${client}'s highest cseq ${maxCseq}`);
+      }
       if (!sameBytes(readChangeset(sql, prior.seq, prior.size, prior.chunks, prior.body), entry.changeset)) {
         throw new RelayError("cseq_conflict", `client ${client} already pushed cseq ${entry.cseq} with different bytes (seq ${prior.seq})`);
       }
