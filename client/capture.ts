@@ -2,6 +2,7 @@ import { changesetTables, validateChangeset } from "../protocol/changeset.ts";
 import { RelayError } from "./errors.ts";
 import type { PushEntry } from "../protocol/messages.ts";
 import type { Driver, Params, Row } from "./drivers/types.ts";
+import { nullKeyError } from "./null-keys.ts";
 import * as outbox from "./outbox.ts";
 import type { Step } from "./step.ts";
 import * as store from "./store.ts";
@@ -44,7 +45,12 @@ export async function capture<T>(d: Driver, step: Step, fn: (tx: Tx) => Promise<
     exec: async (sql, params) => {
       if (done) throw new RelayError("closed", "transaction already finished");
       // The driver counts the statement's own rows (SQLite's changes()): no query for it.
-      const n = d.run(sql, params).changes;
+      let n: number;
+      try {
+        n = d.run(sql, params).changes;
+      } catch (e) {
+        throw nullKeyError(e);
+      }
       changes += n;
       return { changes: n };
     },
