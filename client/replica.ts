@@ -7,7 +7,7 @@ import type { Driver, Params, Row } from "./drivers/types.ts";
 import { Emitter, Mutex } from "./events.ts";
 import { Live, type LiveDelegate } from "./live.ts";
 import * as outbox from "./outbox.ts";
-import { confirmedState, sha256Hex, type Snapshot } from "./snapshot.ts";
+import { sha256Hex, type Snapshot } from "./snapshot.ts";
 import { Step, type ReplicaSql } from "./step.ts";
 import { snapshotClient, type SnapshotClient } from "./transport/snapshots.ts";
 import * as store from "./store.ts";
@@ -200,7 +200,7 @@ export class Replica {
   snapshot(): Promise<Snapshot> {
     return this.local.run(async () => {
       this.assertOpen();
-      const s = confirmedState(this.d, this.step.cursor(), this.step.versions, this.sql.tables);
+      const s = this.step.confirmed();
       return { ...s, hash: await sha256Hex(s.bytes) };
     });
   }
@@ -236,7 +236,7 @@ export class Replica {
   private async snapshotAsked(seq: number, build: boolean): Promise<void> {
     const snap = await this.local.run(async () => {
       if (this.closed || this.step.cursor() !== seq || outbox.pendingCount(this.d) > 0 || this.step.versions.ahead()) return undefined;
-      const s = confirmedState(this.d, seq, this.step.versions, this.sql.tables);
+      const s = this.step.confirmed();
       return { ...s, hash: await sha256Hex(s.bytes) };
     });
     if (!snap) return;

@@ -115,7 +115,8 @@ export function resetOnto(d: Driver, me: string, snap: SnapshotToApply, policy: 
   }
   schema.clear();
   const local = versions.local();
-  const bytes = snap.version === local || snap.version === 0 ? snap.bytes : translate(d, versions, snap.bytes, snap.version, local).changeset;
+  // An empty state has nothing to translate (and the empty changeset is not one the reader takes).
+  const bytes = snap.version === local || snap.version === 0 || snap.bytes.byteLength === 0 ? snap.bytes : translate(d, versions, snap.bytes, snap.version, local).changeset;
   // Into empty tables: nothing can conflict, and anything that does is a broken snapshot.
   if (bytes.byteLength > 0 && !d.applyChangeset(bytes, () => RESOLUTION.ABORT)) {
     throw new RelayError("apply_failed", `the snapshot at seq ${snap.seq} does not apply to empty tables`);

@@ -8,7 +8,7 @@ import { RelayFunctions } from "./functions.ts";
 import * as outbox from "./outbox.ts";
 import { SchemaState } from "./migrate.ts";
 import { lastOwnCseq, rebase, type RebaseResult } from "./rebase.ts";
-import { resetOnto, type SnapshotToApply } from "./snapshot.ts";
+import { confirmedState, resetOnto, type SnapshotToApply } from "./snapshot.ts";
 import * as store from "./store.ts";
 import { Tables } from "./tables.ts";
 import { guardAfterDdl } from "./triggers.ts";
@@ -157,6 +157,21 @@ export class Step {
     const { result, tablesBefore } = this.transact(snap.seq, true, () =>
       resetOnto(this.d, this.me, snap, this.policy, this.schema, this.versions, this.sql.tables.at(store.schemaVersion(this.d)).replicated));
     this.emitResult(result, snap.seq, [...new Set([...tablesBefore, ...allTables(this.sql.tables)])]);
+  }
+
+  /**
+   * The confirmed state at the cursor, canonical (snapshot.ts), read under
+   * replay's rules: pending writes are undone with triggers on replicated
+   * tables held still, as in a sync step (a delete trigger's audit row would
+   * otherwise land in the snapshot).
+   */
+  confirmed(): { seq: number; version: number; bytes: Uint8Array } {
+    this.sql.fns.replaying = true;
+    try {
+      return confirmedState(this.d, this.cursor(), this.versions, this.sql.tables);
+    } finally {
+      this.sql.fns.replaying = false;
+    }
   }
 
   /**
