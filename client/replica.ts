@@ -252,6 +252,17 @@ export class Replica {
     this.events.emit("divergence", this.divergence);
   }
 
+  /**
+   * Repair: replace the confirmed state with the relay's newest usable
+   * snapshot (pending writes kept and re-applied, the conflict log kept),
+   * then sync as usual. For a replica that reported a divergence.
+   */
+  async resetToSnapshot(signal?: AbortSignal): Promise<SyncEvent> {
+    const ev = await this.loop.resetAndSync(signal);
+    this.divergence = null;
+    return ev;
+  }
+
   /** Conflicts recorded so far, oldest first. */
   conflicts(): Promise<ConflictRecord[]> {
     return this.local.run(() => {

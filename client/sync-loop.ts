@@ -63,6 +63,8 @@ export interface SyncLoopOptions {
 export class SyncLoop {
   /** Last log seq the relay reported. */
   head = 0;
+  /** resetAndSync() asked for a reset the next pull has not done yet. */
+  private resetNext = false;
   /** The pull in progress, when it takes more than one page. */
   progress: SyncProgress | null = null;
   private state: LoopState = { name: "idle" };
@@ -116,6 +118,12 @@ export class SyncLoop {
         throw err;
       }
     });
+  }
+
+  /** Reset onto the relay's newest snapshot at the start of the next sync's pull, then sync as usual (a repair). */
+  resetAndSync(signal?: AbortSignal): Promise<SyncEvent> {
+    this.resetNext = true;
+    return this.sync(signal);
   }
 
   /** Run a background sync soon; requests made while one runs coalesce into one more run. Errors become "error" events. */
@@ -193,6 +201,10 @@ export class SyncLoop {
     let start: number | undefined;
     let looked = false;
     let forced = false;
+    if (this.resetNext) {
+      this.resetNext = false;
+      await delegate.snapshotReset(true, signal);
+    }
     try {
       for (;;) {
         const after = await delegate.locked(() => delegate.cursor());

@@ -60,5 +60,13 @@ describe("automatic snapshots", () => {
     const s = st.snapshots.find((x) => x.seq === second)!;
     assert.deepEqual([s.flagged, s.agreeing, s.hash], [true, 2, divergences[0]!.snapshot]);
     assert.equal((await admin.latest())?.seq, first, "a disputed snapshot is not served");
+
+    // Repair: onto the newest undisputed snapshot, then the log after it.
+    const ref = await open(db, "ref", "wasm", "read", { live: false });
+    await ref.sync();
+    await d.resetToSnapshot();
+    assert.equal(d.status().divergence, null);
+    assert.equal((await d.snapshot()).hash, (await ref.snapshot()).hash);
+    assert.deepEqual(await d.query("SELECT title FROM todo WHERE id = 't0'"), [{ title: "title 0" }]);
   });
 });
