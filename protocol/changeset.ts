@@ -355,6 +355,10 @@ function checkUpdate(s: Scan): void {
   if (!changesColumn) malformed(s.changeStart, "UPDATE changes no non-primary-key column");
 }
 
+function newScan(buf: Uint8Array): Scan {
+  return { buf, tableStart: 0, tableEnd: 0, nCol: 0, pkAt: 0, name: "", changeStart: 0, changeEnd: 0, op: 0, oldAt: new Int32Array(0), newAt: new Int32Array(0) };
+}
+
 /**
  * Runs every rule over `buf`, calling the visitor with each table header and
  * change once it has been checked. The one parser: validate, decode and the
@@ -371,19 +375,7 @@ export function scan(buf: Uint8Array, visitor: Visitor | undefined): { tables: n
     if (first === PATCHSET_TABLE) malformed(0, "this is a patchset ('P'), not a changeset: patchsets are not accepted");
     malformed(0, `does not start with a table header ('T' 0x54) but with ${hex(first)}`);
   }
-  const s: Scan = {
-    buf,
-    tableStart: 0,
-    tableEnd: 0,
-    nCol: 0,
-    pkAt: 0,
-    name: "",
-    changeStart: 0,
-    changeEnd: 0,
-    op: 0,
-    oldAt: new Int32Array(0),
-    newAt: new Int32Array(0),
-  };
+  const s = newScan(buf);
   let tables = 0;
   let changes = 0;
   let pos = 0;
@@ -471,6 +463,74 @@ export function changesetTables(bytes: Uint8Array): TableHeader[] {
     change() {},
   });
   return tables;
+}
+
+/** A header seen by tableBlocks, found again by its bytes. */
+interface SeenHeader {
+  buf: Uint8Array;
+  start: number;
+  end: number;
+  pkOffset: number;
+  nCol: number;
+  header: TableHeader;
+}
+
+function sameBytes(a: Uint8Array, aStart: number, aEnd: number, b: Uint8Array, bStart: number): boolean {
+  if (b.length - bStart < aEnd - aStart) return false;
+  for (let i = aStart, j = bStart; i < aEnd; i++, j++) if (a[i] !== b[j]) return false;
+  return true;
+}
+
+/**
+ * The table blocks of several changesets (a page of log entries), in order,
+ * each changeset validated as validateChangeset does, with each distinct
+ * table header decoded once: a header byte-identical to one met before in
+ * this call (a page of small entries repeats the same few) is neither checked
+ * nor decoded again, and its blocks share one TableHeader object. `block`
+ * gets the block's changeset index, the offsets of its 'T' byte, of its first
+ * change and of its end, and `first` when its header is new to this call.
+ */
+export function tableBlocks(
+  parts: readonly Uint8Array[],
+  block: (part: number, start: number, body: number, end: number, header: TableHeader, first: boolean) => void,
+): void {
+  const seen: SeenHeader[] = [];
+  for (let part = 0; part < parts.length; part++) {
+    const buf = parts[part]!;
+    if (buf.length === 0) continue;
+    if (buf[0] !== TABLE) scan(buf, undefined); // throws what validateChangeset throws
+    const s = newScan(buf);
+    let open: { start: number; body: number; header: TableHeader; first: boolean } | undefined;
+    let pos = 0;
+    while (pos < buf.length) {
+      if (buf[pos] !== TABLE) {
+        pos = readChange(s, pos);
+        continue;
+      }
+      if (open) block(part, open.start, open.body, pos, open.header, open.first);
+      const known = seen.find((h) => sameBytes(h.buf, h.start, h.end, buf, pos));
+      if (known) {
+        // The bytes end with the name's NUL, so equal bytes are the whole header.
+        s.tableStart = pos;
+        s.tableEnd = pos + (known.end - known.start);
+        s.pkAt = pos + known.pkOffset;
+        s.nCol = known.nCol;
+        s.name = known.header.name;
+        if (s.oldAt.length <= s.nCol) {
+          s.oldAt = new Int32Array(s.nCol + 1);
+          s.newAt = new Int32Array(s.nCol + 1);
+        }
+        open = { start: pos, body: s.tableEnd, header: known.header, first: false };
+      } else {
+        readTableHeader(s, pos);
+        const header = headerOf(s);
+        seen.push({ buf, start: pos, end: s.tableEnd, pkOffset: s.pkAt - pos, nCol: s.nCol, header });
+        open = { start: pos, body: s.tableEnd, header, first: true };
+      }
+      pos = s.tableEnd;
+    }
+    if (open) block(part, open.start, open.body, buf.length, open.header, open.first);
+  }
 }
 
 export function decodeChangeset(bytes: Uint8Array): Changeset {
