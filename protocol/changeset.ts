@@ -236,6 +236,32 @@ function readRecord(s: Scan, pos: number, at: Int32Array, allowUndefined: boolea
   return pos;
 }
 
+/**
+ * Which PK positions a header has used, marked with the header's stamp: no
+ * array to allocate and clear per header (a one-row entry is mostly header).
+ */
+const pkSeen = new Uint32Array(256);
+let stampNow = 0;
+function nextStamp(): number {
+  if (stampNow === 0xffffffff) {
+    pkSeen.fill(0);
+    stampNow = 0;
+  }
+  return ++stampNow;
+}
+
+/** Short ASCII names (nearly all of them) without the decoder's call; undefined when not ASCII or long. */
+function asciiString(buf: Uint8Array, from: number, to: number): string | undefined {
+  if (to - from > 64) return undefined;
+  let out = "";
+  for (let i = from; i < to; i++) {
+    const b = buf[i]!;
+    if (b >= 0x80) return undefined;
+    out += String.fromCharCode(b);
+  }
+  return out;
+}
+
 function readTableHeader(s: Scan, pos: number): number {
   const buf = s.buf;
   const len = buf.length;
@@ -254,14 +280,14 @@ function readTableHeader(s: Scan, pos: number): number {
   // sqlite3changeset_apply compares those bytes with the target table and
   // silently skips the whole table when they differ. So the non-zero flags
   // must be exactly 1..k, each once.
-  const seen = new Uint8Array(256);
+  const stamp = nextStamp();
   let k = 0;
   let max = 0;
   for (let i = 0; i < nCol; i++) {
     const f = buf[pos + i]!;
     if (f === 0) continue;
-    if (seen[f] === 1) malformed(pos + i, `table header: primary-key position ${f} appears twice`);
-    seen[f] = 1;
+    if (pkSeen[f] === stamp) malformed(pos + i, `table header: primary-key position ${f} appears twice`);
+    pkSeen[f] = stamp;
     k++;
     if (f > max) max = f;
   }
@@ -276,10 +302,14 @@ function readTableHeader(s: Scan, pos: number): number {
   if (nameEnd === pos) malformed(pos, "table header: empty table name");
   if (startsWithCI(buf, pos, nameEnd, "sqlite_")) malformed(pos, "table header: table name starts with sqlite_ (internal table)");
   if (startsWithCI(buf, pos, nameEnd, "_relay_")) malformed(pos, "table header: table name starts with _relay_ (reserved)");
-  try {
-    s.name = strictUtf8.decode(buf.subarray(pos, nameEnd));
-  } catch {
-    malformed(pos, "table header: table name is not valid UTF-8");
+  const ascii = asciiString(buf, pos, nameEnd);
+  if (ascii !== undefined) s.name = ascii;
+  else {
+    try {
+      s.name = strictUtf8.decode(buf.subarray(pos, nameEnd));
+    } catch {
+      malformed(pos, "table header: table name is not valid UTF-8");
+    }
   }
   s.nCol = nCol;
   s.tableEnd = nameEnd + 1;
@@ -365,6 +395,15 @@ function newScan(buf: Uint8Array): Scan {
  * client's invert (client/changeset-writer.ts) are visitors over it.
  */
 export function scan(buf: Uint8Array, visitor: Visitor | undefined): { tables: number; changes: number } {
+  return scanWith(newScan(buf), visitor);
+}
+
+/** validateChangeset's parser state, reused: without a visitor nothing can re-enter the scan. */
+const NO_BYTES = new Uint8Array(0);
+const validation = newScan(NO_BYTES) as { -readonly [K in keyof Scan]: Scan[K] };
+
+function scanWith(s: Scan, visitor: Visitor | undefined): { tables: number; changes: number } {
+  const buf = s.buf;
   const len = buf.length;
   // STRICTER: SQLite reads zero bytes as a changeset without changes (and
   // patchsets, below, as changesets without old values); a push carries a
@@ -375,7 +414,6 @@ export function scan(buf: Uint8Array, visitor: Visitor | undefined): { tables: n
     if (first === PATCHSET_TABLE) malformed(0, "this is a patchset ('P'), not a changeset: patchsets are not accepted");
     malformed(0, `does not start with a table header ('T' 0x54) but with ${hex(first)}`);
   }
-  const s = newScan(buf);
   let tables = 0;
   let changes = 0;
   let pos = 0;
@@ -400,7 +438,12 @@ export function scan(buf: Uint8Array, visitor: Visitor | undefined): { tables: n
  * Throws RelayError("malformed_changeset").
  */
 export function validateChangeset(bytes: Uint8Array): { tables: number; changes: number } {
-  return scan(bytes, undefined);
+  validation.buf = bytes;
+  try {
+    return scanWith(validation, undefined);
+  } finally {
+    validation.buf = NO_BYTES; // not kept alive by the parser
+  }
 }
 
 function decodeValue(buf: Uint8Array, view: DataView, start: number): SqlValue | undefined {
