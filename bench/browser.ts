@@ -31,6 +31,7 @@ export async function buildBrowserBench(): Promise<string> {
     entryPoints: [
       { in: here("browser-page.ts"), out: "bench" },
       { in: here("../client/browser/worker.ts"), out: "worker" },
+      { in: here("browser-journal.ts"), out: "journal" },
     ],
     outdir: BROWSER_DIST,
     bundle: true,
@@ -98,6 +99,28 @@ async function replicaPage(browser: Browser, url: string): Promise<{ page: Page;
 function pct(xs: number[], p: number): number {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))]!;
+}
+
+/** ms per single-row commit on OPFS under each journal setting (bench/browser-journal.ts), median of `runs`. */
+export async function journalBench(url: string, runs: number): Promise<{ setting: string; msPerCommit: number[] }[]> {
+  const browser = await launch();
+  try {
+    const all: { setting: string; msPerCommit: number[] }[] = [];
+    for (let r = 0; r < runs; r++) {
+      const p = await replicaPage(browser, url);
+      const res = await p.page.evaluate(() => new Promise<{ out?: { setting: string; msPerCommit: number }[]; error?: string }>((resolve) => {
+        const w = new Worker(new URL("./journal.js", location.href), { type: "module" });
+        w.onmessage = (e) => resolve(e.data);
+        w.onerror = (e) => resolve({ error: e.message });
+        w.postMessage({ commits: 200 });
+      })).finally(() => p.close());
+      if (!res.out) throw new Error(`journal bench: ${res.error}`);
+      res.out.forEach((x, i) => (all[i] ??= { setting: x.setting, msPerCommit: [] }).msPerCommit.push(x.msPerCommit));
+    }
+    return all;
+  } finally {
+    await browser.close();
+  }
 }
 
 export async function browserBench(o: BrowserBenchOptions): Promise<{ w1: Record<number, W1Sample[]>; w2: Record<number, W2Sample[]>; chromium: string }> {

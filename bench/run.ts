@@ -20,7 +20,7 @@ import type { Job } from "./child.ts";
 import { cpuMs, findByName, machine, memory, resetPeak } from "./proc.ts";
 import { profileRelay } from "./inspector.ts";
 import { figure, fmt, percentile, table, type Figure } from "./stats.ts";
-import { browserBench, buildBrowserBench, type W1Sample, type W2Sample } from "./browser.ts";
+import { browserBench, buildBrowserBench, journalBench, type W1Sample, type W2Sample } from "./browser.ts";
 
 const here = (f: string) => fileURLToPath(new URL(f, import.meta.url));
 const { values: args } = parseArgs({
@@ -42,7 +42,7 @@ const { values: args } = parseArgs({
 });
 const quick = args.quick!;
 const RUNS = Number(args.runs ?? 3);
-const only = new Set((args.only ?? `limit,w1,w2,browser,${quick ? "" : "w1-big,"}w3,w4,drivers`).split(","));
+const only = new Set((args.only ?? `limit,w1,w2,browser,browser-journal,${quick ? "" : "w1-big,"}w3,w4,drivers`).split(","));
 const drivers = args.drivers!.split(",") as DriverKind[];
 const profDir = here("profiles");
 const childArgv = args["cpu-prof"] ? (mkdirSync(profDir, { recursive: true }), ["--cpu-prof", `--cpu-prof-dir=${profDir}`]) : [];
@@ -384,6 +384,10 @@ if (only.has("browser")) {
     dist,
   );
 }
+if (only.has("browser-journal")) {
+  const dist = await buildBrowserBench();
+  results.browserJournal = await withRelay((r) => journalBench(r.url, RUNS), dist);
+}
 if (only.has("w1-big")) {
   const big: Record<string, unknown> = {};
   for (const d of drivers) big[d] = await withRelay((r) => w1BigBench(r, d));
@@ -463,6 +467,11 @@ function report(res: Record<string, unknown>): string {
     const rows = Object.entries(big).map(([d, b]) => [d, b.n.toLocaleString("en-US"), one(b.writeMs), one(b.pushMs), b.error ? `fails: ${b.error.slice(0, 90)}` : one(b.totalMs), String(b.pendingAfter), one(b.clientPeakRss, MB), one(b.relayPeakRss, MB)]);
     out.push("\nW1 at 1,000,000 rows in one transaction (one run per driver)");
     out.push(table(["driver", "N", "A write ms", "A push ms", "total ms", "pending after", "client MB", "relay MB"], rows));
+  }
+  const journal = res.browserJournal as { setting: string; msPerCommit: number[] }[] | undefined;
+  if (journal) {
+    out.push("\nOne single-row write transaction on OPFS (opfs-sahpool) in Chromium, sqlite-wasm alone, by journal setting (ms per commit)");
+    out.push(table(["setting", "ms per commit"], journal.map((j) => [j.setting, fmt(figure(j.msPerCommit), 2)])));
   }
   if (typeof res.drivers === "string") out.push(`\n${res.drivers}`);
   const w3 = res.w3 as Record<string, { figures: Record<string, Figure>; gapless: boolean; offeredPerSec: number | null }> | undefined;
