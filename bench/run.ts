@@ -36,6 +36,7 @@ const { values: args } = parseArgs({
     w2: { type: "string" },
     "w1-big": { type: "string" },
     "browser-w1": { type: "string" },
+    "browser-w2": { type: "string" },
     /** "memory": the Chromium replicas off OPFS (to tell storage apart from the rest). */
     "browser-storage": { type: "string", default: "auto" },
   },
@@ -51,6 +52,8 @@ const W1_N = args.w1 ? args.w1.split(",").map(Number) : quick ? [1_000, 10_000] 
 const W1_BIG = Number(args["w1-big"] ?? 1_000_000);
 /** The Chromium part's sizes: the largest of W1's and W2's (each run is a fresh browser profile). */
 const BROWSER_W1 = args["browser-w1"] ? args["browser-w1"].split(",").map(Number) : [Math.max(...W1_N)];
+/** 1,000 at most by default: on OPFS a browser write costs ~50 ms here (see the browser-journal part), 10,000 would take minutes a run. */
+const BROWSER_W2 = args["browser-w2"] ? args["browser-w2"].split(",").map(Number) : [Math.min(...W2_N)];
 const W2_N = args.w2 ? args.w2.split(",").map(Number) : quick ? [1_000] : [1_000, 10_000];
 const W3_MS = quick ? 2_000 : 10_000;
 const W3_WRITERS = 20;
@@ -380,7 +383,7 @@ if (only.has("w2")) {
 if (only.has("browser")) {
   const dist = await buildBrowserBench();
   results.browser = await withRelay(
-    (r) => browserBench({ url: r.url, w1: BROWSER_W1, w2: W2_N, runs: RUNS, token, freshDb, log, storage: args["browser-storage"] as "auto" | "memory" }),
+    (r) => browserBench({ url: r.url, w1: BROWSER_W1, w2: BROWSER_W2, runs: RUNS, token, freshDb, log, storage: args["browser-storage"] as "auto" | "memory" }),
     dist,
   );
 }
