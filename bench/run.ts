@@ -52,9 +52,9 @@ const W1_N = args.w1 ? args.w1.split(",").map(Number) : quick ? [1_000, 10_000] 
 const W1_BIG = Number(args["w1-big"] ?? 1_000_000);
 /** The Chromium part's sizes: the largest of W1's and W2's (each run is a fresh browser profile). */
 const BROWSER_W1 = args["browser-w1"] ? args["browser-w1"].split(",").map(Number) : [Math.max(...W1_N)];
+const W2_N = args.w2 ? args.w2.split(",").map(Number) : quick ? [1_000] : [1_000, 10_000];
 /** 1,000 at most by default: on OPFS a browser write costs ~50 ms here (see the browser-journal part), 10,000 would take minutes a run. */
 const BROWSER_W2 = args["browser-w2"] ? args["browser-w2"].split(",").map(Number) : [Math.min(...W2_N)];
-const W2_N = args.w2 ? args.w2.split(",").map(Number) : quick ? [1_000] : [1_000, 10_000];
 const W3_MS = quick ? 2_000 : 10_000;
 const W3_WRITERS = 20;
 /**
