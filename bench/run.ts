@@ -21,6 +21,7 @@ import { W2_POINT_WATCHES, type W2Watch } from "./rows.ts";
 import { cpuMs, findByName, machine, memory, resetPeak } from "./proc.ts";
 import { profileRelay } from "./inspector.ts";
 import { figure, fmt, percentile, table, type Figure } from "./stats.ts";
+import { browserBench, buildBrowserBench, journalBench, type W1Sample, type W2Sample } from "./browser.ts";
 
 const here = (f: string) => fileURLToPath(new URL(f, import.meta.url));
 const { values: args } = parseArgs({
@@ -34,17 +35,27 @@ const { values: args } = parseArgs({
     /** Override W1's N list, e.g. --w1 100000 (while profiling). */
     w1: { type: "string" },
     w2: { type: "string" },
+    "w1-big": { type: "string" },
+    "browser-w1": { type: "string" },
+    "browser-w2": { type: "string" },
+    /** "memory": the Chromium replicas off OPFS (to tell storage apart from the rest). */
+    "browser-storage": { type: "string", default: "auto" },
   },
 });
 const quick = args.quick!;
 const RUNS = Number(args.runs ?? 3);
-const only = new Set((args.only ?? "limit,w1,w2,w3,w4").split(","));
+const only = new Set((args.only ?? `limit,w1,w2,browser,browser-journal,${quick ? "" : "w1-big,"}w3,w4,drivers`).split(","));
 const drivers = args.drivers!.split(",") as DriverKind[];
 const profDir = here("profiles");
 const childArgv = args["cpu-prof"] ? (mkdirSync(profDir, { recursive: true }), ["--cpu-prof", `--cpu-prof-dir=${profDir}`]) : [];
 
 const W1_N = args.w1 ? args.w1.split(",").map(Number) : quick ? [1_000, 10_000] : [1_000, 10_000, 100_000];
+const W1_BIG = Number(args["w1-big"] ?? 1_000_000);
+/** The Chromium part's sizes: the largest of W1's and W2's (each run is a fresh browser profile). */
+const BROWSER_W1 = args["browser-w1"] ? args["browser-w1"].split(",").map(Number) : [Math.max(...W1_N)];
 const W2_N = args.w2 ? args.w2.split(",").map(Number) : quick ? [1_000] : [1_000, 10_000];
+/** 1,000 at most by default: on OPFS a browser write costs ~50 ms here (see the browser-journal part), 10,000 would take minutes a run. */
+const BROWSER_W2 = args["browser-w2"] ? args["browser-w2"].split(",").map(Number) : [Math.min(...W2_N)];
 const W3_MS = quick ? 2_000 : 10_000;
 const W3_WRITERS = 20;
 /**
@@ -120,9 +131,9 @@ interface Relay {
 }
 
 let relays = 0;
-async function startRelay(): Promise<Relay> {
+async function startRelay(assets?: string): Promise<Relay> {
   const inspectorPort = args["cpu-prof"] ? 9400 + (relays++ % 50) : undefined;
-  const host = new Child("relay-host.ts", [], inspectorPort ? { INSPECTOR_PORT: String(inspectorPort) } : {});
+  const host = new Child("relay-host.ts", [], { ...(inspectorPort ? { INSPECTOR_PORT: String(inspectorPort) } : {}), ...(assets ? { RELAY_ASSETS: assets } : {}) });
   const { url } = await host.next<{ url: string }>();
   const pids = findByName(host.proc.pid!, "workerd");
   if (pids.length === 0) throw new Error("no workerd process found under the relay host");
@@ -183,7 +194,8 @@ async function w1Bench(relay: Relay, driver: DriverKind) {
     for (let r = 0; r < RUNS; r++) {
       const db = freshDb(`w1-${driver}-${n}`);
       const res = await onRelay(relay, async () => {
-        const a = await job<{ writeMs: number; pushMs: number; wire: { up: number; down: number } }>({ kind: "w1-write", url: relay.url, db, token: await token("a", db), driver, n });
+        const a = await job<{ writeMs: number; pushMs: number; wire: { up: number; down: number }; error?: string }>({ kind: "w1-write", url: relay.url, db, token: await token("a", db), driver, n });
+        if (a.error) throw new Error(`W1 ${driver} N=${n}: ${a.error}`);
         const b = await job<{ syncMs: number; wire: { up: number; down: number } }>({ kind: "catch-up", url: relay.url, db, token: await token("b", db), driver, rows: n });
         return { a, b };
       });
@@ -210,6 +222,23 @@ async function w1Bench(relay: Relay, driver: DriverKind) {
     log(`W1 ${driver} N=${n}: total ${fmt(out[n].totalMs!)} ms, ${fmt(out[n].bytesPerRow!, 1)} B/row`);
   }
   return out;
+}
+
+/**
+ * W1 at W1_BIG rows (default 1,000,000), one run per driver: the push of one
+ * transaction that large is refused today (payload_too_large), which is
+ * reported with what it cost, instead of ending the bench.
+ */
+async function w1BigBench(relay: Relay, driver: DriverKind) {
+  const db = freshDb(`w1big-${driver}`);
+  const res = await onRelay(relay, async () => {
+    const a = await job<{ writeMs: number; pushMs: number; pendingAfter: number; error?: string; wire: { up: number; down: number } }>({ kind: "w1-write", url: relay.url, db, token: await token("a", db), driver, n: W1_BIG });
+    if (a.error) return { ...a, pullMs: NaN, totalMs: NaN, clientPeakRss: a.peakRss };
+    const b = await job<{ syncMs: number; wire: { up: number; down: number } }>({ kind: "catch-up", url: relay.url, db, token: await token("b", db), driver, rows: W1_BIG });
+    return { ...a, pullMs: b.syncMs, totalMs: a.writeMs + a.pushMs + b.syncMs, clientPeakRss: Math.max(a.peakRss, b.peakRss) };
+  });
+  log(`W1 ${driver} N=${W1_BIG}: ${res.error ? `push failed after ${res.pushMs.toFixed(0)} ms (write ${res.writeMs.toFixed(0)} ms), ${res.pendingAfter} pending: ${res.error}` : `total ${res.totalMs.toFixed(0)} ms`}`);
+  return { n: W1_BIG, writeMs: res.writeMs, pushMs: res.pushMs, pullMs: res.pullMs, totalMs: res.totalMs, error: res.error ?? null, pendingAfter: res.pendingAfter, clientPeakRss: res.clientPeakRss, relayPeakRss: res.relayPeakRss };
 }
 
 async function w2Run(relay: Relay, driver: DriverKind, n: number, watch?: W2Watch) {
@@ -341,14 +370,25 @@ async function w4Bench(relay: Relay) {
   return { entries: W4_ENTRIES, rows: seed.rows, ...out };
 }
 
+/** bench/drivers.ts (the client's local paths, no relay) in its own process; its table as printed. */
+async function driversBench(): Promise<string> {
+  const argv = ["--runs", String(Math.max(RUNS, 3)), "--drivers", drivers.join(","), ...(quick ? ["--n", "10000", "--updates", "1000"] : [])];
+  const child = fork(here("drivers.ts"), argv, { stdio: ["ignore", "pipe", "inherit", "ipc"] });
+  let out = "";
+  child.stdout!.on("data", (b: Buffer) => (out += b.toString()));
+  const code = await new Promise<number | null>((resolve) => child.on("exit", resolve));
+  if (code !== 0) throw new Error(`bench/drivers.ts exited with ${code}`);
+  return out.trim();
+}
+
 // ---------------------------------------------------------------- main
 
 const before = machine();
 log(`bench: ${quick ? "quick" : "full"}, ${RUNS} runs each; ${before.cores} cores (${before.cpu}), load ${before.load1.toFixed(2)} at start`);
 const results: Record<string, unknown> = { date: new Date().toISOString(), quick, runs: RUNS, node: process.version, machine: before };
 
-async function withRelay<T>(fn: (relay: Relay) => Promise<T>): Promise<T> {
-  const relay = await startRelay();
+async function withRelay<T>(fn: (relay: Relay) => Promise<T>, assets?: string): Promise<T> {
+  const relay = await startRelay(assets);
   try {
     return await fn(relay);
   } finally {
@@ -370,7 +410,24 @@ if (only.has("w2")) {
   for (const d of drivers) w2watch[d] = await withRelay((r) => w2WatchBench(r, d));
   results.w2watch = w2watch;
 }
+if (only.has("browser")) {
+  const dist = await buildBrowserBench();
+  results.browser = await withRelay(
+    (r) => browserBench({ url: r.url, w1: BROWSER_W1, w2: BROWSER_W2, runs: RUNS, token, freshDb, log, storage: args["browser-storage"] as "auto" | "memory" }),
+    dist,
+  );
+}
+if (only.has("browser-journal")) {
+  const dist = await buildBrowserBench();
+  results.browserJournal = await withRelay((r) => journalBench(r.url, RUNS), dist);
+}
+if (only.has("w1-big")) {
+  const big: Record<string, unknown> = {};
+  for (const d of drivers) big[d] = await withRelay((r) => w1BigBench(r, d));
+  results.w1Big = big;
+}
 if (only.has("w3")) results.w3 = await withRelay(w3Bench);
+if (only.has("drivers")) results.drivers = await driversBench();
 if (only.has("w4")) results.w4 = await withRelay(w4Bench);
 const after = machine();
 results.loadAtEnd = { load1: after.load1, load5: after.load5 };
@@ -428,6 +485,42 @@ function report(res: Record<string, unknown>): string {
     out.push(`\nW2 with watches (N = ${W2_N[0]!.toLocaleString("en-US")}): B also watches ${W2_POINT_WATCHES} updated rows with SELECT * FROM todos WHERE id = ? ("point"), or 100 rows of other tables ("unrelated"); added = "change" on B → the watch's callback (ms)`);
     out.push(table(["driver", "B watches", "updates/s", "vs none", "B CPU ms during the run", "vs none", "added p50", "added p99"], rows));
   }
+  const browser = res.browser as { w1: Record<number, W1Sample[]>; w2: Record<number, W2Sample[]>; chromium: string } | undefined;
+  if (browser) {
+    const col = (xs: { [k: string]: number | string | undefined }[], k: string) => figure(xs.map((x) => x[k] as number));
+    const rows: string[][] = [];
+    for (const [n, samples] of Object.entries(browser.w1)) {
+      const failed = samples.find((x) => x.error);
+      const f = (k: keyof W1Sample) => col(samples as never, k);
+      const total = f("totalMs");
+      const limitMs = limit?.[Number(n)]?.totalMs?.median;
+      const wasmMs = w1?.wasm?.[Number(n)]?.totalMs?.median;
+      rows.push([Number(n).toLocaleString("en-US"), fmt(f("writeMs")), failed ? `fails: ${failed.error}` : fmt(f("pushMs")), fmt(f("pullMs")), fmt(total), limitMs ? (total.median / limitMs).toFixed(1) : "–", wasmMs ? (total.median / wasmMs).toFixed(2) : "–"]);
+    }
+    out.push(`\nW1 in Chromium ${browser.chromium} (OPFS, replica in its Web Worker; each tx.exec a round trip page → worker), ms`);
+    out.push(table(["N", "A write", "A push", "B pull+apply", "total", "× node limit", "× Node wasm total"], rows));
+    const rows2: string[][] = [];
+    for (const [n, samples] of Object.entries(browser.w2)) {
+      const f = (k: keyof W2Sample) => col(samples as never, k);
+      const nodeWasm = w2?.wasm?.[Number(n)]?.updatesPerSec?.median;
+      rows2.push([Number(n).toLocaleString("en-US"), fmt(f("totalMs")), fmt(f("updatesPerSec")), fmt(f("p50"), 1), fmt(f("p99"), 1), fmt(f("max"), 1), nodeWasm ? (nodeWasm / f("updatesPerSec").median).toFixed(2) : "–"]);
+    }
+    out.push("\nW2 in Chromium: A and B two browser profiles, live; latency = exec() resolved in A's page → \"change\" in B's page (ms)");
+    out.push(table(["N", "total", "updates/s", "p50", "p99", "max", "Node wasm ÷ browser updates/s"], rows2));
+  }
+  const big = res.w1Big as Record<string, { n: number; writeMs: number; pushMs: number; totalMs: number; error: string | null; pendingAfter: number; clientPeakRss: number; relayPeakRss: number }> | undefined;
+  if (big) {
+    const one = (x: number, scale = 1) => (Number.isNaN(x) ? "–" : Math.round(x * scale).toLocaleString("en-US"));
+    const rows = Object.entries(big).map(([d, b]) => [d, b.n.toLocaleString("en-US"), one(b.writeMs), one(b.pushMs), b.error ? `fails: ${b.error.slice(0, 90)}` : one(b.totalMs), String(b.pendingAfter), one(b.clientPeakRss, MB), one(b.relayPeakRss, MB)]);
+    out.push("\nW1 at 1,000,000 rows in one transaction (one run per driver)");
+    out.push(table(["driver", "N", "A write ms", "A push ms", "total ms", "pending after", "client MB", "relay MB"], rows));
+  }
+  const journal = res.browserJournal as { setting: string; msPerCommit: number[] }[] | undefined;
+  if (journal) {
+    out.push("\nOne single-row write transaction on OPFS (opfs-sahpool) in Chromium, sqlite-wasm alone, by journal setting (ms per commit)");
+    out.push(table(["setting", "ms per commit"], journal.map((j) => [j.setting, fmt(figure(j.msPerCommit), 2)])));
+  }
+  if (typeof res.drivers === "string") out.push(`\n${res.drivers}`);
   const w3 = res.w3 as Record<string, { figures: Record<string, Figure>; gapless: boolean; offeredPerSec: number | null }> | undefined;
   if (w3) {
     const rows = Object.entries(w3).map(([mode, { figures: f, gapless, offeredPerSec }]) => [mode, offeredPerSec === null ? "as acked" : offeredPerSec.toLocaleString("en-US"), fmt(f.acceptedPerSec), fmt(f.pushesPerSec), fmt(f.meanBatch, 1), fmt(f.rttP50, 1), fmt(f.rttP99, 1), String(gapless), fmt(f.relayPeakRss, 0, MB)]);
