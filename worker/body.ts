@@ -93,7 +93,9 @@ async function readLimited(stream: ReadableStream<Uint8Array>, limit: number, ea
     }
   } catch (e) {
     await reader.cancel().catch(() => undefined);
-    throw e;
+    if (e instanceof RelayError) throw e;
+    // The runtime errors the body when the client's connection ends before Content-Length bytes came.
+    throw new RelayError("bad_request", "request body ended early (connection lost before Content-Length bytes)", { cause: e });
   }
 }
 
