@@ -23,3 +23,15 @@ export const NAME_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
 export const MAX_QUEUED_PUSH_ENTRIES = 10 * MAX_ENTRIES_PER_PUSH;
 /** The wait an `overloaded` answer asks for (Retry-After over HTTP, retryAfterMs on the socket). */
 export const OVERLOADED_RETRY_AFTER_MS = 1000;
+/**
+ * Bytes the relay sends a socket beyond what its client has reported reading
+ * (`got` frames; workerd tells the relay nothing about a socket's send
+ * buffer: WebSocket has no bufferedAmount there). Past it the relay stops
+ * sending that socket entries: it sends one `head` frame instead and skips
+ * entries until the client reports having read back to half the bound; the
+ * client catches up over HTTP. A socket whose answers alone (acks, errors)
+ * pass twice the bound is closed with 1013.
+ */
+export const MAX_UNREAD_SOCKET_BYTES = 4 * 1024 * 1024;
+/** A client reports what it has read (`got`) after this many bytes, and after every `head` frame. */
+export const GOT_EVERY_BYTES = 256 * 1024;

@@ -14,6 +14,9 @@ import { MSGPACK } from "../protocol/version.ts";
 import { insertChangeset, pull, pushRaw } from "./support/http.ts";
 import { useRelay } from "./support/fixture.ts";
 import { openSocket, until } from "./support/wait.ts";
+import { dump, replica } from "./support/replicas.ts";
+import { MAX_UNREAD_SOCKET_BYTES } from "../protocol/limits.ts";
+import { MAX_FRAME_BYTES } from "../protocol/frames.ts";
 
 const relay = useRelay();
 let admin: string;
@@ -54,7 +57,7 @@ describe("only plain msgpack", () => {
     assert.equal(r.body.error.code, "bad_request");
     assert.match(r.body.error.message, /extension/);
     const { ws, frames } = await openSocket(relay, db, "c");
-    ws.send(extPackr.pack({ t: "push", id: 1, client: "c", entries: [{ cseq: 1, changeset: cs(1) }] }));
+    ws.send(new Uint8Array(extPackr.pack({ t: "push", id: 1, client: "c", entries: [{ cseq: 1, changeset: cs(1) }] })));
     await until(() => frames.some((f) => f.t === "error"), "an error frame");
     assert.equal(frames.find((f) => f.t === "error").error.code, "bad_request");
     ws.close();
@@ -79,5 +82,48 @@ describe("bodies that lie about their length", () => {
     });
     assert.match(text, /^(HTTP\/1\.1 400 [^]*"bad_request"[^]*|)$/, text); // an answer, or a closed connection: never a stored entry
     assert.equal(await head(db), 0);
+  });
+});
+
+describe("a socket that stops reading", () => {
+  it(`is sent at most MAX_UNREAD_SOCKET_BYTES (${MAX_UNREAD_SOCKET_BYTES}) unread, then one head frame; entries flow again once it reports reading; a live replica beside it gets everything`, async () => {
+    const db = relay.db("stall");
+    const writer = await replica(relay, db, "w", "node", { live: true });
+    const reader = await replica(relay, db, "r", "node", { live: true });
+    await until(() => writer.status().connected && reader.status().connected, "replicas connected");
+    // A raw subscriber that reads frames but never reports them (`got`): to the relay, a socket that stopped reading.
+    const { ws, frames } = await openSocket(relay, db, "stalled");
+    let bytes = 0;
+    const count = ws.onmessage!;
+    ws.onmessage = (ev) => {
+      bytes += (ev.data as ArrayBuffer).byteLength;
+      count.call(ws, ev);
+    };
+    ws.send(encode({ t: "sub", after: 0 }) as Uint8Array<ArrayBuffer>);
+    await until(() => frames.length > 0, "the subscription's answer (head 0: the log is empty)");
+    frames.length = 0;
+    const disconnects: unknown[] = [];
+    reader.on("connection", (e) => !e.connected && disconnects.push(e));
+    const note = "n".repeat(200_000);
+    const WRITES = 40; // 8 MB, twice the bound
+    for (let i = 1; i <= WRITES; i++) await writer.exec("INSERT INTO todo(id, title, note) VALUES (?, ?, ?)", [String(i), `big ${i}`, note]);
+    await until(async () => (await reader.query("SELECT count(*) AS n FROM todo"))[0]!.n === WRITES, "the reader has every row", 30_000);
+    await until(() => frames.some((f) => f.t === "head"), "a head frame on the stalled socket");
+    await new Promise((r) => setTimeout(r, 200)); // nothing more is coming
+    const heads = frames.filter((f) => f.t === "head");
+    assert.equal(heads.length, 1, "one head frame, not one per push");
+    assert.equal(frames.at(-1).t, "head", "nothing after the head frame");
+    assert.ok(bytes <= MAX_UNREAD_SOCKET_BYTES + MAX_FRAME_BYTES, `${bytes} bytes sent to a socket that reported reading none`);
+    const seqs = frames.filter((f) => f.t === "entries").flatMap((f) => f.entries.map((e: { seq: number }) => e.seq));
+    assert.deepEqual(seqs, seqs.map((_, i) => i + 1), "what it got is the log's start, in order");
+    // It reports reading everything: entries flow again (from the next write; it pulls the gap over HTTP).
+    ws.send(encode({ t: "got", bytes }) as Uint8Array<ArrayBuffer>);
+    await new Promise((r) => setTimeout(r, 50));
+    await writer.exec("INSERT INTO todo(id, title) VALUES ('after', 'x')");
+    await until(() => frames.at(-1).t === "entries", "entries after the report");
+    assert.equal(frames.at(-1).entries.at(-1).seq, WRITES + 1);
+    ws.close();
+    await until(async () => (await dump(reader)) === (await dump(writer)), "reader equals writer");
+    assert.deepEqual(disconnects, [], "the replica that reads was never cut off");
   });
 });

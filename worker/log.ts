@@ -8,14 +8,14 @@ import { isName } from "../protocol/validate.ts";
 import { MSGPACK } from "../protocol/version.ts";
 import { checkPush } from "./auth.ts";
 import * as store from "./log-store.ts";
-import { framesFor, Outgoing, send } from "./outgoing.ts";
+import { framesFor, NEW_FLOW, noteGot, Outgoing, send, type Flow } from "./outgoing.ts";
 import { PushQueue } from "./push-queue.ts";
 import { errorResponse, outcome, toRelayError, type Outcome } from "./errors.ts";
 import { fromPushArgs, type PushArgs } from "./push-args.ts";
 import type { Env } from "./env.ts";
 
-/** Who a socket belongs to; kept with the socket so it survives hibernation. */
-interface SocketInfo {
+/** Who a socket belongs to, and its flow control (outgoing.ts); kept with the socket so it survives hibernation. */
+interface SocketInfo extends Flow {
   role: Role;
   sub: string;
   subscribed: boolean;
@@ -88,7 +88,7 @@ export class ChangesetLog extends DurableObject<Env> {
     const pair = new WebSocketPair();
     const [client, server] = [pair[0], pair[1]];
     this.ctx.acceptWebSocket(server);
-    server.serializeAttachment({ role, sub, subscribed: false } satisfies SocketInfo);
+    server.serializeAttachment({ role, sub, subscribed: false, ...NEW_FLOW } satisfies SocketInfo);
     // No permessage-deflate: live frames are a few hundred bytes, and deflating
     // each one cost more than it saved (measured with `npm run bench`: ~300 µs
     // more per round trip, and Node's WebSocket inflates every message through
@@ -138,6 +138,7 @@ export class ChangesetLog extends DurableObject<Env> {
       const raw = decode(new Uint8Array(message));
       id = typeof (raw as { id?: unknown })?.id === "number" ? (raw as { id: number }).id : undefined;
       const frame = parseClientFrame(raw);
+      if (frame.t === FRAME.got) return noteGot(ws, frame.bytes);
       const info = ws.deserializeAttachment() as SocketInfo;
       if (frame.t === FRAME.sub) {
         this.drain(); // the backlog must include pushes that arrived before
