@@ -15,7 +15,10 @@ import { insertChangeset, pull, pushRaw } from "./support/http.ts";
 import { useRelay } from "./support/fixture.ts";
 import { openSocket, until } from "./support/wait.ts";
 import { dump, replica } from "./support/replicas.ts";
-import { MAX_UNREAD_SOCKET_BYTES } from "../protocol/limits.ts";
+import { CLIENT_UNITS_BURST, CLIENT_UNITS_PER_SECOND, DATABASE_UNITS_BURST, MAX_UNREAD_SOCKET_BYTES, MIN_RETRY_AFTER_MS, PUSH_UNITS } from "../protocol/limits.ts";
+import { Admission } from "../worker/admission.ts";
+import type { WebSocketLike } from "../client/transport/socket.ts";
+import type { RelayError } from "../client/index.ts";
 import { MAX_FRAME_BYTES } from "../protocol/frames.ts";
 
 const relay = useRelay();
@@ -125,5 +128,175 @@ describe("a socket that stops reading", () => {
     ws.close();
     await until(async () => (await dump(reader)) === (await dump(writer)), "reader equals writer");
     assert.deepEqual(disconnects, [], "the replica that reads was never cut off");
+  });
+});
+
+describe("admission", () => {
+  const T0 = 1_000_000;
+  it("per client: a burst, then the refill rate; a refused client stays refused for the wait it was given, others are admitted", () => {
+    const a = new Admission();
+    let admitted = 0;
+    try {
+      for (;;) (a.admit("flood", 1000, 0, T0), admitted++);
+    } catch (e) {
+      assert.ok(isRelayError(e, "overloaded"));
+      const wait = (e as { retryAfterMs: number }).retryAfterMs;
+      assert.equal(admitted, Math.floor(CLIENT_UNITS_BURST / (PUSH_UNITS + 1000)));
+      // The wait is the refill time of what is missing, and it holds even for a push that would fit.
+      assert.ok(wait >= MIN_RETRY_AFTER_MS && wait <= (1000 * (PUSH_UNITS + 1000)) / CLIENT_UNITS_PER_SECOND + 1, String(wait));
+      assert.throws(() => a.admit("flood", 1, 0, T0 + wait - 1), (e) => isRelayError(e, "overloaded"));
+      a.admit("other", 1000, 0, T0 + 1);
+      a.admit("flood", 1000, 0, T0 + wait);
+    }
+  });
+
+  it("per database: all clients together get the database's rate", () => {
+    const a = new Admission();
+    let refusedAt = 0;
+    for (let i = 0; i < 1000 && refusedAt === 0; i++) {
+      try {
+        a.admit(`c${i}`, 1000, 0, T0);
+      } catch (e) {
+        assert.ok(isRelayError(e, "overloaded"));
+        refusedAt = i;
+      }
+    }
+    assert.equal(refusedAt, Math.floor(DATABASE_UNITS_BURST / (PUSH_UNITS + 1000)));
+    // Changeset bytes cost too: a push of 32 MiB is about 512 units more than an empty one.
+    const b = new Admission();
+    let big = 0;
+    try {
+      for (;;) (b.admit("big", 1, 32 * 1024 * 1024, T0), big++);
+    } catch {
+      assert.equal(big, Math.floor(CLIENT_UNITS_BURST / (PUSH_UNITS + 1 + 512)));
+    }
+  });
+});
+
+describe("a client that offers more than the database takes", () => {
+  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+  const p99 = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.ceil(xs.length * 0.99) - 1]!;
+
+  it("gets 503 overloaded with Retry-After, while another client's p99 push latency stays within 2× of the idle relay's", async () => {
+    const db = relay.db("flood");
+    const [fTok, bTok] = await Promise.all([relay.token("write", "f", db), relay.token("write", "b", db)]);
+    const one = cs(1);
+    let bCseq = 0;
+    /** B: single-entry pushes, one at a time, as a replica's sync does; latency of each. */
+    const measure = async (n: number) => {
+      const ms: number[] = [];
+      for (let i = 0; i < n; i++) {
+        const t = performance.now();
+        const r = await pushRaw(relay.url, db, bTok, encode({ client: "b", entries: [{ cseq: ++bCseq, changeset: one }] }));
+        ms.push(performance.now() - t);
+        assert.equal(r.status, 200, JSON.stringify(r.body));
+      }
+      return ms;
+    };
+    await measure(30); // warm up
+    // The idle baseline is measured before and after the flood, so that a machine busy with other work moves both.
+    const idle = await measure(150);
+
+    // F: four loops pushing 1,000 entries at a time, each waiting out Retry-After when refused.
+    let fCseq = 0;
+    let flooding = true;
+    const refusals: { status: number; code: string; retryAfter: string | null }[] = [];
+    let admitted = 0;
+    const loop = async () => {
+      while (flooding) {
+        const body = encode({ client: "f", entries: Array.from({ length: 1000 }, () => ({ cseq: ++fCseq, changeset: one })) });
+        const res = await fetch(`${relay.url}/v1/db/${db}/push`, { method: "POST", body, headers: { authorization: `Bearer ${fTok}`, "content-type": MSGPACK } });
+        const text = await res.text();
+        if (res.status === 200) admitted++;
+        else if (res.status === 503) {
+          refusals.push({ status: res.status, code: JSON.parse(text).error.code, retryAfter: res.headers.get("retry-after") });
+          await sleep(Number(res.headers.get("retry-after")) * 1000);
+        }
+        // 409s (a loop's cseqs overtaken by another's) are the flooder's own business.
+      }
+    };
+    const loops = Array.from({ length: 4 }, loop);
+    await until(() => refusals.length > 0, "the flooder is refused", 30_000);
+    const flooded = await measure(400); // a few of the flooder's retry cycles
+    flooding = false;
+    await Promise.all(loops);
+    idle.push(...(await measure(150)));
+
+    const [quiet, busy] = [p99(idle), p99(flooded)];
+    console.log(`p99 idle ${quiet.toFixed(1)} ms, while flooded ${busy.toFixed(1)} ms; flooder: ${admitted} pushes of 1,000 admitted, ${refusals.length} refused`);
+    assert.deepEqual(refusals[0], { status: 503, code: "overloaded", retryAfter: "1" });
+    assert.ok(busy <= 2 * quiet, `p99 ${busy.toFixed(1)} ms while flooded, ${quiet.toFixed(1)} ms idle`);
+  });
+});
+
+describe("the client library and overloaded", () => {
+  /**
+   * A real WebSocket to the relay whose first push frame is answered by the
+   * test, as an overloaded relay would: an error frame with retryAfterMs. Every
+   * push frame the client sends is logged with its time.
+   */
+  function refusingFirstPush(retryAfterMs: number, log: { at: number; cseqs: number[] }[], refusal: { at?: number }) {
+    return (url: string): WebSocketLike => {
+      const real = new WebSocket(url);
+      const fake: WebSocketLike = {
+        get binaryType() {
+          return real.binaryType;
+        },
+        set binaryType(v: string) {
+          real.binaryType = v as BinaryType;
+        },
+        get readyState() {
+          return real.readyState;
+        },
+        send(data) {
+          const f = typeof data === "string" ? undefined : (decode(data) as { t: string; id: number; entries: { cseq: number }[] });
+          if (f?.t === "push") {
+            log.push({ at: performance.now(), cseqs: f.entries.map((e) => e.cseq) });
+            if (refusal.at === undefined) {
+              refusal.at = performance.now();
+              const frame = encode({ t: "error", id: f.id, error: { code: "overloaded", message: "test" }, retryAfterMs });
+              setTimeout(() => fake.onmessage?.({ data: new Uint8Array(frame).buffer }), 0);
+              return;
+            }
+          }
+          real.send(data as Uint8Array<ArrayBuffer>);
+        },
+        close: (code, reason) => real.close(code, reason),
+        onopen: null,
+        onmessage: null,
+        onclose: null,
+        onerror: null,
+      };
+      real.onopen = (e) => fake.onopen?.(e);
+      real.onmessage = (e) => fake.onmessage?.(e);
+      real.onclose = (e) => fake.onclose?.(e);
+      real.onerror = (e) => fake.onerror?.(e);
+      return fake;
+    };
+  }
+
+  it("a live push refused as overloaded: nothing is pushed until retryAfterMs is over, then every pending entry is resent in order", async () => {
+    const db = relay.db("retry-after");
+    const WAIT = 300;
+    const log: { at: number; cseqs: number[] }[] = [];
+    const refusal: { at?: number } = {};
+    const writer = await replica(relay, db, "w", "node", { live: true, createWebSocket: refusingFirstPush(WAIT, log, refusal) });
+    const reader = await replica(relay, db, "r", "node", { live: true });
+    await until(() => writer.status().connected && reader.status().connected, "replicas connected");
+    const errors: RelayError[] = [];
+    writer.on("error", (e) => errors.push(e as RelayError));
+    await writer.exec("INSERT INTO todo(id, title) VALUES ('1', 'refused')");
+    await until(() => errors.length > 0, `the refusal; pushes seen: ${JSON.stringify(log)}`);
+    // Written during the wait: an eager client would send these at once.
+    await writer.exec("INSERT INTO todo(id, title) VALUES ('2', 'during the wait')");
+    await writer.exec("INSERT INTO todo(id, title) VALUES ('3', 'during the wait')");
+    await until(async () => (await reader.query("SELECT count(*) AS n FROM todo"))[0]!.n === 3, "the reader has all three rows", 10_000);
+    assert.deepEqual([errors[0]!.code, errors[0]!.retryAfterMs], ["overloaded", WAIT]);
+    const after = log.filter((p) => p.at > refusal.at!);
+    assert.ok(after.length > 0);
+    assert.ok(after[0]!.at - refusal.at! >= WAIT - 5, `pushed again ${(after[0]!.at - refusal.at!).toFixed(0)} ms after a refusal asking for ${WAIT} ms`);
+    assert.deepEqual(after.flatMap((p) => p.cseqs).slice(0, 3), [1, 2, 3], "resent from the refused entry on, in order");
+    await until(() => writer.status().pending === 0, "nothing pending");
+    assert.equal(await dump(reader), await dump(writer));
   });
 });

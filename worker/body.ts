@@ -43,6 +43,18 @@ export async function withPushBody<T>(request: Request, limit: number, use: (byt
 }
 
 /**
+ * Read and drop a body that is refused for another reason than its size
+ * (`overloaded`), up to `limit` bytes: answering before a client has sent
+ * its body resets the connection under it, and fetch then reports a network
+ * error instead of the answer and its Retry-After.
+ */
+export async function discardBody(request: Request, limit: number): Promise<void> {
+  const declared = Number(request.headers.get("content-length") ?? NaN);
+  if (!request.body || declared > limit) return;
+  await readLimited(request.body, limit, free, false).catch(() => undefined);
+}
+
+/**
  * Read a request body of the given Content-Encoding (none or gzip) to its
  * end, refusing it as soon as the raw or the inflated size passes `limit`.
  * Unknown encodings are `unsupported_media_type` (RFC 9110 §15.5.16);

@@ -11,7 +11,8 @@ import * as store from "./log-store.ts";
 import { framesFor, NEW_FLOW, noteGot, Outgoing, send, type Flow } from "./outgoing.ts";
 import { PushQueue } from "./push-queue.ts";
 import { errorResponse, outcome, toRelayError, type Outcome } from "./errors.ts";
-import { fromPushArgs, type PushArgs } from "./push-args.ts";
+import { fromPushArgs, pushSize, type PushArgs } from "./push-args.ts";
+import { Admission } from "./admission.ts";
 import type { Env } from "./env.ts";
 
 /** Who a socket belongs to, and its flow control (outgoing.ts); kept with the socket so it survives hibernation. */
@@ -38,6 +39,7 @@ export class ChangesetLog extends DurableObject<Env> {
   /** Identifies this in-memory instance: a new value means the object was evicted and rebuilt (the Worker reports it as x-relay-instance). */
   private readonly instance = crypto.randomUUID();
   private readonly queue = new PushQueue<WebSocket>();
+  private readonly admission = new Admission();
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -49,6 +51,12 @@ export class ChangesetLog extends DurableObject<Env> {
 
   /** RPC: an HTTP push, validated by the Worker. Appended at once, committed before anyone hears of it, then fanned out. */
   async push(client: string, args: PushArgs): Promise<Outcome<PushResponse>> {
+    const size = pushSize(args);
+    const admitted = outcome(() => this.admission.admit(client, size.entries, size.bytes));
+    if ("error" in admitted) {
+      if ("bytes" in args) await args.bytes.cancel().catch(() => undefined);
+      return admitted;
+    }
     const entries = await fromPushArgs(args);
     return outcome(() => {
       this.drain(); // socket pushes that arrived first go first
@@ -154,7 +162,16 @@ export class ChangesetLog extends DurableObject<Env> {
       // writers, or one fast one) becomes one batch with one storage commit,
       // which is most of what a push costs (~150 µs of the relay's CPU each,
       // measured). An idle log loses nothing: the timer fires at once.
-      if (this.queue.add({ socket: ws, id: frame.id, client: frame.client, entries: frame.entries })) setTimeout(() => this.drain(), 0);
+      this.admission.admit(frame.client, frame.entries.length, frame.entries.reduce((n, e) => n + e.changeset.byteLength, 0));
+      let first: boolean;
+      try {
+        first = this.queue.add({ socket: ws, id: frame.id, client: frame.client, entries: frame.entries });
+      } catch (e) {
+        // Refused by the full queue: this client's later pushes must not overtake this one (admission.ts).
+        this.admission.refuse(frame.client, toRelayError(e).retryAfterMs ?? 0);
+        throw e;
+      }
+      if (first) setTimeout(() => this.drain(), 0);
     } catch (e) {
       const err = toRelayError(e);
       send(ws, errorFrame(err, id));

@@ -28,3 +28,9 @@ export async function fromPushArgs(args: PushArgs): Promise<PushEntry[]> {
   let at = 0;
   return args.sizes.map(({ cseq, size }) => ({ cseq, changeset: all.subarray(at, (at += size)) }));
 }
+
+/** How many entries and changeset bytes a push carries, for admission (worker/admission.ts), before it is read. */
+export function pushSize(args: PushArgs): { entries: number; bytes: number } {
+  const sizes = "entries" in args ? args.entries.map((e) => e.changeset.byteLength) : args.sizes.map((s) => s.size);
+  return { entries: sizes.length, bytes: sizes.reduce((n, b) => n + b, 0) };
+}
