@@ -6,6 +6,8 @@
  * (SQLite, zlib, sockets) shows as the JS frames that called it, or as
  * (program)/(idle); native memory is in the process's RSS, not the heap.
  */
+import { RawWebSocket } from "../scripts/raw-ws.ts";
+
 export interface Inspector {
   call(method: string, params?: object): Promise<unknown>;
   close(): void;
@@ -16,14 +18,14 @@ export async function connectInspector(port: number): Promise<Inspector> {
   // workerd names the user worker's isolate "core:user:"; wrangler dev's inspector proxy lists only it.
   const target = targets.find((t) => t.id === "core:user:") ?? (targets.length === 1 ? targets[0] : undefined);
   if (!target) throw new Error(`no core:user: target in the inspector at ${port}: ${targets.map((t) => t.id).join(", ")}`);
-  const ws = new WebSocket(target.webSocketDebuggerUrl);
+  // Not fetch's WebSocket: wrangler dev's inspector proxy refuses its upgrade (the headers it sends).
+  const ws = await RawWebSocket.open(target.webSocketDebuggerUrl);
   const pending = new Map<number, (result: unknown) => void>();
   let next = 0;
-  ws.onmessage = (ev) => {
-    const m = JSON.parse(String(ev.data)) as { id?: number; result?: unknown };
+  ws.onmessage = (data) => {
+    const m = JSON.parse(String(data)) as { id?: number; result?: unknown };
     if (m.id !== undefined) pending.get(m.id)?.(m.result);
   };
-  await new Promise((resolve, reject) => ((ws.onopen = resolve), (ws.onerror = reject)));
   return {
     call: (method, params = {}) =>
       new Promise<unknown>((resolve) => {

@@ -1,7 +1,11 @@
 /**
- * The memory half of `npm run test:load` (issue 17), against the same
- * `wrangler dev` relay: the relay's workerd process is measured from /proc
- * (peak RSS, its high-water mark reset before each case) while
+ * The memory half of `npm run test:load` (issue 17), against a relay of its
+ * own: the Worker and Durable Object in workerd through Miniflare, in a
+ * process of its own (bench/relay-host.ts), so that requests reach workerd
+ * directly (wrangler dev's proxy answers an early 413 with "worker restarted"
+ * and loses some) and its memory is the relay's alone. Its workerd process is
+ * measured from /proc (peak RSS, the high-water mark reset before each case)
+ * and its JS heap through the inspector, while
  *   - gzip bombs of 1 MiB (1 GiB of zeros) and 4 MiB (4 GiB), one at a time
  *     and four 4 MiB ones at once, are each answered 413 and raise the peak
  *     by less than 64 MiB;
@@ -10,35 +14,59 @@
  *     afterwards every stalled subscriber catches up, every entry once and in
  *     order (live frames, then pulls after the relay's `head` frame).
  */
+import { fork } from "node:child_process";
 import { once } from "node:events";
+import { fileURLToPath } from "node:url";
 import { request as httpRequest } from "node:http";
 import { DatabaseSync } from "node:sqlite";
 import { createGzip } from "node:zlib";
 import { decode, encode } from "../protocol/codec.ts";
-import { GOT_EVERY_BYTES } from "../protocol/limits.ts";
+import { GOT_EVERY_BYTES, MAX_UNREAD_SOCKET_BYTES } from "../protocol/limits.ts";
 import { signToken } from "../protocol/token.ts";
 import { MSGPACK } from "../protocol/version.ts";
-import { memory, resetPeak } from "../bench/proc.ts";
+import { findByName, memory, resetPeak } from "../bench/proc.ts";
+import { connectInspector, sampleHeap } from "../bench/inspector.ts";
+import { freePort, LOCAL_SECRET } from "./local-relay.ts";
 import { RawWebSocket } from "./raw-ws.ts";
 
 const MiB = 1024 * 1024;
 const BOMB_GROWTH_LIMIT = 64 * MiB;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const mb = (bytes: number) => `${(bytes / MiB).toFixed(0)} MiB`;
+const progress = (s: string) => process.stderr.write(`load: ${s}\n`);
 
 export interface HostileRelay {
   url: string;
   secret: string;
-  /** The workerd processes that run the Worker and the Durable Object (not wrangler's dev proxy). */
+  /** The workerd processes that run the Worker and the Durable Object. */
   pids(): number[];
 }
 
-export async function hostileChecks(relay: HostileRelay): Promise<{ report: string[]; failures: string[] }> {
+/** Run the checks against a relay started for them; `heapPeak` is the relay's JS heap at its highest meanwhile. */
+export async function hostileChecks(): Promise<{ report: string[]; failures: string[]; heapPeak: number }> {
   const report: string[] = [];
   const failures: string[] = [];
-  await bombs(relay, report, failures);
-  await stalledSubscribers(relay, report, failures);
-  return { report, failures };
+  const inspectorPort = await freePort();
+  const host = fork(fileURLToPath(new URL("../bench/relay-host.ts", import.meta.url)), [], { env: { ...process.env, INSPECTOR_PORT: String(inspectorPort) }, stdio: ["ignore", "inherit", "inherit", "ipc"] });
+  try {
+    const [{ url }] = (await once(host, "message")) as [{ url: string }];
+    const pids = findByName(host.pid!, "workerd");
+    const inspector = await connectInspector(inspectorPort);
+    const heap = sampleHeap(inspector);
+    try {
+      const relay: HostileRelay = { url, secret: LOCAL_SECRET, pids: () => pids };
+      await bombs(relay, report, failures);
+      await stalledSubscribers(relay, report, failures);
+      await heap.current();
+      return { report, failures, heapPeak: heap.peak() };
+    } finally {
+      heap.stop();
+      inspector.close();
+    }
+  } finally {
+    host.send("stop");
+    if (host.exitCode === null) await once(host, "exit");
+  }
 }
 
 // ---------------------------------------------------------------- gzip bombs
@@ -55,7 +83,12 @@ async function bomb(gib: number): Promise<Buffer> {
   return Buffer.concat(out);
 }
 
-/** POST a body in 64 KiB writes until the answer comes: a relay that refuses early answers before it has read the rest. */
+/**
+ * POST a body in 16 KiB writes, a millisecond apart, until the answer comes:
+ * a relay that refuses early answers before it has read the rest, and then
+ * closes; what it has not read is reset, and a client that had raced ahead
+ * would lose the answer with it.
+ */
 function post(url: string, headers: Record<string, string>, body: Buffer): Promise<{ status: number; text: string }> {
   return new Promise((resolve, reject) => {
     let answered = false;
@@ -72,8 +105,9 @@ function post(url: string, headers: Record<string, string>, body: Buffer): Promi
     req.on("error", (e) => (answered ? undefined : reject(e)));
     req.setTimeout(60_000, () => req.destroy(new Error("no answer in 60 s")));
     void (async () => {
-      for (let at = 0; at < body.byteLength && !answered && !req.destroyed; at += 64 * 1024) {
-        if (!req.write(body.subarray(at, at + 64 * 1024))) await once(req, "drain").catch(() => undefined);
+      for (let at = 0; at < body.byteLength && !answered && !req.destroyed; at += 16 * 1024) {
+        if (!req.write(body.subarray(at, at + 16 * 1024))) await once(req, "drain").catch(() => undefined);
+        await sleep(1);
       }
       if (!answered && !req.destroyed) req.end();
     })();
@@ -83,6 +117,7 @@ function post(url: string, headers: Record<string, string>, body: Buffer): Promi
 async function bombs(relay: HostileRelay, report: string[], failures: string[]): Promise<void> {
   const token = await signToken({ db: "bombs", role: "write", sub: "bomber" }, relay.secret);
   const headers = { authorization: `Bearer ${token}`, "content-type": MSGPACK, "content-encoding": "gzip" };
+  progress("building gzip bombs");
   const sizes = { 1: await bomb(1), 4: await bomb(4) };
   const cases: { name: string; gib: 1 | 4; n: number }[] = [
     { name: "1 GiB in 1 MiB", gib: 1, n: 1 },
@@ -90,6 +125,7 @@ async function bombs(relay: HostileRelay, report: string[], failures: string[]):
     { name: "four 4 GiB at once", gib: 4, n: 4 },
   ];
   for (const c of cases) {
+    progress(`gzip bomb ${c.name}`);
     const pids = relay.pids();
     resetPeak(pids);
     const before = memory(pids).rss;
@@ -132,6 +168,7 @@ class Subscriber {
   readonly seqs: number[] = [];
   heads = 0;
   closed: number | undefined;
+  readonly failedPulls: string[] = [];
   private read = 0;
   private reported = 0;
   private pulling: Promise<void> = Promise.resolve();
@@ -139,9 +176,9 @@ class Subscriber {
   private readonly pullUrl: string;
   private readonly token: string;
 
-  constructor(ws: RawWebSocket, url: string, token: string) {
+  constructor(ws: RawWebSocket, url: string, db: string, token: string) {
     this.ws = ws;
-    this.pullUrl = `${url}/v1/db/${DB}/pull`;
+    this.pullUrl = `${url}/v1/db/${db}/pull`;
     this.token = token;
     ws.onmessage = (data) => typeof data !== "string" && this.frame(data);
     ws.onclose = (code) => (this.closed = code);
@@ -168,10 +205,16 @@ class Subscriber {
   catchUp(): Promise<void> {
     this.pulling = this.pulling.then(async () => {
       for (;;) {
-        const res = await fetch(`${this.pullUrl}?after=${this.cursor}&limit=1000`, { headers: { authorization: `Bearer ${this.token}`, "accept-encoding": "identity" } });
-        const page = decode(new Uint8Array(await res.arrayBuffer())) as { entries: { seq: number }[]; more: boolean };
-        this.take(page.entries);
-        if (!page.more) return;
+        try {
+          const res = await fetch(`${this.pullUrl}?after=${this.cursor}&limit=1000`, { headers: { authorization: `Bearer ${this.token}`, "accept-encoding": "identity" } });
+          const page = decode(new Uint8Array(await res.arrayBuffer())) as { entries: { seq: number }[]; more: boolean };
+          this.take(page.entries);
+          if (!page.more) return;
+        } catch (e) {
+          // As the client library does: a failed pull is retried (and counted for the report).
+          this.failedPulls.push(String((e as Error)?.cause ?? e));
+          await sleep(200);
+        }
       }
     });
     return this.pulling;
@@ -198,15 +241,9 @@ class Subscriber {
   }
 }
 
-async function stalledSubscribers(relay: HostileRelay, report: string[], failures: string[]): Promise<void> {
-  const reader = await signToken({ db: DB, role: "read", sub: "reader" }, relay.secret);
-  const writer = await signToken({ db: DB, role: "write", sub: "writer" }, relay.secret);
-  const wsUrl = `${relay.url.replace(/^http/, "ws")}/v1/db/${DB}/ws?token=${reader}`;
-  const subs = await Promise.all(Array.from({ length: STALLED + 1 }, async () => new Subscriber(await RawWebSocket.open(wsUrl), relay.url, reader)));
-  await sleep(500); // subscribed
-  const stalled = subs.slice(1);
-  for (const s of stalled) s.pause();
-
+/** Write WRITE_BYTES to `db` in pushes of ENTRIES_PER_PUSH entries; the relay's RSS before, sampled every 250 ms, and its peak. */
+async function write(relay: HostileRelay, db: string, failures: string[]): Promise<{ entries: number; bytes: number; ms: number; before: number; peak: number; samples: number[] }> {
+  const token = await signToken({ db, role: "write", sub: "writer" }, relay.secret);
   const changeset = blobChangeset(ENTRY_BYTES);
   const pushes = Math.ceil(WRITE_BYTES / (ENTRY_BYTES * ENTRIES_PER_PUSH));
   const pids = relay.pids();
@@ -216,30 +253,57 @@ async function stalledSubscribers(relay: HostileRelay, report: string[], failure
   const sampler = setInterval(() => samples.push(memory(pids).rss), 250);
   let cseq = 0;
   const t = performance.now();
-  for (let p = 0; p < pushes; p++) {
-    const body = encode({ client: "writer", entries: Array.from({ length: ENTRIES_PER_PUSH }, () => ({ cseq: ++cseq, changeset })) });
-    const res = await fetch(`${relay.url}/v1/db/${DB}/push`, { method: "POST", body, headers: { authorization: `Bearer ${writer}`, "content-type": MSGPACK } });
-    if (res.status !== 200) {
-      failures.push(`stalled subscribers: push ${p} answered ${res.status} ${await res.text()}`);
-      break;
+  try {
+    for (let p = 0; p < pushes; p++) {
+      const body = encode({ client: "writer", entries: Array.from({ length: ENTRIES_PER_PUSH }, () => ({ cseq: ++cseq, changeset })) });
+      const res = await fetch(`${relay.url}/v1/db/${db}/push`, { method: "POST", body, headers: { authorization: `Bearer ${token}`, "content-type": MSGPACK } });
+      if (res.status !== 200) {
+        failures.push(`writing to ${db}: push ${p} answered ${res.status} ${await res.text()}`);
+        break;
+      }
+      await res.arrayBuffer();
     }
-    await res.arrayBuffer();
+  } finally {
+    clearInterval(sampler);
   }
-  const writeMs = performance.now() - t;
-  clearInterval(sampler);
-  const peak = memory(pids).peak;
-  const quarter = samples[Math.floor(samples.length / 4)] ?? before;
-  const last = samples.at(-1) ?? before;
+  return { entries: cseq, bytes: cseq * changeset.byteLength, ms: performance.now() - t, before, peak: memory(pids).peak, samples };
+}
+
+async function stalledSubscribers(relay: HostileRelay, report: string[], failures: string[]): Promise<void> {
+  // The control: the same write with only the subscriber that reads, to another database: what the relay's memory does anyway.
+  const subscribe = async (db: string, n: number) => {
+    const reader = await signToken({ db, role: "read", sub: "reader" }, relay.secret);
+    const wsUrl = `${relay.url.replace(/^http/, "ws")}/v1/db/${db}/ws?token=${reader}`;
+    const subs = await Promise.all(Array.from({ length: n }, async () => new Subscriber(await RawWebSocket.open(wsUrl), relay.url, db, reader)));
+    await sleep(500); // subscribed
+    return subs;
+  };
+  progress(`writing ${mb(WRITE_BYTES)} with one subscriber reading (the control)`);
+  const alone = await subscribe("control", 1);
+  const control = await write(relay, "control", failures);
+  for (const s of alone) s.close();
+  const subs = await subscribe(DB, STALLED + 1);
+  const stalled = subs.slice(1);
+  for (const s of stalled) s.pause();
+  progress(`writing ${mb(WRITE_BYTES)} with one subscriber reading and ${STALLED} stalled`);
+  const w = await write(relay, DB, failures);
+  const grew = (r: typeof w) => r.peak - r.before;
+  const shape = (r: typeof w) => [0.25, 0.5, 0.75, 1].map((f) => mb(r.samples[Math.min(r.samples.length - 1, Math.floor(r.samples.length * f))] ?? r.before)).join(", ");
   report.push(
-    `  ${STALLED} stalled subscribers while ${mb(cseq * changeset.byteLength)} are written (${(writeMs / 1000).toFixed(1)} s): relay RSS ${mb(before)} before, ${mb(quarter)} at a quarter, ${mb(last)} at the end, peak ${mb(peak)}`,
+    `  ${mb(w.bytes)} written (${w.entries} entries, ${(w.ms / 1000).toFixed(1)} s) with ${STALLED} stalled subscribers and one reading: relay RSS ${mb(w.before)} → peak ${mb(w.peak)} (+${mb(grew(w))}); at each quarter ${shape(w)}`,
+    `  the same written with only the reading subscriber (the control):     relay RSS ${mb(control.before)} → peak ${mb(control.peak)} (+${mb(grew(control))}); at each quarter ${shape(control)}`,
   );
-  // Flat: what the stalled sockets may hold is bounded (MAX_UNREAD_SOCKET_BYTES each), so after the first quarter it does not grow.
-  if (last - quarter > 32 * MiB) failures.push(`stalled subscribers: relay RSS grew from ${mb(quarter)} at a quarter of the write to ${mb(last)}`);
-  if (peak - before > STALLED * 8 * MiB) failures.push(`stalled subscribers: relay peak RSS grew by ${mb(peak - before)}`);
+  // Flat: beyond what the relay's memory does anyway, the stalled sockets hold at most their bound each (MAX_UNREAD_SOCKET_BYTES).
+  // (Before flow control: +75-80 MiB per 100 MiB written, with 1 or 10 of them.)
+  const allowed = STALLED * MAX_UNREAD_SOCKET_BYTES + 16 * MiB;
+  const quarter = w.samples[Math.floor(w.samples.length / 4)] ?? w.before;
+  if ((w.samples.at(-1) ?? w.before) - quarter > 32 * MiB) failures.push(`stalled subscribers: the relay's RSS grew from ${mb(quarter)} at a quarter of the write to ${mb(w.samples.at(-1)!)}`);
+  if (grew(w) - grew(control) > allowed) failures.push(`stalled subscribers: the relay's peak RSS grew ${mb(grew(w) - grew(control))} more than without them (allowed ${mb(allowed)})`);
+  const head = w.entries;
 
   // They read again: frames, a head frame, then pulls.
+  progress("stalled subscribers: reading again");
   for (const s of stalled) s.resume();
-  const head = cseq;
   const deadline = Date.now() + 120_000;
   while (subs.some((s) => s.cursor < head) && Date.now() < deadline) {
     await sleep(500);
@@ -247,7 +311,8 @@ async function stalledSubscribers(relay: HostileRelay, report: string[], failure
   }
   const inOrder = (s: Subscriber) => s.seqs.length === head && s.seqs.every((q, i) => q === i + 1);
   const bad = subs.filter((s) => !inOrder(s));
-  report.push(`  afterwards: ${subs.length - bad.length} of ${subs.length} subscribers hold seq 1..${head} in order; head frames: reader ${subs[0]!.heads}, stalled ${stalled.map((s) => s.heads).join(" ")}`);
+  const failedPulls = subs.flatMap((s) => s.failedPulls);
+  report.push(`  afterwards: ${subs.length - bad.length} of ${subs.length} subscribers hold seq 1..${head} in order; head frames: reader ${subs[0]!.heads}, stalled ${stalled.map((s) => s.heads).join(" ")}; ${failedPulls.length} pulls failed and were retried${failedPulls.length ? ` (${failedPulls[0]})` : ""}`);
   if (bad.length > 0) failures.push(`stalled subscribers: ${bad.length} did not catch up in order (cursors ${bad.map((s) => s.cursor).join(", ")} of ${head})`);
   for (const s of subs) s.close();
 }

@@ -19,8 +19,8 @@
  *     and the Durable Object, sampled every second) is stable: last <= 2 x
  *     the value at 10 s. wrangler dev's own proxy in front of it is
  *     reported, not checked;
- *   - then the hostile checks of scripts/load-hostile.ts: gzip bombs and
- *     stalled subscribers, measured on the relay's process;
+ *   - then the hostile checks of scripts/load-hostile.ts (gzip bombs and
+ *     stalled subscribers), on a relay process of their own;
  *   - the relay's JS heap (workerd's inspector) stays under 100 MB throughout.
  * Exit code 0 when all hold; a short report either way.
  */
@@ -65,13 +65,14 @@ const secret = `load-${randomBytes(16).toString("hex")}`;
 /**
  * The repository's wrangler.toml, pointed at a snapshot of the Worker bundled
  * now (so edits to worker/ during the run do not make wrangler reload it) and
- * without [assets] (the demo is not needed here).
+ * without [assets] and the [build] that makes them (the demo is not needed here).
  */
 async function writeConfig(): Promise<string> {
   writeFileSync(join(relayDir, "worker.js"), await workerBundle());
   const toml = readFileSync(join(root, "wrangler.toml"), "utf8")
     .replace(/^main\s*=.*$/m, `main = "worker.js"`)
-    .replace(/^\[assets\][^[]*/m, "");
+    // Whole sections: [assets] and the [build] that makes it (each up to the next line starting with "[").
+    .replace(/^\[(assets|build)\]\n(?:(?!\[).*\n?)*/gm, "");
   const path = join(relayDir, "wrangler.toml");
   writeFileSync(path, toml);
   // wrangler dev reads the secret from .dev.vars next to the config.
@@ -152,7 +153,11 @@ async function main(): Promise<boolean> {
     process.exit(1);
   }, (SECONDS + 480) * 1000).unref();
   // The relay's JS heap through wrangler's inspector proxy, sampled for the whole run.
-  const heap = sampleHeap(await connectInspector(inspectorPort));
+  const inspector = await connectInspector(inspectorPort).catch((e) => {
+    child.kill("SIGTERM");
+    throw e;
+  });
+  const heap = sampleHeap(inspector);
   const failures: string[] = [];
   const samples: { t: number; kib: number; proxy: number }[] = [];
   const started = Date.now();
@@ -261,13 +266,17 @@ async function main(): Promise<boolean> {
     const mb = (kib: number) => `${(kib / 1024).toFixed(1)} MB`;
     if (last.kib > 2 * at10.kib) failures.push(`relay RSS grew from ${mb(at10.kib)} at ${at10.t.toFixed(0)} s to ${mb(last.kib)}`);
 
+    await heap.current();
     const loadHeap = heap.peak();
 
     // The hostile half: gzip bombs and stalled subscribers (scripts/load-hostile.ts).
-    const hostile = await hostileChecks({ url, secret, pids: () => workerd(child.pid!, port).relay.map((p) => p.pid) });
+    console.error(`load: replicas done; ${failures.length} failures so far`);
+    const hostile = await hostileChecks();
     failures.push(...hostile.failures);
     await heap.current();
-    if (heap.peak() >= HEAP_LIMIT) failures.push(`the relay's JS heap peaked at ${mb(heap.peak() / 1024)} (limit ${mb(HEAP_LIMIT / 1024)})`);
+    for (const [what, peak] of [["the replicas' load", heap.peak()], ["the hostile checks", hostile.heapPeak]] as const) {
+      if (peak >= HEAP_LIMIT) failures.push(`the relay's JS heap peaked at ${mb(peak / 1024)} during ${what} (limit ${mb(HEAP_LIMIT / 1024)})`);
+    }
 
     const every10 = samples.filter((s, i) => i === 0 || Math.floor(s.t / 10) > Math.floor(samples[i - 1]!.t / 10));
     const writes = workers.reduce((s, w) => s + w.committed.length, 0);
@@ -280,7 +289,7 @@ async function main(): Promise<boolean> {
         `  relay RSS every 10 s    ${every10.map((s) => (s.kib / 1024).toFixed(0)).join(" ")} MB`,
         `  wrangler's dev proxy    ${every10.map((s) => (s.proxy / 1024).toFixed(0)).join(" ")} MB (not checked: not part of the relay)`,
         `  converged               ${diverged === 0 ? `yes, ${REPLICAS} replicas + a fresh replay` : `NO (${diverged} differ)`}`,
-        `  relay JS heap (peak)    ${mb(loadHeap / 1024)} during the replicas' load, ${mb(heap.peak() / 1024)} with the hostile checks (limit ${mb(HEAP_LIMIT / 1024)})`,
+        `  relay JS heap (peak)    ${mb(loadHeap / 1024)} during the replicas' load, ${mb(hostile.heapPeak / 1024)} during the hostile checks (limit ${mb(HEAP_LIMIT / 1024)})`,
         ...hostile.report,
         failures.length === 0 ? "  OK" : `  FAILED:\n${failures.slice(0, 20).map((f) => `    - ${f}`).join("\n")}`,
       ].join("\n"),
@@ -289,6 +298,7 @@ async function main(): Promise<boolean> {
   } finally {
     clearInterval(sampler);
     heap.stop();
+    inspector.close();
     child.kill("SIGTERM");
     await new Promise((r) => (child.exitCode !== null ? r(null) : child.once("exit", r)));
     rmSync(dir, { recursive: true, force: true });

@@ -50,8 +50,7 @@ export async function withPushBody<T>(request: Request, limit: number, use: (byt
  */
 export async function discardBody(request: Request, limit: number): Promise<void> {
   const declared = Number(request.headers.get("content-length") ?? NaN);
-  if (!request.body || declared > limit) return;
-  await readLimited(request.body, limit, free, false).catch(() => undefined);
+  if (request.body && !(declared > limit)) await drain(request.body.getReader(), limit);
 }
 
 /**
@@ -104,10 +103,29 @@ async function readLimited(stream: ReadableStream<Uint8Array>, limit: number, ea
       each(value);
     }
   } catch (e) {
+    // Refused for its size: still read (and drop) what the client sends, up
+    // to the limit once more, before answering. A server that answers and
+    // closes with the request unread resets the connection, and the client
+    // loses the answer with it (the 413 of a gzip bomb became a network
+    // error). Nothing read now is kept or inflated.
+    if (e instanceof RelayError && e.code === "payload_too_large") await drain(reader, limit);
     await reader.cancel().catch(() => undefined);
     if (e instanceof RelayError) throw e;
     // The runtime errors the body when the client's connection ends before Content-Length bytes came.
     throw new RelayError("bad_request", "request body ended early (connection lost before Content-Length bytes)", { cause: e });
+  }
+}
+
+async function drain(reader: ReadableStreamDefaultReader<Uint8Array>, limit: number): Promise<void> {
+  try {
+    for (let size = 0; size <= limit; ) {
+      const { done, value } = await reader.read();
+      if (done) return;
+      size += value.byteLength;
+      free(value);
+    }
+  } catch {
+    // the client went away
   }
 }
 
