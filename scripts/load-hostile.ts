@@ -294,10 +294,9 @@ async function stalledSubscribers(relay: HostileRelay, report: string[], failure
     `  the same written with only the reading subscriber (the control):     relay RSS ${mb(control.before)} → peak ${mb(control.peak)} (+${mb(grew(control))}); at each quarter ${shape(control)}`,
   );
   // Flat: beyond what the relay's memory does anyway, the stalled sockets hold at most their bound each (MAX_UNREAD_SOCKET_BYTES).
-  // (Before flow control: +75-80 MiB per 100 MiB written, with 1 or 10 of them.)
+  // (Before flow control: +75-80 MiB per 100 MiB written, with 1 or 10 of them.) Within one write the RSS
+  // wanders by tens of MiB either way (storage, the reading subscriber's pulls), so it is compared with the control.
   const allowed = STALLED * MAX_UNREAD_SOCKET_BYTES + 16 * MiB;
-  const quarter = w.samples[Math.floor(w.samples.length / 4)] ?? w.before;
-  if ((w.samples.at(-1) ?? w.before) - quarter > 32 * MiB) failures.push(`stalled subscribers: the relay's RSS grew from ${mb(quarter)} at a quarter of the write to ${mb(w.samples.at(-1)!)}`);
   if (grew(w) - grew(control) > allowed) failures.push(`stalled subscribers: the relay's peak RSS grew ${mb(grew(w) - grew(control))} more than without them (allowed ${mb(allowed)})`);
   const head = w.entries;
 

@@ -9,16 +9,15 @@ import assert from "node:assert/strict";
 import { connect } from "node:net";
 import { Packr } from "msgpackr";
 import { decode, encode } from "../protocol/codec.ts";
-import { isRelayError } from "../protocol/errors.ts";
+import { isRelayError, RelayError } from "../protocol/errors.ts";
 import { MSGPACK } from "../protocol/version.ts";
 import { insertChangeset, pull, pushRaw } from "./support/http.ts";
 import { useRelay } from "./support/fixture.ts";
 import { openSocket, until } from "./support/wait.ts";
 import { dump, replica } from "./support/replicas.ts";
 import { CLIENT_UNITS_BURST, CLIENT_UNITS_PER_SECOND, DATABASE_UNITS_BURST, MAX_UNREAD_SOCKET_BYTES, MIN_RETRY_AFTER_MS, PUSH_UNITS } from "../protocol/limits.ts";
-import { Admission } from "../worker/admission.ts";
+import { Admission, FrontDoor } from "../worker/admission.ts";
 import type { WebSocketLike } from "../client/transport/socket.ts";
-import type { RelayError } from "../client/index.ts";
 import { MAX_FRAME_BYTES } from "../protocol/frames.ts";
 
 const relay = useRelay();
@@ -170,6 +169,18 @@ describe("admission", () => {
     } catch {
       assert.equal(big, Math.floor(CLIENT_UNITS_BURST / (PUSH_UNITS + 1 + 512)));
     }
+  });
+});
+
+describe("the front door's memory of refusals", () => {
+  it("answers a refused caller overloaded until its wait is over, before its body is read; other callers and databases pass", () => {
+    const door = new FrontDoor();
+    door.note("db", "f", new RelayError("overloaded", "busy", { retryAfterMs: 1500 }), 1_000);
+    door.note("db", "g", new RelayError("forbidden", "no"), 1_000); // not a refusal for load: forgotten
+    assert.throws(() => door.check("db", "f", 2_000), (e) => isRelayError(e, "overloaded") && (e as RelayError).retryAfterMs === 500);
+    door.check("db", "g", 2_000);
+    door.check("other", "f", 2_000);
+    door.check("db", "f", 2_500);
   });
 });
 

@@ -104,7 +104,7 @@ async function readLimited(stream: ReadableStream<Uint8Array>, limit: number, ea
     }
   } catch (e) {
     // Refused for its size: still read (and drop) what the client sends, up
-    // to the limit once more, before answering. A server that answers and
+    // to the limit once more and for at most a second, before answering. A server that answers and
     // closes with the request unread resets the connection, and the client
     // loses the answer with it (the 413 of a gzip bomb became a network
     // error). Nothing read now is kept or inflated.
@@ -116,16 +116,24 @@ async function readLimited(stream: ReadableStream<Uint8Array>, limit: number, ea
   }
 }
 
+/** How long a refused body is drained at most: a client that stops sending (or sends slowly) gets its answer anyway. */
+const DRAIN_MS = 1000;
+
+/** Read and drop up to `limit` bytes, for at most DRAIN_MS. */
 async function drain(reader: ReadableStreamDefaultReader<Uint8Array>, limit: number): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<"timeout">((resolve) => (timer = setTimeout(() => resolve("timeout"), DRAIN_MS)));
   try {
     for (let size = 0; size <= limit; ) {
-      const { done, value } = await reader.read();
-      if (done) return;
-      size += value.byteLength;
-      free(value);
+      const next = await Promise.race([reader.read(), timeout]);
+      if (next === "timeout" || next.done) return;
+      size += next.value.byteLength;
+      free(next.value);
     }
   } catch {
     // the client went away
+  } finally {
+    if (timer !== undefined) clearTimeout(timer);
   }
 }
 
