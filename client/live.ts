@@ -21,7 +21,7 @@ import type { ReplicaEvents, ReplicaOptions } from "./types.ts";
 /** How long a live write may wait for the next one to share its frame (only right after a send). */
 const COALESCE_MS = 1;
 
-export type LiveDelegate = Pick<SyncDelegate, "locked" | "cursor" | "page" | "acked" | "now" | "sleep"> & {
+export type LiveDelegate = Pick<SyncDelegate, "locked" | "cursor" | "page" | "acked" | "now" | "sleep" | "schemaAhead"> & {
   readonly d: Driver;
   isClosed(): boolean;
   /** An error of a background step: reported, and live sync stops if it is final. */
@@ -113,7 +113,7 @@ export class Live {
 
   /** Asked by capture before COMMIT: every earlier entry went out on this connection, so this one can follow at once. */
   sendsAtOnce(entry: PushEntry): boolean {
-    return this.connected && !this.paused && this.flushedUpTo + this.held.length === entry.cseq - 1 && entry.changeset.byteLength <= FRAME_ENTRY_BUDGET;
+    return this.connected && !this.paused && this.flushedUpTo + this.held.length === entry.cseq - 1 && entry.changeset.byteLength <= FRAME_ENTRY_BUDGET && !this.delegate.schemaAhead();
   }
 
   /**
@@ -173,6 +173,8 @@ export class Live {
   private flushNow(): void {
     if (!this.connected || this.delegate.isClosed()) return;
     this.sendHeld(); // they come first, and must not go out twice
+    // Schema versions the log lacks go over HTTP, ahead of what needs them.
+    if (this.delegate.schemaAhead()) return this.loop.request();
     const d = this.delegate.d;
     const entries = outbox.entriesAfter(d, this.flushedUpTo, MAX_ENTRIES_PER_PUSH);
     for (let rest = entries; rest.length > 0; ) {
@@ -207,11 +209,13 @@ export class Live {
       case FRAME.error: {
         const err = new RelayError(f.error.code, f.error.message, f.retryAfterMs === undefined ? undefined : { retryAfterMs: f.retryAfterMs });
         this.events.emit("error", err);
-        if (f.id === undefined || !err.retryable) return;
+        if (f.id === undefined) return;
         if (err.code === "overloaded") return this.pause(Math.max(this.backoff.baseMs, f.retryAfterMs ?? 0));
         // A refused push stays pending; an HTTP sync retries it and reports
-        // for good if the refusal is final.
-        this.loop.retryLater(this.backoff.baseMs);
+        // for good if the refusal is final. An outdated one needs the sync
+        // at once: its pull migrates and translates, and it pushes again.
+        if (err.code === "schema_outdated") this.loop.request();
+        else if (err.retryable) this.loop.retryLater(this.backoff.baseMs);
         return;
       }
     }

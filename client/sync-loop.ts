@@ -1,10 +1,11 @@
 import { asRelayError, RelayError } from "./errors.ts";
 import { PULL_BYTE_BUDGET } from "../protocol/limits.ts";
-import type { Ack, LogEntry, PushEntry } from "../protocol/messages.ts";
+import type { Ack, LogEntry, PushEntry, SchemaAck } from "../protocol/messages.ts";
+import type { SchemaVersion } from "../protocol/schema.ts";
 import { withRetry, type BackoffOptions, type Clock } from "./backoff.ts";
 import { Mutex, type Emitter } from "./events.ts";
 import type { Transport } from "./transport/http.ts";
-import type { ReplicaEvents, SyncEvent } from "./types.ts";
+import type { ReplicaEvents, SyncEvent, SyncProgress } from "./types.ts";
 
 /**
  * The sync loop: HTTP push then pull, each request retried with backoff, and
@@ -31,13 +32,19 @@ export interface SyncDelegate extends Clock {
   locked<T>(fn: () => T): Promise<T>;
   /** Throws RelayError("closed") once the replica is closed. */
   assertOpen(): void;
-  /** Under the lock: the next request's entries after cseq `after`, marked sent before they go. */
-  nextPush(after: number): PushEntry[];
+  /**
+   * Under the lock: the next request's entries after cseq `after`, marked
+   * sent before they go, and the schema versions above `schemaAfter` they
+   * need the log to have (sent ahead of them).
+   */
+  nextPush(after: number, schemaAfter: number): { entries: PushEntry[]; schema: SchemaVersion[] };
+  /** The replica has schema versions the log lacks (only HTTP pushes carry them). */
+  schemaAhead(): boolean;
   cursor(): number;
   /** A sync step over pulled entries; false when they do not follow the cursor. */
   page(entries: readonly LogEntry[]): Promise<boolean>;
   /** A sync step over our own acknowledged entries; false when they do not follow the cursor. */
-  acked(acks: readonly Ack[]): Promise<boolean>;
+  acked(acks: readonly Ack[], schema?: readonly SchemaAck[]): Promise<boolean>;
   /** A background sync failed for good (auth, a refused entry...): stop live sync. */
   fatal(): void;
 }
@@ -51,6 +58,8 @@ export interface SyncLoopOptions {
 export class SyncLoop {
   /** Last log seq the relay reported. */
   head = 0;
+  /** The pull in progress, when it takes more than one page. */
+  progress: SyncProgress | null = null;
   private state: LoopState = { name: "idle" };
   /** Serialises sync runs. */
   private readonly runs = new Mutex();
@@ -80,8 +89,18 @@ export class SyncLoop {
       // close() ends a sync in flight (a request, a backoff wait) rather than waiting it out.
       const stop = signal ? AbortSignal.any([signal, this.stopping.signal]) : this.stopping.signal;
       try {
-        const pushed = this.opts.readOnly ? 0 : await this.pushAll(stop);
-        const pulled = await this.pullAll(stop);
+        let pushed = 0;
+        let pulled = 0;
+        try {
+          pushed = this.opts.readOnly ? 0 : await this.pushAll(stop);
+        } catch (e) {
+          // The log moved to a newer schema: pulling applies it and
+          // translates what is pending, which can then be pushed.
+          if (!(e instanceof RelayError && e.code === "schema_outdated")) throw e;
+          pulled = await this.pullAll(stop);
+          pushed = await this.pushAll(stop);
+        }
+        pulled += await this.pullAll(stop);
         const ev: SyncEvent = { pushed, pulled, cursor: this.delegate.cursor(), head: this.head };
         this.events.emit("sync", ev);
         return ev;
@@ -142,36 +161,58 @@ export class SyncLoop {
     const { delegate } = this;
     let pushed = 0;
     let after = 0;
+    let schemaAfter = 0;
     const acks: Ack[] = [];
+    const schemaAcks: SchemaAck[] = [];
     for (;;) {
-      const batch = await delegate.locked(() => delegate.nextPush(after));
-      if (batch.length === 0) {
-        // Our own entries need not come back down in the pull that follows.
-        if (acks.length > 0) await delegate.acked(acks);
+      const { entries: batch, schema } = await delegate.locked(() => delegate.nextPush(after, schemaAfter));
+      if (batch.length === 0 && schema.length === 0) {
+        // Our own entries (and versions) need not come back down in the pull that follows.
+        if (acks.length > 0 || schemaAcks.length > 0) await delegate.acked(acks, schemaAcks);
         return pushed;
       }
-      const res = await this.retry(() => delegate.transport.push(this.opts.clientId, batch, signal), signal);
+      const res = await this.retry(() => delegate.transport.push(this.opts.clientId, batch, signal, schema), signal);
       this.seen(res.head);
       acks.push(...res.acks);
+      schemaAcks.push(...(res.schema ?? []));
       pushed += batch.length;
-      after = batch.at(-1)!.cseq;
+      after = batch.at(-1)?.cseq ?? after;
+      schemaAfter = schema.at(-1)?.version ?? schemaAfter;
     }
   }
 
   private async pullAll(signal: AbortSignal): Promise<number> {
     const { delegate } = this;
     let pulled = 0;
-    for (;;) {
-      const after = await delegate.locked(() => delegate.cursor());
-      const page = await this.retry(() => delegate.transport.pull(after, undefined, signal), signal);
-      this.seen(page.head);
-      if (page.entries.length > 0) {
-        if (page.entries[0]!.seq !== after + 1) throw new RelayError("internal", `relay skipped from ${after} to ${page.entries[0]!.seq}`);
-        // false only if the socket applied past us meanwhile: the next request starts from the new cursor.
-        await delegate.page(page.entries);
-        pulled += page.entries.length;
+    let start: number | undefined;
+    try {
+      for (;;) {
+        const after = await delegate.locked(() => delegate.cursor());
+        start ??= after;
+        const page = await this.retry(() => delegate.transport.pull(after, undefined, signal), signal);
+        this.seen(page.head);
+        // Reported only for a pull of more than one page: a bar that would fill in one step says nothing.
+        if (page.more && !this.progress) this.progress = { entries: 0, entriesExpected: 0, bytes: 0, bytesExpected: null };
+        if (page.entries.length > 0) {
+          if (page.entries[0]!.seq !== after + 1) throw new RelayError("internal", `relay skipped from ${after} to ${page.entries[0]!.seq}`);
+          // false only if the socket applied past us meanwhile: the next request starts from the new cursor.
+          await delegate.page(page.entries);
+          pulled += page.entries.length;
+        }
+        if (this.progress) this.reportProgress(page.entries, page.head - start);
+        if (!page.more) return pulled;
       }
-      if (!page.more) return pulled;
+    } finally {
+      this.progress = null;
     }
+  }
+
+  private reportProgress(entries: readonly LogEntry[], expected: number): void {
+    const p = this.progress!;
+    let bytes = p.bytes;
+    for (const e of entries) bytes += e.changeset.byteLength;
+    const entriesDone = p.entries + entries.length;
+    this.progress = { entries: entriesDone, entriesExpected: Math.max(expected, entriesDone), bytes, bytesExpected: null };
+    this.events.emit("progress", this.progress);
   }
 }

@@ -13,6 +13,12 @@ export const PULL_LIMIT_MAX = 10_000;
 export const PULL_BYTE_BUDGET = 8 * 1024 * 1024;
 /** Durable Object SQLite rows and BLOBs are capped at 2 MB: changesets are stored in chunks of this size. */
 export const STORAGE_CHUNK_BYTES = 1024 * 1024;
+/**
+ * One schema version's statements, as the relay stores them (their JSON
+ * text, UTF-8): a version is one Durable Object row, and a row holds at most
+ * 2 MB. Checked by the client at open and by the relay before any DDL runs.
+ */
+export const MAX_SCHEMA_VERSION_BYTES = 1024 * 1024;
 /** Database names and client ids. */
 export const NAME_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
 /**

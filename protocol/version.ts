@@ -7,6 +7,22 @@
  *
  * Changelog (newest first):
  *   v1, package 0.1.0 (unreleased changes since first cut):
+ *     - hostile clients (issue 17): the socket's `got` frame (client → relay,
+ *       flow control; an older relay closes the socket on it (1007),
+ *       an older client never sends it and is stopped at
+ *       MAX_UNREAD_SOCKET_BYTES with a head frame); close code 1013 for a
+ *       socket whose answers alone pass twice that; msgpack extension types
+ *       refused as `bad_request`; `overloaded` from admission (token buckets);
+ *       a schema version past MAX_SCHEMA_VERSION_BYTES is `payload_too_large`.
+ *     - the schema in the log (protocol/schema.ts): push entries and log
+ *       entries carry `v`, the schema version they were captured under
+ *       (absent = 0); a push may carry `schema: [{ version, statements }]`,
+ *       appended as schema entries (log entries with `schema`, cseq 0 and an
+ *       empty changeset) and named in the response's `schema: [{ version,
+ *       seq }]`; wire codes `schema_mismatch` (was client-only),
+ *       `schema_outdated`, `schema_conflict`, `schema_refused`; the socket's
+ *       push frame refuses `schema`. Not a new protocol version because v1 is
+ *       unreleased: a v1 client of the first cut would misread schema entries.
  *     - error code `misconfigured` (500, not retryable): the relay lacks
  *       RELAY_SECRET. Older clients see an unknown code and treat it as
  *       `internal`.

@@ -34,5 +34,5 @@ it("a writer killed after commit and before push loses nothing and pushes exactl
     await r.close();
   }
   const log = await pullAll(relay.url, db, reader);
-  assert.deepEqual(log.map((e: any) => [e.client, e.cseq]), [["writer", 1]]);
+  assert.deepEqual(log.map((e: any) => [e.client, e.cseq]), [["writer", 0], ["writer", 1]], "its schema version, then the write once");
 });

@@ -11,12 +11,13 @@ import { Packr } from "msgpackr";
 import { decode, encode } from "../protocol/codec.ts";
 import { isRelayError, RelayError } from "../protocol/errors.ts";
 import { MSGPACK } from "../protocol/version.ts";
-import { insertChangeset, pull, pushRaw } from "./support/http.ts";
+import { insertChangeset, pull, pushEarlyAnswer, pushRaw } from "./support/http.ts";
 import { useRelay } from "./support/fixture.ts";
 import { openSocket, until } from "./support/wait.ts";
 import { dump, replica } from "./support/replicas.ts";
-import { CLIENT_UNITS_BURST, CLIENT_UNITS_PER_SECOND, DATABASE_UNITS_BURST, MAX_UNREAD_SOCKET_BYTES, MIN_RETRY_AFTER_MS, PUSH_UNITS } from "../protocol/limits.ts";
+import { CLIENT_UNITS_BURST, CLIENT_UNITS_PER_SECOND, DATABASE_UNITS_BURST, MAX_UNREAD_SOCKET_BYTES, MIN_RETRY_AFTER_MS, PUSH_UNITS, UNIT_BYTES } from "../protocol/limits.ts";
 import { Admission, FrontDoor } from "../worker/admission.ts";
+import { pushSize } from "../worker/push-args.ts";
 import type { WebSocketLike } from "../client/transport/socket.ts";
 import { MAX_FRAME_BYTES } from "../protocol/frames.ts";
 
@@ -93,6 +94,7 @@ describe("a socket that stops reading", () => {
     const writer = await replica(relay, db, "w", "node", { live: true });
     const reader = await replica(relay, db, "r", "node", { live: true });
     await until(() => writer.status().connected && reader.status().connected, "replicas connected");
+    await writer.sync(); // the schema entry: in the log before the raw subscriber's backlog
     // A raw subscriber that reads frames but never reports them (`got`): to the relay, a socket that stopped reading.
     const { ws, frames } = await openSocket(relay, db, "stalled");
     let bytes = 0;
@@ -102,7 +104,9 @@ describe("a socket that stops reading", () => {
       count.call(ws, ev);
     };
     ws.send(encode({ t: "sub", after: 0 }) as Uint8Array<ArrayBuffer>);
-    await until(() => frames.length > 0, "the subscription's answer (head 0: the log is empty)");
+    await until(() => frames.length > 0, "the subscription's answer (the schema entry)");
+    const start = frames[0].head as number;
+    assert.equal(start, 1);
     frames.length = 0;
     const disconnects: unknown[] = [];
     reader.on("connection", (e) => !e.connected && disconnects.push(e));
@@ -117,13 +121,13 @@ describe("a socket that stops reading", () => {
     assert.equal(frames.at(-1).t, "head", "nothing after the head frame");
     assert.ok(bytes <= MAX_UNREAD_SOCKET_BYTES + MAX_FRAME_BYTES, `${bytes} bytes sent to a socket that reported reading none`);
     const seqs = frames.filter((f) => f.t === "entries").flatMap((f) => f.entries.map((e: { seq: number }) => e.seq));
-    assert.deepEqual(seqs, seqs.map((_, i) => i + 1), "what it got is the log's start, in order");
+    assert.deepEqual(seqs, seqs.map((_, i) => start + i + 1), "what it got is the log's start, in order");
     // It reports reading everything: entries flow again (from the next write; it pulls the gap over HTTP).
     ws.send(encode({ t: "got", bytes }) as Uint8Array<ArrayBuffer>);
     await new Promise((r) => setTimeout(r, 50));
     await writer.exec("INSERT INTO todo(id, title) VALUES ('after', 'x')");
     await until(() => frames.at(-1).t === "entries", "entries after the report");
-    assert.equal(frames.at(-1).entries.at(-1).seq, WRITES + 1);
+    assert.equal(frames.at(-1).entries.at(-1).seq, start + WRITES + 1);
     ws.close();
     await until(async () => (await dump(reader)) === (await dump(writer)), "reader equals writer");
     assert.deepEqual(disconnects, [], "the replica that reads was never cut off");
@@ -294,6 +298,7 @@ describe("the client library and overloaded", () => {
     const writer = await replica(relay, db, "w", "node", { live: true, createWebSocket: refusingFirstPush(WAIT, log, refusal) });
     const reader = await replica(relay, db, "r", "node", { live: true });
     await until(() => writer.status().connected && reader.status().connected, "replicas connected");
+    await writer.sync(); // the schema version goes over HTTP; the writes after it go live
     const errors: RelayError[] = [];
     writer.on("error", (e) => errors.push(e as RelayError));
     await writer.exec("INSERT INTO todo(id, title) VALUES ('1', 'refused')");
@@ -309,5 +314,59 @@ describe("the client library and overloaded", () => {
     assert.deepEqual(after.flatMap((p) => p.cseqs).slice(0, 3), [1, 2, 3], "resent from the refused entry on, in order");
     await until(() => writer.status().pending === 0, "nothing pending");
     assert.equal(await dump(reader), await dump(writer));
+  });
+});
+
+describe("schema versions under the same bounds", () => {
+  const statements = (n: number, chars: number) =>
+    Array.from({ length: n }, (_, i) => `CREATE TABLE t${i}(id INTEGER PRIMARY KEY, ${Array.from({ length: Math.ceil(chars / 40) }, (_, j) => `c${j}_${"x".repeat(30)}`).join(", ")})`);
+
+  it("admission counts a push's schema statements: each as an entry, their text as bytes", () => {
+    const schema = [{ version: 1, statements: ["CREATE TABLE a(x PRIMARY KEY)", "CREATE INDEX a_x ON a(x)"] }, { version: 2, statements: ["x".repeat(UNIT_BYTES)] }];
+    const size = pushSize({ entries: [{ cseq: 1, changeset: new Uint8Array(10) }] }, schema);
+    assert.deepEqual(size, { entries: 4, bytes: 10 + schema.flatMap((s) => s.statements).join("").length });
+    // A client flooding schema-only pushes is refused like any other.
+    const a = new Admission();
+    const big = pushSize({ entries: [] }, [{ version: 1, statements: statements(2000, 40) }]);
+    let admitted = 0;
+    try {
+      for (;;) (a.admit("schemer", big.entries, big.bytes, 1_000), admitted++);
+    } catch (e) {
+      assert.ok(isRelayError(e, "overloaded"));
+    }
+    assert.equal(admitted, Math.floor(CLIENT_UNITS_BURST / (PUSH_UNITS + big.entries + Math.ceil(big.bytes / UNIT_BYTES))));
+  });
+
+  it("schema entries fanned out to a socket stay within MAX_FRAME_BYTES: one too large for a frame becomes a head frame, and the subscriber pulls it", async () => {
+    const db = relay.db("schema-frames");
+    const { ws, frames } = await openSocket(relay, db, "sub");
+    const sizes: number[] = [];
+    const count = ws.onmessage!;
+    ws.onmessage = (ev) => {
+      sizes.push((ev.data as ArrayBuffer).byteLength);
+      count.call(ws, ev);
+    };
+    ws.send(encode({ t: "sub", after: 0 }) as Uint8Array<ArrayBuffer>);
+    await until(() => frames.length > 0, "the subscription's answer");
+    // Two versions of ~720 KB each in one push: together past any frame.
+    const views = (v: number) => Array.from({ length: 8 }, (_, i) => `CREATE VIEW v${v}_${i} AS SELECT '${"x".repeat(90_000)}' AS x`);
+    const res = await pushRaw(relay.url, db, admin, encode({ client: "admin", schema: [{ version: 1, statements: views(1) }, { version: 2, statements: views(2) }], entries: [] }));
+    assert.equal(res.status, 200, JSON.stringify(res.body));
+    await until(() => frames.at(-1).head === 2, "the push reaches the socket");
+    ws.close();
+    assert.ok(Math.max(...sizes) <= MAX_FRAME_BYTES, `frames of ${sizes.join(", ")} bytes`);
+    assert.equal(frames.at(-1).t, "head");
+    const page = (await pull(relay.url, db, admin)).body;
+    assert.deepEqual(page.entries.map((e: { v: number; schema: string[] }) => [e.v, e.schema.length]), [[1, 8], [2, 8]]);
+  });
+
+  it("a push whose schema passes the body limit, or a version past MAX_SCHEMA_VERSION_BYTES (more than the object can store in a row), is refused 413; the log is unchanged", async () => {
+    const db = relay.db("schema-big");
+    const r = await pushEarlyAnswer(relay.url, db, admin, encode({ client: "admin", schema: [{ version: 1, statements: ["-- " + "x".repeat(40 * 1024 * 1024)] }], entries: [] }));
+    assert.equal(r.status, 413);
+    const many = await pushRaw(relay.url, db, admin, encode({ client: "admin", schema: [{ version: 1, statements: Array.from({ length: 30 }, (_, i) => `CREATE VIEW v${i} AS SELECT '${"x".repeat(90_000)}' AS x`) }], entries: [] }));
+    assert.equal(many.status, 413, JSON.stringify(many.body));
+    assert.match(many.body.error.message, /MAX_SCHEMA_VERSION_BYTES/);
+    assert.equal(await head(db), 0);
   });
 });

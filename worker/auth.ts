@@ -34,7 +34,7 @@ export async function authorize(env: Env, request: Request, db: string, need: Ro
  * the role, the client id matching the token, and every changeset parsing
  * completely (the error names the entry).
  */
-export function checkPush(claims: Pick<TokenClaims, "role" | "sub">, req: PushRequest): void {
+export function checkPush(claims: Pick<TokenClaims, "role" | "sub">, req: Pick<PushRequest, "client" | "entries">): void {
   if (!roleAtLeast(claims.role, "write")) throw new RelayError("forbidden", `token role "${claims.role}" cannot write`);
   if (claims.role !== "admin" && req.client !== claims.sub) {
     throw new RelayError("forbidden", `client "${req.client}" does not match the token's sub "${claims.sub}"`);

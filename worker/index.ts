@@ -54,7 +54,7 @@ app.post("/v1/db/:db/push", async (c) => {
     const body = parsePushRequest(decode(bytes));
     checkPush(claims, body);
     try {
-      return unwrap(await logFor(c.env, db).push(body.client, toPushArgs(body.entries)));
+      return unwrap(await logFor(c.env, db).push(body.client, toPushArgs(body.entries), body.schema, claims.role));
     } catch (e) {
       frontDoor.note(db, claims.sub, e);
       throw e;

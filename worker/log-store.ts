@@ -2,6 +2,8 @@ import { sameBytes } from "../protocol/codec.ts";
 import { RelayError } from "../protocol/errors.ts";
 import { PULL_BYTE_BUDGET, STORAGE_CHUNK_BYTES } from "../protocol/limits.ts";
 import type { Ack, LogEntry, PushEntry, PushResponse } from "../protocol/messages.ts";
+import type { SchemaVersion } from "../protocol/schema.ts";
+import * as schemaStore from "./schema-store.ts";
 
 /**
  * The rules of the log, as plain functions over a Durable Object SQL handle.
@@ -50,10 +52,12 @@ export function migrate(sql: Sql): void {
     ) WITHOUT ROWID;
     INSERT OR REPLACE INTO relay_meta(key, value) VALUES ('schema', ${SCHEMA_VERSION});
   `);
+  schemaStore.migrate(sql);
 }
 
+/** Data entries and schema entries share the one sequence of seqs. */
 export function head(sql: Sql): number {
-  return sql.exec<{ h: number | null }>("SELECT max(seq) AS h FROM relay_log").one().h ?? 0;
+  return sql.exec<{ h: number }>("SELECT max(coalesce((SELECT max(seq) FROM relay_log), 0), coalesce((SELECT max(seq) FROM relay_schema), 0)) AS h").one().h;
 }
 
 function readChangeset(sql: Sql, seq: number, size: number, chunks: number, body: ArrayBuffer | null): Uint8Array {
@@ -72,33 +76,55 @@ function readChangeset(sql: Sql, seq: number, size: number, chunks: number, body
 function append(sql: Sql, seq: number, client: string, entry: PushEntry, ts: number): void {
   const { changeset } = entry;
   if (changeset.byteLength <= STORAGE_CHUNK_BYTES) {
-    sql.exec("INSERT INTO relay_log(seq, client, cseq, ts, size, chunks, body) VALUES (?, ?, ?, ?, ?, 0, ?)",
-      seq, client, entry.cseq, ts, changeset.byteLength, changeset);
+    sql.exec("INSERT INTO relay_log(seq, client, cseq, ts, size, chunks, body, v) VALUES (?, ?, ?, ?, ?, 0, ?, ?)",
+      seq, client, entry.cseq, ts, changeset.byteLength, changeset, entry.v ?? 0);
     return;
   }
   const chunks = Math.ceil(changeset.byteLength / STORAGE_CHUNK_BYTES);
-  sql.exec("INSERT INTO relay_log(seq, client, cseq, ts, size, chunks, body) VALUES (?, ?, ?, ?, ?, ?, NULL)",
-    seq, client, entry.cseq, ts, changeset.byteLength, chunks);
+  sql.exec("INSERT INTO relay_log(seq, client, cseq, ts, size, chunks, body, v) VALUES (?, ?, ?, ?, ?, ?, NULL, ?)",
+    seq, client, entry.cseq, ts, changeset.byteLength, chunks, entry.v ?? 0);
   for (let i = 0; i < chunks; i++) {
     const part = changeset.subarray(i * STORAGE_CHUNK_BYTES, (i + 1) * STORAGE_CHUNK_BYTES);
     sql.exec("INSERT INTO relay_chunk(seq, idx, data) VALUES (?, ?, ?)", seq, i, part);
   }
 }
 
+/** What a push carries besides its entries, and what its caller knows. */
+export interface PushOptions {
+  /** Schema versions the log may lack, appended before the entries (schema-store.ts). */
+  schema?: readonly SchemaVersion[];
+  /** Whether this caller may add a schema version (the relay's SCHEMA_ROLE). Default true. */
+  mayChangeSchema?: boolean;
+  /** The object's cache of the log's version and shapes (cleared when a push fails). */
+  shapes?: schemaStore.ShapeCache;
+}
+
 /**
  * Append a validated push. Idempotent per (client, cseq): the same bytes again
  * return the original seq; other bytes, or a cseq below the client's highest,
- * are `cseq_conflict`. Throws before writing anything that would break the
- * all-or-nothing rule — the caller runs this inside `transactionSync`, so a
- * throw after some inserts rolls them back too.
+ * are `cseq_conflict`. A new entry must fit the log's schema (schema-store.ts).
+ * Throws before writing anything that would break the all-or-nothing rule —
+ * the caller runs this inside `transactionSync`, so a throw after some
+ * inserts (or DDL) rolls them back too.
  */
-export function push(sql: Sql, client: string, entries: readonly PushEntry[], now: number, knownHead?: number): PushResponse & { appended: LogEntry[] } {
+export function push(sql: Sql, client: string, entries: readonly PushEntry[], now: number, knownHead?: number, opts: PushOptions = {}): PushResponse & { appended: LogEntry[] } {
   // `knownHead`: the head a caller appending several pushes in one turn got
   // back from the previous one, saving the query.
   let h = knownHead ?? head(sql);
+  const appended: LogEntry[] = [];
+  const cache = opts.shapes ?? new schemaStore.ShapeCache();
+  let version = cache.version(sql);
+  for (const sv of opts.schema ?? []) {
+    const added = schemaStore.addVersion(sql, sv, version, { seq: h + 1, client, ts: now, mayChange: opts.mayChangeSchema ?? true });
+    if (!added) continue;
+    appended.push(added);
+    h = added.seq;
+    version = sv.version;
+    cache.added(version);
+  }
+  const shapes = version === 0 ? undefined : () => cache.get(sql, version);
   let maxCseq = sql.exec<{ m: number | null }>("SELECT max(cseq) AS m FROM relay_log WHERE client = ?", client).one().m ?? 0;
   const acks: Ack[] = [];
-  const appended: LogEntry[] = [];
   for (const entry of entries) {
     // Only a cseq at or below the client's highest can be a retry: new
     // entries (the usual case) skip the lookup.
@@ -114,13 +140,15 @@ export function push(sql: Sql, client: string, entries: readonly PushEntry[], no
       acks.push({ cseq: entry.cseq, seq: prior.seq });
       continue;
     }
+    schemaStore.checkEntry(entry, version, shapes);
     h += 1;
     append(sql, h, client, entry, now);
     maxCseq = entry.cseq;
     acks.push({ cseq: entry.cseq, seq: h });
-    appended.push({ seq: h, client, cseq: entry.cseq, changeset: entry.changeset, ts: now });
+    appended.push({ seq: h, client, cseq: entry.cseq, changeset: entry.changeset, ts: now, v: entry.v ?? 0 });
   }
-  return { acks, head: h, appended };
+  const added = appended.filter((e) => e.schema).map((e) => ({ version: e.v ?? 0, seq: e.seq }));
+  return { acks, head: h, appended, ...(added.length > 0 ? { schema: added } : {}) };
 }
 
 /**
@@ -132,11 +160,15 @@ export function pull(sql: Sql, after: number, limit: number, budget = PULL_BYTE_
   const entries: LogEntry[] = [];
   let bytes = 0;
   // Iterated lazily and left early, so a page never reads rows past its budget.
-  const rows = sql.exec<{ seq: number; client: string; cseq: number; ts: number; size: number; chunks: number; body: ArrayBuffer | null }>(
-    "SELECT seq, client, cseq, ts, size, chunks, body FROM relay_log WHERE seq > ? ORDER BY seq LIMIT ?", after, limit);
+  // Schema entries merged in by seq: both sides are read in seq order and SQLite merges them.
+  const rows = sql.exec<{ seq: number; client: string; cseq: number; ts: number; size: number; chunks: number; body: ArrayBuffer | null; v: number; statements: string | null }>(
+    `SELECT seq, client, cseq, ts, size, chunks, body, v, NULL AS statements FROM relay_log WHERE seq > ?1
+     UNION ALL ${schemaStore.SCHEMA_ENTRIES} ORDER BY seq LIMIT ?2`, after, limit);
   for (const r of rows) {
     if (entries.length > 0 && bytes + r.size > budget) break;
-    entries.push({ seq: r.seq, client: r.client, cseq: r.cseq, ts: r.ts, changeset: readChangeset(sql, r.seq, r.size, r.chunks, r.body) });
+    const e: LogEntry = { seq: r.seq, client: r.client, cseq: r.cseq, ts: r.ts, changeset: readChangeset(sql, r.seq, r.size, r.chunks, r.body), v: r.v };
+    if (r.statements !== null) e.schema = JSON.parse(r.statements) as string[];
+    entries.push(e);
     bytes += r.size;
   }
   const last = entries.at(-1)?.seq ?? Math.max(after, 0);

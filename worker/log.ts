@@ -3,11 +3,13 @@ import { decode, encode } from "../protocol/codec.ts";
 import { RelayError } from "../protocol/errors.ts";
 import { CLOSE, FRAME, FRAME_ENTRY_BUDGET, HEARTBEAT_PING, HEARTBEAT_PONG, MAX_FRAME_BYTES, parseClientFrame, type RelayFrame } from "../protocol/frames.ts";
 import type { PushResponse } from "../protocol/messages.ts";
-import { ROLES, type Role } from "../protocol/token.ts";
+import type { SchemaVersion } from "../protocol/schema.ts";
+import { roleAtLeast, ROLES, type Role } from "../protocol/token.ts";
 import { isName } from "../protocol/validate.ts";
 import { MSGPACK } from "../protocol/version.ts";
 import { checkPush } from "./auth.ts";
 import * as store from "./log-store.ts";
+import { ShapeCache } from "./schema-store.ts";
 import { framesFor, NEW_FLOW, noteGot, Outgoing, send, type Flow } from "./outgoing.ts";
 import { PushQueue } from "./push-queue.ts";
 import { errorResponse, outcome, toRelayError, type Outcome } from "./errors.ts";
@@ -40,6 +42,8 @@ export class ChangesetLog extends DurableObject<Env> {
   private readonly instance = crypto.randomUUID();
   private readonly queue = new PushQueue<WebSocket>();
   private readonly admission = new Admission();
+  /** Table shapes by schema version (immutable once committed); cleared when a push fails. */
+  private readonly shapes = new ShapeCache();
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -49,9 +53,13 @@ export class ChangesetLog extends DurableObject<Env> {
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(HEARTBEAT_PING, HEARTBEAT_PONG));
   }
 
-  /** RPC: an HTTP push, validated by the Worker. Appended at once, committed before anyone hears of it, then fanned out. */
-  async push(client: string, args: PushArgs): Promise<Outcome<PushResponse>> {
-    const size = pushSize(args);
+  /**
+   * RPC: an HTTP push, validated by the Worker. Appended at once, committed
+   * before anyone hears of it, then fanned out. `schema`: versions to add
+   * first (their DDL runs here); `role` decides whether this caller may.
+   */
+  async push(client: string, args: PushArgs, schema: SchemaVersion[] = [], role: Role = "write"): Promise<Outcome<PushResponse>> {
+    const size = pushSize(args, schema);
     const admitted = outcome(() => this.admission.admit(client, size.entries, size.bytes));
     if ("error" in admitted) {
       if ("bytes" in args) await args.bytes.cancel().catch(() => undefined);
@@ -60,9 +68,10 @@ export class ChangesetLog extends DurableObject<Env> {
     const entries = await fromPushArgs(args);
     return outcome(() => {
       this.drain(); // socket pushes that arrived first go first
+      const opts = { schema, mayChangeSchema: this.mayChangeSchema(role), shapes: this.shapes };
       // transactionSync: all-or-nothing; the output gate holds every response
       // and socket message until the write is durable.
-      const { appended, ...res } = this.ctx.storage.transactionSync(() => store.push(this.sql, client, entries, Date.now()));
+      const { appended, ...res } = this.guarded(() => store.push(this.sql, client, entries, Date.now(), undefined, opts));
       const out = new Outgoing();
       for (const ws of this.subscribers()) out.entries(ws, appended, res.head);
       out.flush();
@@ -121,7 +130,7 @@ export class ChangesetLog extends DurableObject<Env> {
     let head: number | undefined; // nothing else appends during this loop
     for (const p of batch) {
       try {
-        const res = this.ctx.storage.transactionSync(() => store.push(this.sql, p.client, p.entries, Date.now(), head));
+        const res = this.guarded(() => store.push(this.sql, p.client, p.entries, Date.now(), head, { shapes: this.shapes }));
         head = res.head;
         for (const ws of subs) if (ws !== p.socket) out.entries(ws, res.appended, res.head);
         out.frame(p.socket, { t: FRAME.ack, id: p.id, acks: res.acks, head: res.head });
@@ -132,6 +141,22 @@ export class ChangesetLog extends DurableObject<Env> {
       }
     }
     out.flush();
+  }
+
+  /** One push in one storage transaction; a refusal also forgets shapes the rolled-back transaction may have read. */
+  private guarded<T>(fn: () => T): T {
+    try {
+      return this.ctx.storage.transactionSync(fn);
+    } catch (e) {
+      this.shapes.clear();
+      throw e;
+    }
+  }
+
+  /** SCHEMA_ROLE (default "write"): the role a token needs to add a schema version. */
+  private mayChangeSchema(role: Role): boolean {
+    const need = ROLES.includes(this.env.SCHEMA_ROLE as Role) ? (this.env.SCHEMA_ROLE as Role) : "write";
+    return roleAtLeast(role, need);
   }
 
   private subscribers(): WebSocket[] {

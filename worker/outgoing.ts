@@ -140,11 +140,13 @@ function close(ws: WebSocket): void {
 }
 
 /**
- * An entry's size in a frame: its changeset plus, at most, the msgpack of
- * its other fields (keys, three integers, the client id). Counted so that a
- * run of many small entries stays under the 1 MiB message limit too.
+ * An entry's size in a frame: its changeset (a schema entry: its statements,
+ * up to 3 bytes a UTF-16 unit in UTF-8, 5 of string header each) plus, at
+ * most, the msgpack of its other fields (keys, four integers, the client id).
+ * Counted so that a run of many small entries stays under the 1 MiB message
+ * limit too.
  */
-const entryBytes = (e: LogEntry) => e.changeset.byteLength + e.client.length + 64;
+const entryBytes = (e: LogEntry) => e.changeset.byteLength + e.client.length + 64 + (e.schema?.reduce((n, s) => n + 3 * s.length + 5, 0) ?? 0);
 
 /**
  * Consecutive entries packed into frames under the byte budget. An entry too

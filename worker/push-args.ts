@@ -1,4 +1,5 @@
 import type { PushEntry } from "../protocol/messages.ts";
+import type { SchemaVersion } from "../protocol/schema.ts";
 
 /**
  * How a validated push travels from the Worker to the log object. Workers RPC
@@ -11,13 +12,13 @@ export const RPC_INLINE_BYTES = 16 * 1024 * 1024;
 
 export type PushArgs =
   | { entries: PushEntry[] }
-  | { sizes: { cseq: number; size: number }[]; bytes: ReadableStream<Uint8Array> };
+  | { sizes: { cseq: number; size: number; v: number }[]; bytes: ReadableStream<Uint8Array> };
 
 export function toPushArgs(entries: PushEntry[]): PushArgs {
   const total = entries.reduce((n, e) => n + e.changeset.byteLength, 0);
   if (total <= RPC_INLINE_BYTES) return { entries };
   return {
-    sizes: entries.map((e) => ({ cseq: e.cseq, size: e.changeset.byteLength })),
+    sizes: entries.map((e) => ({ cseq: e.cseq, size: e.changeset.byteLength, v: e.v ?? 0 })),
     bytes: new Blob(entries.map((e) => e.changeset as Uint8Array<ArrayBuffer>)).stream(),
   };
 }
@@ -26,11 +27,20 @@ export async function fromPushArgs(args: PushArgs): Promise<PushEntry[]> {
   if ("entries" in args) return args.entries;
   const all = new Uint8Array(await new Response(args.bytes).arrayBuffer());
   let at = 0;
-  return args.sizes.map(({ cseq, size }) => ({ cseq, changeset: all.subarray(at, (at += size)) }));
+  return args.sizes.map(({ cseq, size, v }) => ({ cseq, changeset: all.subarray(at, (at += size)), v }));
 }
 
-/** How many entries and changeset bytes a push carries, for admission (worker/admission.ts), before it is read. */
-export function pushSize(args: PushArgs): { entries: number; bytes: number } {
+/**
+ * How many entries and bytes a push carries, for admission (worker/admission.ts),
+ * before it is read. A schema version's statements each count as an entry
+ * (each runs DDL in the object) and their text as bytes
+ * (characters: a unit is 64 KiB, so the difference does not matter).
+ */
+export function pushSize(args: PushArgs, schema: readonly SchemaVersion[] = []): { entries: number; bytes: number } {
   const sizes = "entries" in args ? args.entries.map((e) => e.changeset.byteLength) : args.sizes.map((s) => s.size);
-  return { entries: sizes.length, bytes: sizes.reduce((n, b) => n + b, 0) };
+  const statements = schema.flatMap((s) => s.statements);
+  return {
+    entries: sizes.length + statements.length,
+    bytes: sizes.reduce((n, b) => n + b, 0) + statements.reduce((n, s) => n + s.length, 0),
+  };
 }
