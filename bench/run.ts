@@ -14,12 +14,12 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { signToken } from "../protocol/token.ts";
-import { LOCAL_SECRET } from "../scripts/local-relay.ts";
+import { freePort, LOCAL_SECRET } from "../scripts/local-relay.ts";
 import type { DriverKind } from "../client/drivers/types.ts";
 import type { Job } from "./child.ts";
 import { W2_POINT_WATCHES, type W2Watch } from "./rows.ts";
 import { cpuMs, findByName, machine, memory, resetPeak } from "./proc.ts";
-import { profileRelay } from "./inspector.ts";
+import { connectInspector, profileRelay, sampleHeap, type HeapSampler } from "./inspector.ts";
 import { figure, fmt, percentile, table, type Figure } from "./stats.ts";
 import { browserBench, buildBrowserBench, journalBench, type W1Sample, type W2Sample } from "./browser.ts";
 
@@ -127,23 +127,30 @@ interface Relay {
   host: Child;
   /** workerd processes (the relay itself; the Node host only supervises). */
   pids: number[];
+  /** The relay's JS heap, through workerd's inspector. */
+  heap: HeapSampler;
   stop(): Promise<void>;
 }
 
-let relays = 0;
 async function startRelay(assets?: string): Promise<Relay> {
-  const inspectorPort = args["cpu-prof"] ? 9400 + (relays++ % 50) : undefined;
-  const host = new Child("relay-host.ts", [], { ...(inspectorPort ? { INSPECTOR_PORT: String(inspectorPort) } : {}), ...(assets ? { RELAY_ASSETS: assets } : {}) });
+  // The inspector is always on: the relay's JS heap is reported (and profiled with --cpu-prof).
+  const inspectorPort = await freePort();
+  const host = new Child("relay-host.ts", [], { INSPECTOR_PORT: String(inspectorPort), ...(assets ? { RELAY_ASSETS: assets } : {}) });
   const { url } = await host.next<{ url: string }>();
   const pids = findByName(host.proc.pid!, "workerd");
   if (pids.length === 0) throw new Error("no workerd process found under the relay host");
-  const profiler = inspectorPort ? await profileRelay(inspectorPort) : undefined;
+  const inspector = await connectInspector(inspectorPort);
+  const profiler = args["cpu-prof"] ? await profileRelay(inspector) : undefined;
+  const heap = sampleHeap(inspector);
   return {
     url,
     host,
     pids,
+    heap,
     stop: async () => {
+      heap.stop();
       if (profiler) writeFileSync(`${profDir}/relay-${Date.now()}.cpuprofile`, JSON.stringify(await profiler.stop()));
+      inspector.close();
       await new Promise<void>((resolve) => {
         host.proc.once("exit", () => resolve());
         host.send("stop");
@@ -152,12 +159,15 @@ async function startRelay(assets?: string): Promise<Relay> {
   };
 }
 
-/** Relay-side measurement around one run: peak RSS (VmHWM reset first) and CPU. */
-async function onRelay<T>(relay: Relay, fn: () => Promise<T>): Promise<T & { relayPeakRss: number; relayCpuMs: number }> {
+/** Relay-side measurement around one run: peak RSS (VmHWM reset first), peak JS heap (sampled every 100 ms) and CPU. */
+async function onRelay<T>(relay: Relay, fn: () => Promise<T>): Promise<T & { relayPeakRss: number; relayPeakHeap: number; relayCpuMs: number }> {
   resetPeak(relay.pids);
+  relay.heap.reset();
+  await relay.heap.current();
   const cpu0 = cpuMs(relay.pids);
   const r = await fn();
-  return { ...r, relayPeakRss: memory(relay.pids).peak, relayCpuMs: cpuMs(relay.pids) - cpu0 };
+  await relay.heap.current();
+  return { ...r, relayPeakRss: memory(relay.pids).peak, relayPeakHeap: relay.heap.peak(), relayCpuMs: cpuMs(relay.pids) - cpu0 };
 }
 
 let dbCounter = 0;
@@ -215,6 +225,7 @@ async function w1Bench(relay: Relay, driver: DriverKind) {
         clientPeakRss: Math.max(a.peakRss, b.peakRss),
         clientCpuMs: a.cpuMs + b.cpuMs,
         relayPeakRss: res.relayPeakRss,
+        relayPeakHeap: res.relayPeakHeap,
         relayCpuMs: res.relayCpuMs,
       });
     }
@@ -339,10 +350,10 @@ async function w3Bench(relay: Relay) {
       const db = freshDb(`w3-${name}`);
       const tokens = await Promise.all(Array.from({ length: W3_WRITERS }, (_, w) => token(`w3-${w}`, db)));
       const res = await onRelay(relay, () =>
-        job<{ acceptedPerSec: number; pushesPerSec: number; meanBatch: number; rttP50: number; rttP99: number; gapless: boolean }>({ kind: "w3", url: relay.url, db, tokens, ms: W3_MS, mode, rate }),
+        job<{ acceptedPerSec: number; pushesPerSec: number; meanBatch: number; rttP50: number; rttP99: number; refused: number; gapless: boolean }>({ kind: "w3", url: relay.url, db, tokens, ms: W3_MS, mode, rate }),
       );
       gapless &&= res.gapless;
-      samples.push({ acceptedPerSec: res.acceptedPerSec, pushesPerSec: res.pushesPerSec, meanBatch: res.meanBatch, rttP50: res.rttP50, rttP99: res.rttP99, relayCpuMs: res.relayCpuMs, relayPeakRss: res.relayPeakRss });
+      samples.push({ acceptedPerSec: res.acceptedPerSec, pushesPerSec: res.pushesPerSec, meanBatch: res.meanBatch, rttP50: res.rttP50, rttP99: res.rttP99, refused: res.refused, relayCpuMs: res.relayCpuMs, relayPeakRss: res.relayPeakRss, relayPeakHeap: res.relayPeakHeap });
     }
     const figures = collect(samples);
     out[name] = { figures, gapless, offeredPerSec: mode === "batched" ? rate * W3_WRITERS : null };
@@ -362,7 +373,7 @@ async function w4Bench(relay: Relay) {
       const res = await onRelay(relay, async () =>
         job<{ syncMs: number; wire: { up: number; down: number } }>({ kind: "catch-up", url: relay.url, db, token: await token(`fresh-${r}`, db), driver, rows: seed.rows }),
       );
-      samples.push({ syncMs: res.syncMs, downBytes: res.wire.down, upBytes: res.wire.up, clientPeakRss: res.peakRss, relayPeakRss: res.relayPeakRss, relayCpuMs: res.relayCpuMs });
+      samples.push({ syncMs: res.syncMs, downBytes: res.wire.down, upBytes: res.wire.up, clientPeakRss: res.peakRss, relayPeakRss: res.relayPeakRss, relayPeakHeap: res.relayPeakHeap, relayCpuMs: res.relayCpuMs });
     }
     out[driver] = collect(samples);
     log(`W4 ${driver}: ${fmt(out[driver].syncMs!)} ms, ${fmt(out[driver].downBytes!, 0)} bytes down`);
@@ -448,16 +459,16 @@ function report(res: Record<string, unknown>): string {
   const w1 = res.w1 as Record<string, Record<number, Record<string, Figure>>> | undefined;
   if (w1 && limit) {
     const rows: string[][] = [];
-    for (const n of W1_N) rows.push(["limit", n.toLocaleString("en-US"), "", "", "", fmt(limit[n]!.totalMs, 1), "1.0", `${fmt(limit[n]!.bytesPerRow, 1)} raw`, "", "", ""]);
+    for (const n of W1_N) rows.push(["limit", n.toLocaleString("en-US"), "", "", "", fmt(limit[n]!.totalMs, 1), "1.0", `${fmt(limit[n]!.bytesPerRow, 1)} raw`, "", "", "", ""]);
     for (const d of Object.keys(w1)) {
       for (const n of W1_N) {
         const f = w1[d]![n]!;
         const ratio = f.totalMs!.median / limit[n]!.totalMs!.median;
-        rows.push([d, n.toLocaleString("en-US"), fmt(f.writeMs), fmt(f.pushMs), fmt(f.pullMs), fmt(f.totalMs), ratio.toFixed(1), `${fmt(f.pushBytesPerRow, 1)} / ${fmt(f.pullBytesPerRow, 1)}`, fmt(f.bytesPerRow, 1), fmt(f.clientPeakRss, 0, MB), fmt(f.relayPeakRss, 0, MB)]);
+        rows.push([d, n.toLocaleString("en-US"), fmt(f.writeMs), fmt(f.pushMs), fmt(f.pullMs), fmt(f.totalMs), ratio.toFixed(1), `${fmt(f.pushBytesPerRow, 1)} / ${fmt(f.pullBytesPerRow, 1)}`, fmt(f.bytesPerRow, 1), fmt(f.clientPeakRss, 0, MB), fmt(f.relayPeakRss, 0, MB), fmt(f.relayPeakHeap, 0, MB)]);
       }
     }
     out.push("\nW1 bulk: A inserts N rows in one transaction and pushes; fresh B syncs them (ms; wire bytes per row: A's push up / B's pull down, and everything both replicas sent and received)");
-    out.push(table(["driver", "N", "A write", "A push", "B pull+apply", "total", "× limit", "wire push / pull", "wire all", "client MB", "relay MB"], rows));
+    out.push(table(["driver", "N", "A write", "A push", "B pull+apply", "total", "× limit", "wire push / pull", "wire all", "client MB", "relay MB", "relay heap MB"], rows));
   }
   const w2 = res.w2 as Record<string, Record<number, Record<string, Figure>>> | undefined;
   if (w2) {
@@ -465,11 +476,11 @@ function report(res: Record<string, unknown>): string {
     for (const d of Object.keys(w2)) {
       for (const n of W2_N) {
         const f = w2[d]![n]!;
-        rows.push([d, n.toLocaleString("en-US"), fmt(f.totalMs), fmt(f.updatesPerSec), fmt(f.p50, 1), fmt(f.p99, 1), fmt(f.max, 1), fmt(f.p99Warm, 1), fmt(f.bytesPerUpdate, 0), fmt(f.clientPeakRss, 0, MB), fmt(f.relayPeakRss, 0, MB)]);
+        rows.push([d, n.toLocaleString("en-US"), fmt(f.totalMs), fmt(f.updatesPerSec), fmt(f.p50, 1), fmt(f.p99, 1), fmt(f.max, 1), fmt(f.p99Warm, 1), fmt(f.bytesPerUpdate, 0), fmt(f.clientPeakRss, 0, MB), fmt(f.relayPeakRss, 0, MB), fmt(f.relayPeakHeap, 0, MB)]);
       }
     }
     out.push("\nW2 chatty: N single-row updates on A, live; latency = exec() resolved on A → \"change\" on B (ms)");
-    out.push(table(["driver", "N", "total", "updates/s", "p50", "p99", "max", "p99 after first 10%", "wire B/update", "client MB", "relay MB"], rows));
+    out.push(table(["driver", "N", "total", "updates/s", "p50", "p99", "max", "p99 after first 10%", "wire B/update", "client MB", "relay MB", "relay heap MB"], rows));
   }
   const w2watch = res.w2watch as Record<string, Record<string, Record<string, Figure>>> | undefined;
   if (w2watch) {
@@ -523,15 +534,15 @@ function report(res: Record<string, unknown>): string {
   if (typeof res.drivers === "string") out.push(`\n${res.drivers}`);
   const w3 = res.w3 as Record<string, { figures: Record<string, Figure>; gapless: boolean; offeredPerSec: number | null }> | undefined;
   if (w3) {
-    const rows = Object.entries(w3).map(([mode, { figures: f, gapless, offeredPerSec }]) => [mode, offeredPerSec === null ? "as acked" : offeredPerSec.toLocaleString("en-US"), fmt(f.acceptedPerSec), fmt(f.pushesPerSec), fmt(f.meanBatch, 1), fmt(f.rttP50, 1), fmt(f.rttP99, 1), String(gapless), fmt(f.relayPeakRss, 0, MB)]);
+    const rows = Object.entries(w3).map(([mode, { figures: f, gapless, offeredPerSec }]) => [mode, offeredPerSec === null ? "as acked" : offeredPerSec.toLocaleString("en-US"), fmt(f.acceptedPerSec), fmt(f.pushesPerSec), fmt(f.meanBatch, 1), fmt(f.rttP50, 1), fmt(f.rttP99, 1), fmt(f.refused, 0), String(gapless), fmt(f.relayPeakRss, 0, MB), fmt(f.relayPeakHeap, 0, MB)]);
     out.push(`\nW3 fan-in: ${W3_WRITERS} writers push to one Durable Object for ${W3_MS / 1000} s`);
-    out.push(table(["mode", "offered/s", "accepted entries/s", "pushes/s", "entries/push", "ack p50 ms", "ack p99 ms", "gapless", "relay MB"], rows));
+    out.push(table(["mode", "offered/s", "accepted entries/s", "pushes/s", "entries/push", "ack p50 ms", "ack p99 ms", "overloaded", "gapless", "relay MB", "relay heap MB"], rows));
   }
   const w4 = res.w4 as ({ entries: number; rows: number } & Record<string, Record<string, Figure>>) | undefined;
   if (w4) {
-    const rows = drivers.filter((d) => w4[d]).map((d) => [d, fmt(w4[d]!.syncMs), fmt(w4[d]!.downBytes, 0, 1 / 1024), fmt(w4[d]!.upBytes, 0, 1 / 1024), fmt(w4[d]!.clientPeakRss, 0, MB), fmt(w4[d]!.relayPeakRss, 0, MB)]);
+    const rows = drivers.filter((d) => w4[d]).map((d) => [d, fmt(w4[d]!.syncMs), fmt(w4[d]!.downBytes, 0, 1 / 1024), fmt(w4[d]!.upBytes, 0, 1 / 1024), fmt(w4[d]!.clientPeakRss, 0, MB), fmt(w4[d]!.relayPeakRss, 0, MB), fmt(w4[d]!.relayPeakHeap, 0, MB)]);
     out.push(`\nW4 bootstrap: a fresh replica catches up on ${w4.entries.toLocaleString("en-US")} entries (${w4.rows.toLocaleString("en-US")} rows)`);
-    out.push(table(["driver", "time ms", "KiB down", "KiB up", "client MB", "relay MB"], rows));
+    out.push(table(["driver", "time ms", "KiB down", "KiB up", "client MB", "relay MB", "relay heap MB"], rows));
   }
   return out.join("\n");
 }
