@@ -35,6 +35,9 @@ export interface Captured<T> {
  */
 export async function capture<T>(d: Driver, step: Step, fn: (tx: Tx) => Promise<T> | T, sendAtOnce: (entry: PushEntry) => boolean, readOnly = false): Promise<Captured<T>> {
   d.exec("BEGIN IMMEDIATE");
+  // Read before and after (~1-2 µs each): DDL reaches the connection outside
+  // capture too (query(), migrations, the step's trigger guards), so a
+  // remembered version could not tell whether this transaction changed it.
   const schema = store.schemaVersion(d);
   const { fns, tables } = step.sql;
   // Local tables (virtual, shadow, declared) are not recorded at all.
@@ -75,8 +78,12 @@ export async function capture<T>(d: Driver, step: Step, fn: (tx: Tx) => Promise<
       return { result, entry: undefined, direct: false, tables: [...local] };
     }
     if (readOnly) throw new RelayError("read_only", "this replica is read-only (its token's role is read): writes to replicated tables are refused");
-    // The codec refuses what the relay would refuse (internal tables,
-    // changesets SQLite cannot apply): better now than at push time.
+    // The codec refuses what the relay would refuse, and SQLite's session
+    // does write some of it: an ANALYZE inside the transaction records
+    // sqlite_stat1 rows; changing a key's type only (1 → 1.0) records an
+    // UPDATE of no other column, which fails on every replica. Refused now
+    // (invariant 8), not at push time where it would block the outbox.
+    // ~0.2 µs for a one-row changeset.
     validateChangeset(changeset);
     const entry = { cseq: step.nextCseq(), changeset, v: step.versions.local() };
     // Sent right after COMMIT, so marked sent in the same transaction: that

@@ -39,6 +39,8 @@ export class Live {
   private heldBytes = 0;
   private heldWait: AbortController | undefined;
   private lastSent = -Infinity;
+  /** After an `overloaded` refusal: no live pushes until the relay's wait is over (see pause). */
+  private paused: AbortController | undefined;
   private nextFrameId = 1;
   /** Acks received and not yet applied: those of one network read are applied in one step. */
   private acks: Ack[] = [];
@@ -106,12 +108,14 @@ export class Live {
     this.socket = undefined;
     socket.stop();
     this.dropHeld();
+    this.paused?.abort();
+    this.paused = undefined;
     return true;
   }
 
   /** Asked by capture before COMMIT: every earlier entry went out on this connection, so this one can follow at once. */
   sendsAtOnce(entry: PushEntry): boolean {
-    return this.connected && this.flushedUpTo + this.held.length === entry.cseq - 1 && entry.changeset.byteLength <= FRAME_ENTRY_BUDGET && !this.delegate.schemaAhead();
+    return this.connected && !this.paused && this.flushedUpTo + this.held.length === entry.cseq - 1 && entry.changeset.byteLength <= FRAME_ENTRY_BUDGET && !this.delegate.schemaAhead();
   }
 
   /**
@@ -144,7 +148,7 @@ export class Live {
    * user's open transaction.
    */
   flush(): void {
-    if (!this.connected || this.delegate.isClosed() || this.readOnly) return;
+    if (!this.connected || this.delegate.isClosed() || this.readOnly || this.paused) return;
     this.delegate.locked(() => this.flushNow()).catch((e) => this.delegate.fail(e));
   }
 
@@ -206,18 +210,40 @@ export class Live {
         for (const a of f.acks) this.acks.push(a);
         return;
       case FRAME.error: {
-        const err = new RelayError(f.error.code, f.error.message);
+        const err = new RelayError(f.error.code, f.error.message, f.retryAfterMs === undefined ? undefined : { retryAfterMs: f.retryAfterMs });
         // Behind the compacted log: the HTTP sync resets onto the snapshot.
         if (err.code === "snapshot_required") return this.loop.request();
         this.events.emit("error", err);
+        if (f.id === undefined) return;
+        if (err.code === "overloaded") return this.pause(Math.max(this.backoff.baseMs, f.retryAfterMs ?? 0));
         // A refused push stays pending; an HTTP sync retries it and reports
         // for good if the refusal is final. An outdated one needs the sync
         // at once: its pull migrates and translates, and it pushes again.
-        if (f.id !== undefined && err.code === "schema_outdated") this.loop.request();
-        else if (f.id !== undefined && err.retryable) this.loop.retryLater(this.backoff.baseMs);
+        if (err.code === "schema_outdated") this.loop.request();
+        else if (err.retryable) this.loop.retryLater(this.backoff.baseMs);
         return;
       }
     }
+  }
+
+  /**
+   * The relay is overloaded and asked for a wait: send nothing live until it
+   * is over, then resend every pending entry from the first, as after a
+   * reconnect. The relay refuses this client's pushes until then, including
+   * those already on the way, so no later cseq lands before a refused one.
+   */
+  private pause(ms: number): void {
+    if (this.paused) return;
+    const wait = (this.paused = new AbortController());
+    this.dropHeld();
+    this.delegate.sleep(ms, wait.signal).then(
+      () => {
+        this.paused = undefined;
+        this.flushedUpTo = 0;
+        this.flush();
+      },
+      () => undefined, // stopped
+    );
   }
 
   private applyAcks(): void {

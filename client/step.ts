@@ -40,8 +40,12 @@ export class Step {
   /** The schema version `schema` was read at. */
   private schemaVersion = -1;
   private readonly fk: boolean;
-  /** Cached _relay_meta values; undefined: read them again. */
-  private cached: { cursor?: number; lastCseq?: number } = {};
+  /**
+   * Cached values; undefined: read them again. `lastCseq`: the last cseq
+   * taken; `storedCseq`: _relay_meta's last_cseq, which may lag behind while
+   * the outbox holds the newer entries (their rows record their cseqs).
+   */
+  private cached: { cursor?: number; lastCseq?: number; storedCseq?: number } = {};
   /** Set by close(): a step queued behind it does nothing. */
   private closed = false;
 
@@ -62,15 +66,23 @@ export class Step {
     return (this.cached.cursor ??= Number(store.getMeta(this.d, "cursor") ?? 0));
   }
 
-  /** The cseq the next captured transaction gets. */
+  /** The cseq the next captured transaction gets: after the last one stored or still in the outbox. */
   nextCseq(): number {
-    return (this.cached.lastCseq ??= Number(store.getMeta(this.d, "last_cseq") ?? 0)) + 1;
+    return (this.cached.lastCseq ??= Math.max(this.storedCseq(), outbox.lastCseq(this.d))) + 1;
   }
 
-  /** Inside a capturing transaction: `cseq` is taken. Call `forget` if that transaction rolls back. */
+  /**
+   * Inside a capturing transaction: `cseq` is taken. The outbox row queued in
+   * the same transaction records it, so nothing more is written per write;
+   * the step stores the number once entries leave the outbox. Call `forget`
+   * if that transaction rolls back.
+   */
   numbered(cseq: number): void {
-    store.setMeta(this.d, "last_cseq", cseq);
     this.cached.lastCseq = cseq;
+  }
+
+  private storedCseq(): number {
+    return (this.cached.storedCseq ??= Number(store.getMeta(this.d, "last_cseq") ?? 0));
   }
 
   /** Drop the cache: a transaction that wrote it rolled back. */
@@ -135,13 +147,8 @@ export class Step {
   /** `entries` directly follow the cursor. */
   private run(entries: readonly LogEntry[]): void {
     const last = entries.at(-1)!.seq;
-    const { result, ddl, tablesBefore } = this.transact(last, entries.some((e) => e.schema !== undefined), () => {
-      const r = rebase(this.d, this.me, entries, this.policy, this.schema, this.versions);
-      // Never number a new transaction like an entry of ours the log holds.
-      const own = lastOwnCseq(this.me, entries);
-      if (own >= this.nextCseq()) this.numbered(own);
-      return r;
-    });
+    const { result, ddl, tablesBefore } = this.transact(last, entries.some((e) => e.schema !== undefined), () => lastOwnCseq(this.me, entries), () =>
+      rebase(this.d, this.me, entries, this.policy, this.schema, this.versions));
     const tables = ddl ? new Set([...tablesBefore, ...allTables(this.sql.tables), ...tablesOf(entries)]) : [...tablesOf(entries), ...this.sql.tables.local];
     this.emitResult(result, last, [...tables]);
   }
@@ -154,7 +161,7 @@ export class Step {
    */
   reset(snap: SnapshotToApply): void {
     if (this.closed) return;
-    const { result, tablesBefore } = this.transact(snap.seq, true, () =>
+    const { result, tablesBefore } = this.transact(snap.seq, true, () => snap.ownCseq, () =>
       resetOnto(this.d, this.me, snap, this.policy, this.schema, this.versions, this.sql.tables.at(store.schemaVersion(this.d)).replicated));
     this.emitResult(result, snap.seq, [...new Set([...tablesBefore, ...allTables(this.sql.tables)])]);
   }
@@ -179,7 +186,7 @@ export class Step {
    * cursor at `last`, all or nothing. `schemaMayChange`: list the tables
    * before, for the change event.
    */
-  private transact(last: number, schemaMayChange: boolean, body: () => RebaseResult): { result: RebaseResult; ddl: boolean; tablesBefore: readonly string[] } {
+  private transact(last: number, schemaMayChange: boolean, own: () => number, body: () => RebaseResult): { result: RebaseResult; ddl: boolean; tablesBefore: readonly string[] } {
     const d = this.d;
     // Replicated state may legitimately break a foreign key (a child row
     // inserted concurrently with its parent's deletion): enforcing it mid-apply
@@ -194,6 +201,8 @@ export class Step {
     let tablesBefore: readonly string[] = [];
     try {
       d.exec("BEGIN IMMEDIATE");
+      // Read before the body takes entries out of the outbox (the number may live only there).
+      const taken = this.nextCseq() - 1;
       // Table definitions are read again only when the schema changed (DDL can
       // still come through query()): one PRAGMA per step instead of five
       // queries per table, which weighed on live steps of a few entries.
@@ -218,6 +227,13 @@ export class Step {
       this.sql.fns.save(d);
       for (const c of result.conflicts) store.recordConflict(d, c);
       store.setMeta(d, "cursor", last);
+      // Never number a new transaction like an entry of ours the log holds,
+      // nor like one this step takes out of the outbox: stored here.
+      const numbered = Math.max(own(), taken);
+      if (numbered > this.storedCseq()) {
+        store.setMeta(d, "last_cseq", numbered);
+        this.cached.storedCseq = this.cached.lastCseq = numbered;
+      }
       d.exec("COMMIT");
       this.cached.cursor = last;
     } catch (e) {

@@ -10,15 +10,16 @@ import { MSGPACK } from "../protocol/version.ts";
 import { checkPush } from "./auth.ts";
 import * as store from "./log-store.ts";
 import { ShapeCache } from "./schema-store.ts";
-import { framesFor, Outgoing, send } from "./outgoing.ts";
+import { framesFor, NEW_FLOW, noteGot, Outgoing, send, type Flow } from "./outgoing.ts";
 import { PushQueue } from "./push-queue.ts";
 import { errorResponse, outcome, toRelayError, type Outcome } from "./errors.ts";
-import { fromPushArgs, type PushArgs } from "./push-args.ts";
+import { fromPushArgs, pushSize, type PushArgs } from "./push-args.ts";
+import { Admission } from "./admission.ts";
 import type { Env } from "./env.ts";
 import { call as snapshotCall, snapshotDue, type SnapshotCall } from "./snapshots.ts";
 
-/** Who a socket belongs to; kept with the socket so it survives hibernation. */
-interface SocketInfo {
+/** Who a socket belongs to, and its flow control (outgoing.ts); kept with the socket so it survives hibernation. */
+interface SocketInfo extends Flow {
   role: Role;
   sub: string;
   subscribed: boolean;
@@ -41,6 +42,7 @@ export class ChangesetLog extends DurableObject<Env> {
   /** Identifies this in-memory instance: a new value means the object was evicted and rebuilt (the Worker reports it as x-relay-instance). */
   private readonly instance = crypto.randomUUID();
   private readonly queue = new PushQueue<WebSocket>();
+  private readonly admission = new Admission();
   /** Table shapes by schema version (immutable once committed); cleared when a push fails. */
   private readonly shapes = new ShapeCache();
   /** The head at which replicas were last asked for a snapshot. */
@@ -60,6 +62,12 @@ export class ChangesetLog extends DurableObject<Env> {
    * first (their DDL runs here); `role` decides whether this caller may.
    */
   async push(client: string, args: PushArgs, schema: SchemaVersion[] = [], role: Role = "write"): Promise<Outcome<PushResponse>> {
+    const size = pushSize(args, schema);
+    const admitted = outcome(() => this.admission.admit(client, size.entries, size.bytes));
+    if ("error" in admitted) {
+      if ("bytes" in args) await args.bytes.cancel().catch(() => undefined);
+      return admitted;
+    }
     const entries = await fromPushArgs(args);
     return outcome(() => {
       this.drain(); // socket pushes that arrived first go first
@@ -114,7 +122,7 @@ export class ChangesetLog extends DurableObject<Env> {
     const pair = new WebSocketPair();
     const [client, server] = [pair[0], pair[1]];
     this.ctx.acceptWebSocket(server);
-    server.serializeAttachment({ role, sub, subscribed: false } satisfies SocketInfo);
+    server.serializeAttachment({ role, sub, subscribed: false, ...NEW_FLOW } satisfies SocketInfo);
     // No permessage-deflate: live frames are a few hundred bytes, and deflating
     // each one cost more than it saved (measured with `npm run bench`: ~300 µs
     // more per round trip, and Node's WebSocket inflates every message through
@@ -197,6 +205,7 @@ export class ChangesetLog extends DurableObject<Env> {
       const raw = decode(new Uint8Array(message));
       id = typeof (raw as { id?: unknown })?.id === "number" ? (raw as { id: number }).id : undefined;
       const frame = parseClientFrame(raw);
+      if (frame.t === FRAME.got) return noteGot(ws, frame.bytes);
       const info = ws.deserializeAttachment() as SocketInfo;
       if (frame.t === FRAME.sub) {
         this.drain(); // the backlog must include pushes that arrived before
@@ -212,7 +221,16 @@ export class ChangesetLog extends DurableObject<Env> {
       // writers, or one fast one) becomes one batch with one storage commit,
       // which is most of what a push costs (~150 µs of the relay's CPU each,
       // measured). An idle log loses nothing: the timer fires at once.
-      if (this.queue.add({ socket: ws, id: frame.id, client: frame.client, entries: frame.entries })) setTimeout(() => this.drain(), 0);
+      this.admission.admit(frame.client, frame.entries.length, frame.entries.reduce((n, e) => n + e.changeset.byteLength, 0));
+      let first: boolean;
+      try {
+        first = this.queue.add({ socket: ws, id: frame.id, client: frame.client, entries: frame.entries });
+      } catch (e) {
+        // Refused by the full queue: this client's later pushes must not overtake this one (admission.ts).
+        this.admission.refuse(frame.client, toRelayError(e).retryAfterMs ?? 0);
+        throw e;
+      }
+      if (first) setTimeout(() => this.drain(), 0);
     } catch (e) {
       const err = toRelayError(e);
       send(ws, errorFrame(err, id));
