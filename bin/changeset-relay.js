@@ -4,7 +4,8 @@
 // its own; it uses the compiled protocol module from dist/ and the app's
 // wrangler (an optional peer dependency: only relay operators need it).
 import { spawn } from "node:child_process";
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { createPrivateKey } from "node:crypto";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -24,7 +25,11 @@ const usage = `usage: changeset-relay <command> [options] [-- wrangler options]
            --name NAME       the Worker's name, default changeset-relay
            then once: npx wrangler secret put RELAY_SECRET --name NAME
   token    --db NAME|* --role ${ROLES.join("|")} --sub ID [--ttl ${DEFAULT_TTL}|30m|7d|never]
-           signed with $RELAY_SECRET, else RELAY_SECRET in ./.dev.vars`;
+           [--iss ISSUER] [--aud AUDIENCE] [--kid KID]
+           signed with $RELAY_SECRET, else RELAY_SECRET in ./.dev.vars (HS256),
+           or with --key FILE: a private key, PEM (PKCS#8) or JWK, EC P-256
+           (ES256), Ed25519 (EdDSA) or RSA (RS256); the relay holds the public
+           key in RELAY_JWKS. --kid names the key (JWKS entry or RELAY_SECRETS)`;
 
 const options = /** @type {const} */ ({
   db: { type: "string" },
@@ -34,9 +39,30 @@ const options = /** @type {const} */ ({
   port: { type: "string", default: process.env.PORT ?? "8787" },
   "persist-to": { type: "string", default: process.env.RELAY_PERSIST_TO ?? ".relay" },
   secret: { type: "string" },
+  key: { type: "string" },
+  kid: { type: "string" },
+  iss: { type: "string" },
+  aud: { type: "string" },
   name: { type: "string", default: "changeset-relay" },
   help: { type: "boolean", short: "h" },
 });
+
+/**
+ * The signing key: a private key file (PEM or JWK; the algorithm follows
+ * from its type), else the HS256 secret.
+ * @param {{ key?: string, kid?: string }} values
+ * @returns {string | import("../dist/protocol/token.js").SigningKey}
+ */
+function signingKey(values) {
+  const kid = values.kid ? { kid: values.kid } : {};
+  if (!values.key) return values.kid ? { alg: "HS256", key: new TextEncoder().encode(secret()), ...kid } : secret();
+  const text = readFileSync(values.key, "utf8");
+  const key = text.trimStart().startsWith("{") ? createPrivateKey({ key: JSON.parse(text), format: "jwk" }) : createPrivateKey(text);
+  const type = key.asymmetricKeyType;
+  const alg = type === "ec" && key.asymmetricKeyDetails?.namedCurve === "prime256v1" ? "ES256" : type === "ed25519" ? "EdDSA" : type === "rsa" ? "RS256" : undefined;
+  if (!alg) throw new Error(`--key must be an EC P-256, Ed25519 or RSA private key (got ${type})`);
+  return { alg, key, ...kid };
+}
 
 function secret() {
   const found = process.env.RELAY_SECRET || devVarsSecret();
@@ -104,7 +130,8 @@ async function main(argv) {
   const role = ROLES.find((r) => r === values.role);
   if (!role) throw new Error(`--role must be one of ${ROLES.join(", ")}`);
   const ttl = values.ttl === "never" ? undefined : parseTtl(values.ttl);
-  console.log(await signToken({ db: values.db, role, sub: values.sub }, secret(), ttl));
+  const claims = { db: values.db, role, sub: values.sub, ...(values.iss ? { iss: values.iss } : {}), ...(values.aud ? { aud: values.aud } : {}) };
+  console.log(await signToken(claims, signingKey(values), ttl));
   return 0;
 }
 

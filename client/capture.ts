@@ -21,8 +21,12 @@ export interface Captured<T> {
   direct: boolean;
 }
 
-/** `sendAtOnce`: whether the caller will send this entry as soon as it commits (asked before COMMIT). */
-export async function capture<T>(d: Driver, step: Step, fn: (tx: Tx) => Promise<T> | T, sendAtOnce: (entry: PushEntry) => boolean): Promise<Captured<T>> {
+/**
+ * `sendAtOnce`: whether the caller will send this entry as soon as it commits
+ * (asked before COMMIT). `maxBytes`: the largest changeset the relay accepts;
+ * a larger one could never be pushed, so it never commits.
+ */
+export async function capture<T>(d: Driver, step: Step, fn: (tx: Tx) => Promise<T> | T, sendAtOnce: (entry: PushEntry) => boolean, maxBytes = Infinity): Promise<Captured<T>> {
   d.exec("BEGIN IMMEDIATE");
   const schema = store.schemaVersion(d);
   const session = d.session();
@@ -53,6 +57,9 @@ export async function capture<T>(d: Driver, step: Step, fn: (tx: Tx) => Promise<
     // The codec refuses what the relay would refuse (internal tables,
     // changesets SQLite cannot apply): better now than at push time.
     validateChangeset(changeset);
+    if (changeset.byteLength > maxBytes) {
+      throw new RelayError("write_too_large", `this transaction's changeset is ${changeset.byteLength} bytes; the relay accepts at most ${maxBytes}: nothing was written`);
+    }
     const entry = { cseq: step.nextCseq(), changeset };
     // Sent right after COMMIT, so marked sent in the same transaction: that
     // spares a flush its query, its second write (a second commit, an fsync

@@ -7,6 +7,7 @@ import type { Driver } from "./drivers/types.ts";
 import type { Emitter } from "./events.ts";
 import * as outbox from "./outbox.ts";
 import type { SyncDelegate, SyncLoop } from "./sync-loop.ts";
+import type { TokenSource } from "./token.ts";
 import { LiveSocket, socketUrl } from "./transport/socket.ts";
 import type { ReplicaEvents, ReplicaOptions } from "./types.ts";
 
@@ -47,8 +48,15 @@ export class Live {
   private readonly clientId: string;
   private readonly readOnly: boolean;
   private readonly backoff: BackoffOptions;
+  private readonly tokens: TokenSource;
 
-  constructor(delegate: LiveDelegate, loop: SyncLoop, events: Emitter<ReplicaEvents>, opts: ReplicaOptions, ids: { clientId: string; readOnly: boolean; backoff: BackoffOptions }) {
+  constructor(
+    delegate: LiveDelegate,
+    loop: SyncLoop,
+    events: Emitter<ReplicaEvents>,
+    opts: ReplicaOptions,
+    ids: { clientId: string; readOnly: boolean; backoff: BackoffOptions; tokens: TokenSource },
+  ) {
     this.delegate = delegate;
     this.loop = loop;
     this.events = events;
@@ -56,6 +64,7 @@ export class Live {
     this.clientId = ids.clientId;
     this.readOnly = ids.readOnly;
     this.backoff = ids.backoff;
+    this.tokens = ids.tokens;
   }
 
   /** Switched on (it may still be connecting). */
@@ -71,7 +80,8 @@ export class Live {
     if (this.socket) return;
     this.socket = new LiveSocket(
       {
-        url: socketUrl(this.opts.url, this.opts.db, this.opts.token),
+        // Asked on every connection: a reconnect carries the newest token.
+        url: async () => socketUrl(this.opts.url, this.opts.db, await this.tokens.fresh()),
         backoff: { ...this.backoff, maxAttempts: Infinity },
         ...(this.opts.heartbeatMs === undefined ? {} : { heartbeatMs: this.opts.heartbeatMs }),
         ...(this.opts.createWebSocket ? { createWebSocket: this.opts.createWebSocket } : {}),
@@ -107,9 +117,14 @@ export class Live {
     return true;
   }
 
+  /** A new token: connect again with it (from the cursor; pending entries are sent again), before the relay closes the old socket at its expiry. */
+  reconnect(): void {
+    if (this.connected) this.socket?.interrupt();
+  }
+
   /** Asked by capture before COMMIT: every earlier entry went out on this connection, so this one can follow at once. */
   sendsAtOnce(entry: PushEntry): boolean {
-    return this.connected && this.flushedUpTo + this.held.length === entry.cseq - 1 && entry.changeset.byteLength <= FRAME_ENTRY_BUDGET;
+    return this.connected && !this.loop.blocked && this.flushedUpTo + this.held.length === entry.cseq - 1 && entry.changeset.byteLength <= FRAME_ENTRY_BUDGET;
   }
 
   /**
@@ -167,7 +182,8 @@ export class Live {
   }
 
   private flushNow(): void {
-    if (!this.connected || this.delegate.isClosed()) return;
+    // Held entries wait for sync() or a new token (SyncLoop.blocked); others' entries still arrive.
+    if (!this.connected || this.delegate.isClosed() || this.loop.blocked) return;
     this.sendHeld(); // they come first, and must not go out twice
     const d = this.delegate.d;
     const entries = outbox.entriesAfter(d, this.flushedUpTo, MAX_ENTRIES_PER_PUSH);
@@ -202,10 +218,19 @@ export class Live {
         return;
       case FRAME.error: {
         const err = new RelayError(f.error.code, f.error.message);
+        if (f.id !== undefined) {
+          // A refused push stays pending. Retryable: an HTTP sync retries it
+          // soon. Final: an HTTP sync tries it, holds it as `blocked`, reports
+          // it naming the entry, and pulls on.
+          if (!err.retryable) return this.loop.request();
+          this.events.emit("error", err);
+          this.loop.retryLater(this.backoff.baseMs);
+          return;
+        }
+        // The relay closes a socket whose token expired (1008 follows): with a
+        // token function that is routine, and the reconnect asks it for a new one.
+        if (err.code === "unauthorized" && this.tokens.refreshable) return void this.tokens.refresh();
         this.events.emit("error", err);
-        // A refused push stays pending; an HTTP sync retries it and reports
-        // for good if the refusal is final.
-        if (f.id !== undefined && err.retryable) this.loop.retryLater(this.backoff.baseMs);
         return;
       }
     }

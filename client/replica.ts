@@ -1,16 +1,18 @@
 import { asRelayError, RelayError } from "./errors.ts";
-import { MAX_ENTRIES_PER_PUSH } from "../protocol/limits.ts";
+import { MAX_BODY_BYTES_DEFAULT, MAX_ENTRIES_PER_PUSH, maxEntryBytes } from "../protocol/limits.ts";
 import { DEFAULT_BACKOFF, realClock } from "./backoff.ts";
 import { capture, plain } from "./capture.ts";
 import type { ConflictRecord } from "./conflicts.ts";
 import type { Driver, Params, Row } from "./drivers/types.ts";
 import { Emitter, Mutex } from "./events.ts";
+import type { FileLock } from "./file-lock.ts";
 import { Live, type LiveDelegate } from "./live.ts";
 import * as outbox from "./outbox.ts";
 import { Step } from "./step.ts";
 import * as store from "./store.ts";
 import { PUSH_BYTE_BUDGET, SyncLoop, type SyncDelegate } from "./sync-loop.ts";
-import { httpTransport } from "./transport/http.ts";
+import type { TokenSource } from "./token.ts";
+import { httpTransport, type Transport } from "./transport/http.ts";
 import type { ReplicaEvents, ReplicaOptions, ReplicaStatus, SyncEvent, Tx } from "./types.ts";
 
 export type { ChangeEvent, ReplicaEvents, ReplicaOptions, ReplicaStatus, SyncEvent, Tx } from "./types.ts";
@@ -34,18 +36,27 @@ export class Replica {
   private readonly step: Step;
   private readonly loop: SyncLoop;
   private readonly live: Live;
+  private readonly tokens: TokenSource;
+  private readonly lock: FileLock | undefined;
+  /** The largest changeset the relay accepts: learned from it (limits.ts), kept in the database for offline opens. */
+  private maxEntryBytes: number;
+  private limitsKnown = false;
   private closed = false;
 
   /** Use `openReplica`. */
-  constructor(d: Driver, clientId: string, opts: ReplicaOptions, readOnly: boolean) {
+  constructor(d: Driver, clientId: string, opts: ReplicaOptions, readOnly: boolean, tokens: TokenSource, lock?: FileLock) {
     this.d = d;
     this.clientId = clientId;
     this.readOnly = readOnly;
+    this.tokens = tokens;
+    this.lock = lock;
+    this.maxEntryBytes = Number(store.getMeta(d, "max_entry_bytes") ?? maxEntryBytes(MAX_BODY_BYTES_DEFAULT));
     const backoff = { ...DEFAULT_BACKOFF, ...opts.backoff };
     const transport = opts.transport ?? httpTransport({
       url: opts.url,
       db: opts.db,
-      token: opts.token,
+      token: () => tokens.current(),
+      refreshToken: () => tokens.refresh(),
       ...(opts.fetch ? { fetch: opts.fetch } : {}),
       ...(opts.requestTimeoutMs === undefined ? {} : { timeoutMs: opts.requestTimeoutMs }),
     });
@@ -64,10 +75,38 @@ export class Replica {
       page: (entries) => this.local.run(() => step.page(entries)),
       acked: (acks) => this.local.run(() => step.acked(acks)),
       fatal: () => this.liveOffAfterFatal(),
+      prepare: (signal) => (this.limitsKnown ? Promise.resolve() : this.learnLimits(transport, signal)),
       fail: (e) => this.fail(e),
     };
     this.loop = new SyncLoop(delegate, this.events, { clientId, readOnly, backoff });
-    this.live = new Live(delegate, this.loop, this.events, opts, { clientId, readOnly, backoff });
+    this.live = new Live(delegate, this.loop, this.events, opts, { clientId, readOnly, backoff, tokens });
+    tokens.onError = (e) => this.events.emit("error", e);
+    // A new token: held pushes may now be allowed, and the socket moves to it before the old one expires.
+    tokens.onChange(() => {
+      this.loop.unblock();
+      this.live.reconnect();
+    });
+  }
+
+  /**
+   * Ask the relay how large an entry may be (once per open, in the first
+   * sync that reaches it); offline, the last answer (or the default) stands.
+   */
+  private async learnLimits(transport: Transport, signal: AbortSignal): Promise<void> {
+    let max: unknown;
+    try {
+      max = (await transport.health?.(signal))?.limits?.maxEntryBytes;
+    } catch {
+      if (signal.aborted) throw new RelayError("aborted", "sync aborted");
+      return; // unreachable now: the push will say so; the next sync asks again
+    }
+    this.limitsKnown = true;
+    if (typeof max !== "number" || !Number.isSafeInteger(max) || max <= 0 || max === this.maxEntryBytes) return;
+    await this.local.run(() => {
+      if (this.closed) return;
+      this.maxEntryBytes = max;
+      store.setMeta(this.d, "max_entry_bytes", max);
+    });
   }
 
   /** Run one write transaction (one or more statements); it becomes one changeset. */
@@ -84,7 +123,7 @@ export class Replica {
     return this.local.run(async () => {
       this.assertOpen();
       if (this.readOnly) throw new RelayError("read_only", "this replica is read-only (its token's role is read): local writes are refused");
-      const { result, entry, direct } = await capture(this.d, this.step, fn, (e) => this.live.sendsAtOnce(e));
+      const { result, entry, direct } = await capture(this.d, this.step, fn, (e) => this.live.sendsAtOnce(e), this.maxEntryBytes);
       if (entry) {
         this.events.emit("change", { source: "local", cursor: this.step.cursor() });
         if (direct) this.live.send(entry);
@@ -102,7 +141,11 @@ export class Replica {
     });
   }
 
-  /** Push everything pending, pull to the head of the log, rebase. Concurrent calls queue. */
+  /**
+   * Push everything pending, pull to the head of the log, rebase. Concurrent
+   * calls queue. Entries the relay refuses for good are held (status().blocked)
+   * and the pull still runs; the call then rejects with the refusal.
+   */
   sync(signal?: AbortSignal): Promise<SyncEvent> {
     return this.loop.sync(signal);
   }
@@ -117,6 +160,7 @@ export class Replica {
       live: this.live.on,
       driver: this.d.kind,
       readOnly: this.readOnly,
+      blocked: this.loop.blocked ?? null,
     };
   }
 
@@ -147,11 +191,13 @@ export class Replica {
   async close(): Promise<void> {
     if (this.closed) return;
     this.live.stop();
+    this.tokens.close();
     await this.loop.close();
     await this.local.run(() => {
       this.closed = true;
       this.step.close();
       this.d.close();
+      this.lock?.release();
     });
   }
 

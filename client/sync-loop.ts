@@ -40,6 +40,8 @@ export interface SyncDelegate extends Clock {
   acked(acks: readonly Ack[]): Promise<boolean>;
   /** A background sync failed for good (auth, a refused entry...): stop live sync. */
   fatal(): void;
+  /** Runs first in every sync run (the replica learns the relay's limits here); honours `signal`. */
+  prepare?(signal: AbortSignal): Promise<void>;
 }
 
 export interface SyncLoopOptions {
@@ -48,9 +50,23 @@ export interface SyncLoopOptions {
   backoff: BackoffOptions;
 }
 
+/** A push the relay refused for good: the entry it starts with, and why (status().blocked). */
+export interface Blocked {
+  cseq: number;
+  code: string;
+  message: string;
+}
+
 export class SyncLoop {
   /** Last log seq the relay reported. */
   head = 0;
+  /**
+   * Set when the relay refuses a push for good (forbidden, too large...):
+   * that entry and every later one are held, never dropped; background syncs
+   * and the socket only pull until an explicit sync() or a new token
+   * (unblock()) tries again.
+   */
+  blocked: Blocked | undefined;
   private state: LoopState = { name: "idle" };
   /** Serialises sync runs. */
   private readonly runs = new Mutex();
@@ -73,24 +89,61 @@ export class SyncLoop {
     this.head = Math.max(this.head, head);
   }
 
-  /** Push everything pending, pull to the head of the log. Concurrent calls queue. */
-  sync(signal?: AbortSignal): Promise<SyncEvent> {
+  /**
+   * Push everything pending, pull to the head of the log. Concurrent calls
+   * queue. A push refused for good does not stop the pull: the entries stay
+   * pending (`blocked`), an "error" event names the first, and an explicit
+   * call (`retryBlocked`) then rejects with that error once it has pulled.
+   */
+  sync(signal?: AbortSignal, retryBlocked = true): Promise<SyncEvent> {
     return this.runs.run(async () => {
       this.delegate.assertOpen();
       // close() ends a sync in flight (a request, a backoff wait) rather than waiting it out.
       const stop = signal ? AbortSignal.any([signal, this.stopping.signal]) : this.stopping.signal;
+      let refused: RelayError | undefined;
       try {
-        const pushed = this.opts.readOnly ? 0 : await this.pushAll(stop);
+        await this.delegate.prepare?.(stop);
+        let pushed = 0;
+        if (!this.opts.readOnly && (retryBlocked || !this.blocked)) {
+          try {
+            pushed = await this.pushAll(stop);
+            this.blocked = undefined;
+          } catch (e) {
+            refused = this.refusedForGood(e);
+          }
+        }
         const pulled = await this.pullAll(stop);
+        if (refused) {
+          this.events.emit("error", refused);
+          if (retryBlocked) throw refused;
+        }
         const ev: SyncEvent = { pushed, pulled, cursor: this.delegate.cursor(), head: this.head };
         this.events.emit("sync", ev);
         return ev;
       } catch (e) {
         const err = asRelayError(e);
-        if (err.code !== "aborted") this.events.emit("error", err);
+        if (err.code !== "aborted" && err !== refused) this.events.emit("error", err);
         throw err;
       }
     });
+  }
+
+  /** Try blocked entries again on the next background run (a new token may be allowed what the old one was not). */
+  unblock(): void {
+    if (!this.blocked) return;
+    this.blocked = undefined;
+    this.request();
+  }
+
+  /** A push error that retrying cannot fix becomes `blocked`, with the entry named; anything else is rethrown. */
+  private refusedForGood(e: unknown): RelayError {
+    const err = asRelayError(e);
+    const cseq = this.pushing;
+    this.pushing = undefined;
+    if (err.retryable || err.code === "aborted" || err.code === "closed" || cseq === undefined) throw err;
+    const named = new RelayError(err.code, `local write ${cseq} (and those after it) cannot be pushed, held until the next sync(): ${err.message}`, { cause: err });
+    this.blocked = { cseq, code: err.code, message: err.message };
+    return named;
   }
 
   /** Run a background sync soon; requests made while one runs coalesce into one more run. Errors become "error" events. */
@@ -102,7 +155,7 @@ export class SyncLoop {
       return;
     }
     this.state = { name: "running", again: false };
-    this.sync().then(
+    this.sync(undefined, false).then(
       () => this.settled(),
       (e: unknown) => {
         if (e instanceof RelayError && !e.retryable && e.code !== "closed" && e.code !== "aborted") this.delegate.fatal();
@@ -138,6 +191,9 @@ export class SyncLoop {
     return withRetry(fn, this.opts.backoff, signal, (ms, s) => this.delegate.sleep(ms, s));
   }
 
+  /** The first cseq of the push request in flight. */
+  private pushing: number | undefined;
+
   private async pushAll(signal: AbortSignal): Promise<number> {
     const { delegate } = this;
     let pushed = 0;
@@ -150,7 +206,9 @@ export class SyncLoop {
         if (acks.length > 0) await delegate.acked(acks);
         return pushed;
       }
+      this.pushing = batch[0]!.cseq;
       const res = await this.retry(() => delegate.transport.push(this.opts.clientId, batch, signal), signal);
+      this.pushing = undefined;
       this.seen(res.head);
       acks.push(...res.acks);
       pushed += batch.length;

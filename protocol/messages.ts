@@ -25,6 +25,8 @@ export interface HealthResponse {
   ok: true;
   version: string;
   protocol: { min: number; max: number };
+  /** The largest changeset one entry may hold (bytes); absent from relays before 0.1.0's identity changes. */
+  limits?: { maxEntryBytes: number };
 }
 
 export function parsePushEntry(v: unknown, what = "entry") {

@@ -22,13 +22,15 @@ export interface Sql {
   exec<T extends Record<string, SqlValue>>(query: string, ...bindings: unknown[]): Iterable<T> & { toArray(): T[]; one(): T };
 }
 
-const SCHEMA_VERSION = 1;
+const SCHEMA_VERSION = 2;
 
 /** Create the schema once per object, gated on a version row. */
 export function migrate(sql: Sql): void {
   sql.exec("CREATE TABLE IF NOT EXISTS relay_meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL)");
   const row = sql.exec<{ value: number }>("SELECT value FROM relay_meta WHERE key = 'schema'").toArray()[0];
   if (row && row.value >= SCHEMA_VERSION) return;
+  // v2: who pushed each entry (the token's sub), and which sub owns each client id (worker/identity.ts).
+  if (row?.value === 1) sql.exec("ALTER TABLE relay_log ADD COLUMN sub TEXT");
   // `body` holds changesets up to one chunk; larger ones live in relay_chunk
   // because a DO SQLite row or BLOB is capped at 2 MB.
   sql.exec(`
@@ -40,8 +42,14 @@ export function migrate(sql: Sql): void {
       size INTEGER NOT NULL,
       chunks INTEGER NOT NULL,
       body BLOB,
+      sub TEXT,
       UNIQUE(client, cseq)
     );
+    CREATE TABLE IF NOT EXISTS relay_client(
+      client TEXT PRIMARY KEY,
+      sub TEXT NOT NULL,
+      since INTEGER NOT NULL
+    ) WITHOUT ROWID;
     CREATE TABLE IF NOT EXISTS relay_chunk(
       seq INTEGER NOT NULL,
       idx INTEGER NOT NULL,
@@ -69,16 +77,16 @@ function readChangeset(sql: Sql, seq: number, size: number, chunks: number, body
 }
 
 
-function append(sql: Sql, seq: number, client: string, entry: PushEntry, ts: number): void {
+function append(sql: Sql, seq: number, client: string, entry: PushEntry, ts: number, sub: string | null): void {
   const { changeset } = entry;
   if (changeset.byteLength <= STORAGE_CHUNK_BYTES) {
-    sql.exec("INSERT INTO relay_log(seq, client, cseq, ts, size, chunks, body) VALUES (?, ?, ?, ?, ?, 0, ?)",
-      seq, client, entry.cseq, ts, changeset.byteLength, changeset);
+    sql.exec("INSERT INTO relay_log(seq, client, cseq, ts, size, chunks, body, sub) VALUES (?, ?, ?, ?, ?, 0, ?, ?)",
+      seq, client, entry.cseq, ts, changeset.byteLength, changeset, sub);
     return;
   }
   const chunks = Math.ceil(changeset.byteLength / STORAGE_CHUNK_BYTES);
-  sql.exec("INSERT INTO relay_log(seq, client, cseq, ts, size, chunks, body) VALUES (?, ?, ?, ?, ?, ?, NULL)",
-    seq, client, entry.cseq, ts, changeset.byteLength, chunks);
+  sql.exec("INSERT INTO relay_log(seq, client, cseq, ts, size, chunks, body, sub) VALUES (?, ?, ?, ?, ?, ?, NULL, ?)",
+    seq, client, entry.cseq, ts, changeset.byteLength, chunks, sub);
   for (let i = 0; i < chunks; i++) {
     const part = changeset.subarray(i * STORAGE_CHUNK_BYTES, (i + 1) * STORAGE_CHUNK_BYTES);
     sql.exec("INSERT INTO relay_chunk(seq, idx, data) VALUES (?, ?, ?)", seq, i, part);
@@ -92,9 +100,10 @@ function append(sql: Sql, seq: number, client: string, entry: PushEntry, ts: num
  * all-or-nothing rule — the caller runs this inside `transactionSync`, so a
  * throw after some inserts rolls them back too.
  */
-export function push(sql: Sql, client: string, entries: readonly PushEntry[], now: number, knownHead?: number): PushResponse & { appended: LogEntry[] } {
+export function push(sql: Sql, client: string, entries: readonly PushEntry[], now: number, knownHead?: number, sub: string | null = null): PushResponse & { appended: LogEntry[] } {
   // `knownHead`: the head a caller appending several pushes in one turn got
-  // back from the previous one, saving the query.
+  // back from the previous one, saving the query. `sub`: the token's, recorded
+  // with each entry appended.
   let h = knownHead ?? head(sql);
   let maxCseq = sql.exec<{ m: number | null }>("SELECT max(cseq) AS m FROM relay_log WHERE client = ?", client).one().m ?? 0;
   const acks: Ack[] = [];
@@ -115,7 +124,7 @@ export function push(sql: Sql, client: string, entries: readonly PushEntry[], no
       continue;
     }
     h += 1;
-    append(sql, h, client, entry, now);
+    append(sql, h, client, entry, now, sub);
     maxCseq = entry.cseq;
     acks.push({ cseq: entry.cseq, seq: h });
     appended.push({ seq: h, client, cseq: entry.cseq, changeset: entry.changeset, ts: now });

@@ -2,11 +2,12 @@ import { DurableObject } from "cloudflare:workers";
 import { decode, encode } from "../protocol/codec.ts";
 import { RelayError } from "../protocol/errors.ts";
 import { CLOSE, FRAME, FRAME_ENTRY_BUDGET, HEARTBEAT_PING, HEARTBEAT_PONG, MAX_FRAME_BYTES, parseClientFrame, type RelayFrame } from "../protocol/frames.ts";
-import type { PushResponse } from "../protocol/messages.ts";
-import { ROLES, type Role } from "../protocol/token.ts";
+import type { PushEntry, PushResponse } from "../protocol/messages.ts";
+import { expiresAt, ROLES, type Role, type TokenClaims } from "../protocol/token.ts";
 import { isName } from "../protocol/validate.ts";
 import { MSGPACK } from "../protocol/version.ts";
 import { checkPush } from "./auth.ts";
+import { bindClient } from "./identity.ts";
 import * as store from "./log-store.ts";
 import { framesFor, Outgoing, send } from "./outgoing.ts";
 import { PushQueue } from "./push-queue.ts";
@@ -18,8 +19,13 @@ import type { Env } from "./env.ts";
 interface SocketInfo {
   role: Role;
   sub: string;
+  /** When its token stops being honoured (ms; null: never): the socket is closed then. */
+  until: number | null;
   subscribed: boolean;
 }
+
+/** A verified caller, as the Worker hands it to the log. */
+export type Caller = Pick<TokenClaims, "role" | "sub">;
 
 /** Backlog sent over the socket right after `sub`; further behind, the client pulls over HTTP. */
 const SOCKET_BACKLOG_ENTRIES = 256;
@@ -48,13 +54,13 @@ export class ChangesetLog extends DurableObject<Env> {
   }
 
   /** RPC: an HTTP push, validated by the Worker. Appended at once, committed before anyone hears of it, then fanned out. */
-  async push(client: string, args: PushArgs): Promise<Outcome<PushResponse>> {
+  async push(client: string, args: PushArgs, caller: Caller): Promise<Outcome<PushResponse>> {
     const entries = await fromPushArgs(args);
     return outcome(() => {
       this.drain(); // socket pushes that arrived first go first
       // transactionSync: all-or-nothing; the output gate holds every response
       // and socket message until the write is durable.
-      const { appended, ...res } = this.ctx.storage.transactionSync(() => store.push(this.sql, client, entries, Date.now()));
+      const { appended, ...res } = this.ctx.storage.transactionSync(() => this.append(client, entries, caller, Date.now()));
       const out = new Outgoing();
       for (const ws of this.subscribers()) out.entries(ws, appended, res.head);
       out.flush();
@@ -84,11 +90,12 @@ export class ChangesetLog extends DurableObject<Env> {
    * subscribeRequest() and the claims it verified; nothing else reaches fetch.
    */
   override async fetch(request: Request): Promise<Response> {
-    const { role, sub } = claimsOf(request);
+    const { role, sub, until } = claimsOf(request);
     const pair = new WebSocketPair();
     const [client, server] = [pair[0], pair[1]];
     this.ctx.acceptWebSocket(server);
-    server.serializeAttachment({ role, sub, subscribed: false } satisfies SocketInfo);
+    server.serializeAttachment({ role, sub, until, subscribed: false } satisfies SocketInfo);
+    if (until !== null) await this.wakeAt(until);
     // No permessage-deflate: live frames are a few hundred bytes, and deflating
     // each one cost more than it saved (measured with `npm run bench`: ~300 µs
     // more per round trip, and Node's WebSocket inflates every message through
@@ -113,7 +120,8 @@ export class ChangesetLog extends DurableObject<Env> {
     let head: number | undefined; // nothing else appends during this loop
     for (const p of batch) {
       try {
-        const res = this.ctx.storage.transactionSync(() => store.push(this.sql, p.client, p.entries, Date.now(), head));
+        const caller = p.socket.deserializeAttachment() as SocketInfo;
+        const res = this.ctx.storage.transactionSync(() => this.append(p.client, p.entries, caller, Date.now(), head));
         head = res.head;
         for (const ws of subs) if (ws !== p.socket) out.entries(ws, res.appended, res.head);
         out.frame(p.socket, { t: FRAME.ack, id: p.id, acks: res.acks, head: res.head });
@@ -126,8 +134,50 @@ export class ChangesetLog extends DurableObject<Env> {
     out.flush();
   }
 
+  /** The client id must be the caller's (identity.ts); then the log's own rules. */
+  private append(client: string, entries: PushEntry[], caller: Caller, now: number, knownHead?: number) {
+    bindClient(this.sql, client, caller, now);
+    return store.push(this.sql, client, entries, now, knownHead, caller.sub);
+  }
+
+  /** Subscribed sockets whose token still holds; expired ones are closed here, so no entry reaches them. */
   private subscribers(): WebSocket[] {
-    return this.ctx.getWebSockets().filter((ws) => (ws.deserializeAttachment() as SocketInfo | null)?.subscribed);
+    return this.ctx.getWebSockets().filter((ws) => {
+      const info = ws.deserializeAttachment() as SocketInfo | null;
+      return info?.subscribed && !this.expired(ws, info);
+    });
+  }
+
+  /**
+   * Close a socket whose token has run out: an `unauthorized` error frame,
+   * then 1008. The client fetches a new token and reconnects from its cursor.
+   */
+  private expired(ws: WebSocket, info: SocketInfo, now = Date.now()): boolean {
+    if (info.until === null || now < info.until) return false;
+    try {
+      send(ws, errorFrame(new RelayError("unauthorized", "invalid token: expired"), undefined));
+      ws.close(CLOSE.expired, "token expired");
+    } catch {
+      // already closing
+    }
+    return true;
+  }
+
+  /** An alarm at the earliest token expiry of an open socket: sockets close on time even when idle (and hibernated). */
+  private async wakeAt(until: number): Promise<void> {
+    const current = await this.ctx.storage.getAlarm();
+    if (current === null || until < current) await this.ctx.storage.setAlarm(until);
+  }
+
+  override async alarm(): Promise<void> {
+    const now = Date.now();
+    let next = Infinity;
+    for (const ws of this.ctx.getWebSockets()) {
+      const info = ws.deserializeAttachment() as SocketInfo | null;
+      if (!info || this.expired(ws, info, now) || info.until === null) continue;
+      next = Math.min(next, info.until);
+    }
+    if (next !== Infinity) await this.ctx.storage.setAlarm(next);
   }
 
   override async webSocketMessage(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {
@@ -139,6 +189,7 @@ export class ChangesetLog extends DurableObject<Env> {
       id = typeof (raw as { id?: unknown })?.id === "number" ? (raw as { id: number }).id : undefined;
       const frame = parseClientFrame(raw);
       const info = ws.deserializeAttachment() as SocketInfo;
+      if (this.expired(ws, info)) return;
       if (frame.t === FRAME.sub) {
         this.drain(); // the backlog must include pushes that arrived before
         ws.serializeAttachment({ ...info, subscribed: true } satisfies SocketInfo);
@@ -182,16 +233,19 @@ export class ChangesetLog extends DurableObject<Env> {
 /** The claims of a verified upgrade ride in one header, written and read only here; the object has no route of its own. */
 const CLAIMS_HEADER = "x-relay-claims";
 
-export function subscribeRequest(claims: { role: Role; sub: string }): Request {
-  return new Request("https://log/subscribe", {
-    headers: { upgrade: "websocket", [CLAIMS_HEADER]: JSON.stringify({ role: claims.role, sub: claims.sub }) },
-  });
+export function subscribeRequest(claims: Pick<TokenClaims, "role" | "sub" | "exp">): Request {
+  const until = expiresAt(claims);
+  const info = { role: claims.role, sub: claims.sub, until: until === Infinity ? null : until };
+  return new Request("https://log/subscribe", { headers: { upgrade: "websocket", [CLAIMS_HEADER]: JSON.stringify(info) } });
 }
 
-function claimsOf(request: Request): { role: Role; sub: string } {
-  const c = JSON.parse(request.headers.get(CLAIMS_HEADER) ?? "null") as { role?: unknown; sub?: unknown } | null;
-  if (!ROLES.includes(c?.role as Role) || !isName(c?.sub)) throw new RelayError("internal", "socket upgrade without verified claims");
-  return { role: c!.role as Role, sub: c!.sub as string };
+function claimsOf(request: Request): { role: Role; sub: string; until: number | null } {
+  const c = JSON.parse(request.headers.get(CLAIMS_HEADER) ?? "null") as { role?: unknown; sub?: unknown; until?: unknown } | null;
+  const until = c?.until ?? null;
+  if (!ROLES.includes(c?.role as Role) || !isName(c?.sub) || !(until === null || typeof until === "number")) {
+    throw new RelayError("internal", "socket upgrade without verified claims");
+  }
+  return { role: c!.role as Role, sub: c!.sub as string, until };
 }
 
 function errorFrame(err: RelayError, id: number | undefined): RelayFrame {
