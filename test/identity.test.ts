@@ -1,0 +1,194 @@
+import { after, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { rmSync } from "node:fs";
+import { join } from "node:path";
+import { openReplica, RelayError, type Replica, type ReplicaOptions } from "../client/index.ts";
+import { TODO_SCHEMA } from "./support/replicas.ts";
+import { useRelay } from "./support/fixture.ts";
+import { until } from "./support/wait.ts";
+
+/**
+ * Replica identity (DESIGN.md "Replica identity and tokens (v2)"): a client
+ * id is made with its database, never taken from the token, so reopening,
+ * recreating or sharing a token never reuses cseqs the log already holds;
+ * and one database file has one opener at a time.
+ */
+const relay = useRelay();
+const opened: Replica[] = [];
+after(() => Promise.all(opened.map((r) => r.close())));
+
+async function open(db: string, opts: Partial<ReplicaOptions>): Promise<Replica> {
+  const r = await openReplica({ url: relay.url, db, schema: TODO_SCHEMA, driver: "node", backoff: { baseMs: 5, capMs: 50 }, ...opts });
+  opened.push(r);
+  return r;
+}
+
+async function ids(r: Replica): Promise<string[]> {
+  return (await r.query<{ id: string }>("SELECT id FROM todo ORDER BY id")).map((x) => x.id);
+}
+
+/** One run of an app: open, write, get it to the relay, close. */
+async function run(db: string, token: string, id: string, opts: Partial<ReplicaOptions>): Promise<string> {
+  const r = await open(db, { token, ...opts });
+  await r.exec("INSERT INTO todo(id, title) VALUES (?, 'x')", [id]);
+  if (opts.live) await until(() => r.status().pending === 0, "the live write confirmed");
+  else await r.sync();
+  const { clientId } = r.status();
+  await r.close();
+  return clientId;
+}
+
+async function fresh(db: string): Promise<string[]> {
+  const r = await open(db, { token: await relay.token("read", "checker", db) });
+  await r.sync();
+  return ids(r);
+}
+
+describe("client identity", () => {
+  for (const live of [false, true]) {
+    it(`a :memory: replica opened twice with the same token, writing first${live ? ", live" : ""}: every write reaches a fresh replica`, async () => {
+      const db = relay.db("memory-twice");
+      const token = await relay.token("write", "alice", db);
+      const first = await run(db, token, "1", { path: ":memory:", live });
+      const second = await run(db, token, "2", { path: ":memory:", live });
+      assert.notEqual(first, second, "each :memory: open is a new replica");
+      assert.match(first, /^[A-Za-z0-9_-]{22}$/, "128 random bits, base64url");
+      assert.deepEqual(await fresh(db), ["1", "2"]);
+    });
+  }
+
+  it("a file replica deleted and recreated gets a new id: every write reaches a fresh replica", async () => {
+    const db = relay.db("recreated");
+    const token = await relay.token("write", "alice", db);
+    const path = join(relay.dir, "recreated.db");
+    const first = await run(db, token, "1", { path });
+    // The same file reopened keeps its id.
+    assert.equal(await run(db, token, "2", { path }), first);
+    for (const f of [path, `${path}-wal`, `${path}-shm`]) rmSync(f, { force: true });
+    const second = await run(db, token, "3", { path });
+    assert.notEqual(second, first);
+    assert.deepEqual(await fresh(db), ["1", "2", "3"]);
+  });
+
+  it("the clientId option stays: it is used when the database is created and must match afterwards", async () => {
+    const db = relay.db("given-id");
+    const path = join(relay.dir, "given-id.db");
+    const token = await relay.token("write", "alice", db);
+    assert.equal(await run(db, token, "1", { path, clientId: "my-device" }), "my-device");
+    await assert.rejects(open(db, { token, path, clientId: "another" }), (e: unknown) => e instanceof RelayError && e.code === "bad_request");
+  });
+});
+
+describe("one opener per database file", () => {
+  it("in one process: the second openReplica is refused with database_locked until the first closes", async () => {
+    const db = relay.db("two-openers");
+    const path = join(relay.dir, "two-openers.db");
+    const token = await relay.token("write", "alice", db);
+    const A = await open(db, { token, path });
+    await assert.rejects(open(db, { token, path }), (e: unknown) => e instanceof RelayError && e.code === "database_locked" && e.message.includes(path));
+    // Readers of the file are not shut out (a backup, the sqlite3 shell).
+    const { DatabaseSync } = await import("node:sqlite");
+    const reader = new DatabaseSync(path, { readOnly: true });
+    assert.equal((reader.prepare("SELECT count(*) AS n FROM todo").get() as { n: number }).n, 0);
+    reader.close();
+    await A.exec("INSERT INTO todo(id) VALUES ('a')");
+    await A.close();
+    const B = await open(db, { token, path });
+    await B.exec("INSERT INTO todo(id) VALUES ('b')");
+    await B.sync();
+    assert.deepEqual(await fresh(db), ["a", "b"]);
+  });
+
+  it("in two processes: refused while the other process has it open; free once that process is killed", async () => {
+    const db = relay.db("two-processes");
+    const path = join(relay.dir, "two-processes.db");
+    const token = await relay.token("write", "alice", db);
+    const child = spawn(process.execPath, [new URL("./support/crash-writer.ts", import.meta.url).pathname, relay.url, db, token, path], { stdio: ["ignore", "pipe", "inherit"] });
+    let out = "";
+    child.stdout.on("data", (d) => (out += d));
+    try {
+      await until(() => out.includes("committed"), "the other process committed a write", 30_000);
+      await assert.rejects(open(db, { token, path }), (e: unknown) => e instanceof RelayError && e.code === "database_locked");
+    } finally {
+      child.kill("SIGKILL");
+      await new Promise((r) => child.once("exit", r));
+    }
+    // The operating system dropped the dead process's lock: no stale lock file.
+    const A = await open(db, { token, path });
+    await A.sync();
+    assert.deepEqual(await fresh(db), ["crash"]);
+    await A.close();
+  });
+});
+
+describe("no write dropped or stranded", () => {
+  it("a push refused for good (403 after a token change) is held and reported, and pulls go on", async () => {
+    const db = relay.db("refused");
+    const path = join(relay.dir, "refused.db");
+    const alice = await relay.token("write", "alice", db);
+    const A = await open(db, { token: alice, path });
+    await A.exec("INSERT INTO todo(id) VALUES ('a1')");
+    await A.sync(); // the database's client id is now bound to alice
+    await A.close();
+    // Another person's token on the same database file: the client id is alice's.
+    const A2 = await open(db, { token: await relay.token("write", "bob", db), path });
+    const errors: RelayError[] = [];
+    A2.on("error", (e) => errors.push(e));
+    await A2.exec("INSERT INTO todo(id) VALUES ('a2')");
+    const B = await open(db, { token: await relay.token("write", "carol", db) });
+    await B.exec("INSERT INTO todo(id) VALUES ('b1')");
+    await B.sync();
+    await assert.rejects(A2.sync(), (e: unknown) => e instanceof RelayError && e.code === "forbidden");
+    assert.deepEqual(await ids(A2), ["a1", "a2", "b1"], "B's write was pulled although A's push was refused");
+    assert.equal(A2.status().blocked?.cseq, 2);
+    assert.equal(A2.status().blocked?.code, "forbidden");
+    assert.equal(A2.status().pending, 1, "the refused write is held, not dropped");
+    assert.match(errors[0]!.message, /local write 2/);
+
+    // Live: others' writes still arrive while the push is held.
+    A2.setLive(true);
+    await B.exec("INSERT INTO todo(id) VALUES ('b2')");
+    await B.sync();
+    await until(async () => (await ids(A2)).includes("b2"), "B's next write reached the blocked live replica");
+    assert.equal(A2.status().live, true);
+    assert.equal(A2.status().pending, 1);
+    await A2.close();
+
+    // Alice again: the held write goes out.
+    const A3 = await open(db, { token: alice, path });
+    await A3.sync();
+    assert.equal(A3.status().blocked, null);
+    assert.deepEqual(await fresh(db), ["a1", "a2", "b1", "b2"]);
+  });
+});
+
+describe("a write larger than the relay accepts", () => {
+  const small = useRelay({ bindings: { MAX_BODY_BYTES: String(256 * 1024) } });
+
+  it("is refused at commit with write_too_large while other writes keep syncing both ways", async () => {
+    const db = small.db("oversized");
+    const mk = async (sub: string) => {
+      const r = await openReplica({ url: small.url, db, token: await small.token("write", sub, db), schema: ["CREATE TABLE IF NOT EXISTS f(id TEXT PRIMARY KEY, data BLOB)"], driver: "node" });
+      opened.push(r);
+      return r;
+    };
+    const A = await mk("a"), B = await mk("b");
+    await A.sync(); // learns the relay's limit
+    const big = new Uint8Array(300 * 1024).fill(7);
+    await assert.rejects(A.exec("INSERT INTO f VALUES ('big', ?)", [big]), (e: unknown) => e instanceof RelayError && e.code === "write_too_large");
+    assert.deepEqual(await A.query("SELECT id FROM f"), [], "nothing of it committed");
+    assert.equal(A.status().pending, 0);
+    await A.exec("INSERT INTO f VALUES ('a', x'01')");
+    await B.exec("INSERT INTO f VALUES ('b', x'02')");
+    await A.sync();
+    await B.sync();
+    await A.sync();
+    for (const r of [A, B]) assert.deepEqual((await r.query<{ id: string }>("SELECT id FROM f ORDER BY id")).map((x) => x.id), ["a", "b"]);
+    const within = new Uint8Array(200 * 1024).fill(8);
+    await A.exec("INSERT INTO f VALUES ('ok', ?)", [within]);
+    await A.sync();
+    assert.equal(A.status().pending, 0);
+  });
+});
+
