@@ -54,7 +54,7 @@ export class Host {
   }
 
   /** Open the database: OPFS when this browser has it, else memory with a warning. */
-  static async open(opts: WorkerOpenOptions, out: HostEvents): Promise<Host> {
+  static async open(opts: WorkerOpenOptions, token: (() => Promise<string>) | undefined, out: HostEvents): Promise<Host> {
     // First, and whatever the storage: the one place the .wasm location is given.
     await loadSqliteWasm(opts.wasmUrl ? { wasmUrl: opts.wasmUrl } : {});
     let path = opts.path;
@@ -73,8 +73,8 @@ export class Host {
     } else {
       path = ":memory:";
     }
-    const { wasmUrl: _wasmUrl, storage: _storage, ...rest } = opts;
-    const replica = await openReplica({ ...rest, path, driver: "wasm" });
+    const { wasmUrl: _wasmUrl, storage: _storage, tokenFromPage: _fromPage, ...rest } = opts;
+    const replica = await openReplica({ ...rest, ...(token ? { token } : {}), path, driver: "wasm" });
     return new Host(replica, storage, out);
   }
 

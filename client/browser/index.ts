@@ -10,7 +10,8 @@ import { RelayError } from "../errors.ts";
 import type { ConflictRecord } from "../conflicts.ts";
 import type { Params, Row } from "../drivers/types.ts";
 import type { ChangeEvent, SyncEvent, Tx } from "../types.ts";
-import { fromWire, type BrowserStatus, type Method, type PageToWorker, type WireError, type WorkerOpenOptions, type WorkerToPage } from "./messages.ts";
+import type { TokenOption } from "../token.ts";
+import { fromWire, toWire, type BrowserStatus, type Method, type PageToWorker, type WireError, type WorkerOpenOptions, type WorkerToPage } from "./messages.ts";
 
 export type { BrowserStatus, Storage } from "./messages.ts";
 export type { ChangeEvent, SyncEvent, Tx } from "../types.ts";
@@ -19,7 +20,14 @@ export type { Params, Row } from "../drivers/types.ts";
 export { RelayError, isRelayError } from "../errors.ts";
 export type { ErrorCode } from "../errors.ts";
 
-export interface BrowserReplicaOptions extends Omit<WorkerOpenOptions, "path" | "conflicts"> {
+export interface BrowserReplicaOptions extends Omit<WorkerOpenOptions, "path" | "conflicts" | "token" | "tokenFromPage"> {
+  /**
+   * A JWT, or a function (sync or async) returning one. The function runs
+   * here in the page (it may read cookies or call the app's backend); the
+   * database worker asks for a token at open, shortly before expiry and
+   * after `unauthorized`.
+   */
+  token?: TokenOption | undefined;
   /**
    * The database file in OPFS ([A-Za-z0-9_.-], default `<db>.sqlite3`), or
    * ":memory:". Tabs that open the same file share one replica.
@@ -60,15 +68,16 @@ const PATH = /^[A-Za-z0-9_.-]{1,128}$/;
  * await replica.exec("INSERT INTO todo VALUES (?, ?, 0)", [crypto.randomUUID(), "milk"]);
  */
 export async function openReplica(options: BrowserReplicaOptions): Promise<BrowserReplica> {
-  const { worker: spec, path: givenPath, conflicts, ...rest } = options;
+  const { worker: spec, path: givenPath, conflicts, token, ...rest } = options;
   if ((options.conflicts as { onConflict?: unknown } | undefined)?.onConflict !== undefined) {
     throw new RelayError("bad_request", "conflicts.onConflict cannot run in the database worker: use per-table policies in the browser");
   }
   const path = givenPath ?? `${options.db}.sqlite3`;
   if (path !== ":memory:" && !PATH.test(path)) throw new RelayError("invalid_name", "path must match [A-Za-z0-9_.-]{1,128} or be \":memory:\"");
   const worker = startWorker(spec);
-  const replica = new BrowserReplica(worker);
-  await replica.opened({ ...rest, ...(conflicts ? { conflicts } : {}), path });
+  const replica = new BrowserReplica(worker, typeof token === "function" ? token : undefined);
+  const tokenOption = typeof token === "function" ? { tokenFromPage: true } : token === undefined ? {} : { token };
+  await replica.opened({ ...rest, ...tokenOption, ...(conflicts ? { conflicts } : {}), path });
   return replica;
 }
 
@@ -91,12 +100,14 @@ export class BrowserReplica {
   #open: { resolve: () => void; reject: (e: unknown) => void } | undefined;
   #closed: Promise<void> | undefined;
   #closedResolve: (() => void) | undefined;
+  #tokenFn: (() => string | Promise<string>) | undefined;
   /** Milliseconds from starting the worker to an open database (OPFS install included). */
   openMs = 0;
 
   /** Use `openReplica`. */
-  constructor(worker: Worker) {
+  constructor(worker: Worker, tokenFn?: () => string | Promise<string>) {
     this.#worker = worker;
+    this.#tokenFn = tokenFn;
     worker.addEventListener("message", (e: MessageEvent<WorkerToPage>) => this.#onMessage(e.data));
     worker.addEventListener("error", (e: ErrorEvent) => {
       const err = new RelayError("internal", `database worker failed: ${e.message || "could not load it (is the worker URL served?)"}`);
@@ -247,9 +258,21 @@ export class BrowserReplica {
       case "warn":
         console.warn(m.message);
         return;
+      case "token-request":
+        this.#giveToken(m.id);
+        return;
       case "closed":
         this.#closedResolve?.();
         return;
+    }
+  }
+
+  async #giveToken(id: number): Promise<void> {
+    try {
+      if (!this.#tokenFn) throw new RelayError("unauthorized", "this page has no token function");
+      this.#post({ t: "token", id, ok: true, token: await this.#tokenFn() });
+    } catch (e) {
+      this.#post({ t: "token", id, ok: false, error: toWire(e) });
     }
   }
 

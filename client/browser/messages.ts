@@ -19,6 +19,8 @@ export interface WorkerOpenOptions {
   url: string;
   db: string;
   token?: string;
+  /** The page has a token function: the worker asks the page for each token ("token-request"). */
+  tokenFromPage?: boolean;
   /** OPFS file name; ":memory:" for a replica that lives as long as its owner tab. */
   path: string;
   schema?: string[];
@@ -86,6 +88,9 @@ export type EventName = "change" | "sync" | "conflict" | "error" | "connection" 
 export type PageToWorker =
   | { t: "open"; options: WorkerOpenOptions }
   | { t: "call"; id: number; method: Method; args: unknown[] }
+  /** The answer to a "token-request": the page's token function ran in the page. */
+  | { t: "token"; id: number; ok: true; token: string }
+  | { t: "token"; id: number; ok: false; error: WireError }
   | { t: "close" };
 
 /** worker → page */
@@ -96,6 +101,8 @@ export type WorkerToPage =
   | { t: "result"; id: number; ok: false; error: WireError; status: BrowserStatus | undefined }
   | { t: "event"; name: EventName; payload: unknown; status: BrowserStatus }
   | { t: "warn"; message: string }
+  /** The replica needs a token (at open, before expiry, after unauthorized): the page runs its token function. */
+  | { t: "token-request"; id: number }
   | { t: "closed" };
 
 /** worker ↔ worker, on the BroadcastChannel of one database */

@@ -20,6 +20,7 @@ import { RelayError } from "../errors.ts";
 import { Host } from "./host.ts";
 import {
   channelName,
+  fromWire,
   toWire,
   type BrowserStatus,
   type EventName,
@@ -71,11 +72,29 @@ scope.addEventListener("message", (e) => {
     case "call":
       call(m.id, m.method, m.args);
       return;
+    case "token": {
+      const waiting = tokenRequests.get(m.id);
+      tokenRequests.delete(m.id);
+      if (m.ok) waiting?.resolve(m.token);
+      else waiting?.reject(fromWire(m.error));
+      return;
+    }
     case "close":
       close().finally(() => post({ t: "closed" }));
       return;
   }
 });
+
+/** Token requests to this worker's page, by id: the app's token function runs in the page, not here. */
+const tokenRequests = new Map<number, { resolve: (t: string) => void; reject: (e: unknown) => void }>();
+let nextTokenRequest = 1;
+function tokenFromPage(): Promise<string> {
+  const id = nextTokenRequest++;
+  return new Promise((resolve, reject) => {
+    tokenRequests.set(id, { resolve, reject });
+    post({ t: "token-request", id });
+  });
+}
 
 async function start(opts: WorkerOpenOptions): Promise<void> {
   const locks = (globalThis.navigator as Navigator | undefined)?.locks;
@@ -120,7 +139,7 @@ let waitForOwner: (() => void) | undefined;
 
 async function becomeOwner(opts: WorkerOpenOptions): Promise<void> {
   let h: Host | undefined;
-  h = await Host.open(opts, {
+  h = await Host.open(opts, opts.tokenFromPage ? tokenFromPage : undefined, {
     emit: (name, payload) => {
       if (!h) return; // the state at open is in the "opened" message
       const status = h.status();
