@@ -1,5 +1,12 @@
 import { after, describe, it } from "node:test";
 import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { generateKeyPairSync } from "node:crypto";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
 import { exportJWK, generateKeyPair } from "jose";
 import { decode, encode } from "../protocol/codec.ts";
 import { RelayError as WireRelayError } from "../protocol/errors.ts";
@@ -170,5 +177,31 @@ describe("tokens over time", () => {
     assert.equal(A.status().live, true);
     assert.equal(A.status().pending, 0);
     assert.deepEqual(errors, []);
+  });
+});
+
+describe("the CLI signs with a private key", () => {
+  const cli = fileURLToPath(new URL("../bin/changeset-relay.js", import.meta.url));
+  const mint = async (...args: string[]) =>
+    (await promisify(execFile)(process.execPath, [cli, "token", "--db", "d", "--role", "write", "--sub", "alice", ...args], { env: { ...process.env, RELAY_SECRET: "cli-secret" } })).stdout.trim();
+
+  it("--key: an Ed25519 PEM and an EC P-256 JWK, named by --kid; --kid with the secret for HS256 rotation", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "relay-cli-"));
+    try {
+      const ed = generateKeyPairSync("ed25519");
+      writeFileSync(join(dir, "ed.pem"), ed.privateKey.export({ type: "pkcs8", format: "pem" }));
+      const ec = generateKeyPairSync("ec", { namedCurve: "P-256" });
+      writeFileSync(join(dir, "ec.jwk"), JSON.stringify(ec.privateKey.export({ format: "jwk" })));
+      const jwks = { keys: [{ ...ed.publicKey.export({ format: "jwk" }), kid: "ed-1" }, { ...ec.publicKey.export({ format: "jwk" }), kid: "ec-1" }] };
+      const keys = verifyKeys({ RELAY_JWKS: JSON.stringify(jwks), RELAY_SECRETS: JSON.stringify({ "hs-2": "cli-secret" }) });
+      for (const [file, kid] of [["ed.pem", "ed-1"], ["ec.jwk", "ec-1"]] as const) {
+        const token = await mint("--key", join(dir, file), "--kid", kid, "--ttl", "10m", "--aud", "relay");
+        const c = await verifyToken(token, keys);
+        assert.deepEqual([c.sub, c.aud, c.exp! - c.iat!], ["alice", "relay", 600], file);
+      }
+      assert.equal((await verifyToken(await mint("--kid", "hs-2"), keys)).sub, "alice");
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
