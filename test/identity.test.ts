@@ -52,9 +52,9 @@ describe("client identity", () => {
       const token = await relay.token("write", "alice", db);
       const first = await run(db, token, "1", { path: ":memory:", live });
       const second = await run(db, token, "2", { path: ":memory:", live });
+      assert.deepEqual(await fresh(db), ["1", "2"]);
       assert.notEqual(first, second, "each :memory: open is a new replica");
       assert.match(first, /^[A-Za-z0-9_-]{22}$/, "128 random bits, base64url");
-      assert.deepEqual(await fresh(db), ["1", "2"]);
     });
   }
 
