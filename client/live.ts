@@ -90,13 +90,19 @@ export class Live {
         opened: (send) => {
           this.flushedUpTo = 0;
           this.dropHeld();
-          this.events.emit("connection", { connected: true, live: true });
+          if (!this.moving) this.events.emit("connection", { connected: true, live: true });
+          this.moving = false;
           send({ t: FRAME.sub, after: this.delegate.cursor() });
           this.flush();
         },
         frame: (f) => this.onFrame(f),
         closed: (attempt) => {
-          if (attempt === 0) this.events.emit("connection", { connected: false, live: this.socket !== undefined });
+          if (attempt === 0 && !this.moving) this.events.emit("connection", { connected: false, live: this.socket !== undefined });
+          if (attempt > 0 && this.moving) {
+            // The new connection failed: now it is a disconnection after all.
+            this.moving = false;
+            this.events.emit("connection", { connected: false, live: this.socket !== undefined });
+          }
           // The handshake cannot tell us why it failed (browsers hide the
           // status): an HTTP sync surfaces auth errors, and fatal ones stop
           // live sync instead of retrying forever.
@@ -117,9 +123,14 @@ export class Live {
     return true;
   }
 
+  /** Set while moving to a new token: that drop is not a disconnection to report. */
+  private moving = false;
+
   /** A new token: connect again with it (from the cursor; pending entries are sent again), before the relay closes the old socket at its expiry. */
   reconnect(): void {
-    if (this.connected) this.socket?.interrupt();
+    if (!this.connected) return;
+    this.moving = true;
+    this.socket?.interrupt();
   }
 
   /** Asked by capture before COMMIT: every earlier entry went out on this connection, so this one can follow at once. */

@@ -4,6 +4,11 @@ import { spawn } from "node:child_process";
 import { rmSync } from "node:fs";
 import { join } from "node:path";
 import { openReplica, RelayError, type Replica, type ReplicaOptions } from "../client/index.ts";
+import { RelayError as WireRelayError } from "../protocol/errors.ts";
+import * as store from "../worker/log-store.ts";
+import { bindClient } from "../worker/identity.ts";
+import { insertChangeset } from "./support/http.ts";
+import { doSql } from "./support/do-sql.ts";
 import { TODO_SCHEMA } from "./support/replicas.ts";
 import { useRelay } from "./support/fixture.ts";
 import { until } from "./support/wait.ts";
@@ -44,6 +49,38 @@ async function fresh(db: string): Promise<string[]> {
   await r.sync();
   return ids(r);
 }
+
+describe("the relay's client → sub bindings (worker/identity.ts over the log's SQL)", () => {
+  it("the first sub to push under a client id owns it; the log records each entry's sub; admin acts for any and binds none", () => {
+    const sql = doSql();
+    store.migrate(sql);
+    const entry = (cseq: number) => [{ cseq, changeset: insertChangeset([[cseq, "x"]]) }];
+    const push = (client: string, sub: string, role: "write" | "admin", cseq: number) =>
+      sql.transactionSync(() => {
+        bindClient(sql, client, { sub, role }, 0);
+        return store.push(sql, client, entry(cseq), 0, undefined, sub);
+      });
+    push("phone", "alice", "write", 1);
+    push("laptop", "alice", "write", 1); // one person, two devices
+    assert.throws(() => push("phone", "mallory", "write", 2), (e: unknown) => e instanceof WireRelayError && e.code === "forbidden");
+    push("phone", "ops", "admin", 2);
+    push("tablet", "ops", "admin", 1);
+    push("tablet", "bob", "write", 2); // the admin's push did not take the id
+    const rows = sql.exec<{ client: string; cseq: number; sub: string }>("SELECT client, cseq, sub FROM relay_log ORDER BY seq").toArray();
+    assert.deepEqual(rows.map((r) => `${r.client}/${r.cseq}/${r.sub}`), ["phone/1/alice", "laptop/1/alice", "phone/2/ops", "tablet/1/ops", "tablet/2/bob"]);
+    assert.equal(store.head(sql), 5, "the refused push wrote nothing");
+  });
+
+  it("a version-1 log gains the sub column and the bindings table", () => {
+    const sql = doSql();
+    sql.exec("CREATE TABLE relay_meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL); INSERT INTO relay_meta VALUES ('schema', 1)");
+    sql.exec("CREATE TABLE relay_log(seq INTEGER PRIMARY KEY, client TEXT NOT NULL, cseq INTEGER NOT NULL, ts INTEGER NOT NULL, size INTEGER NOT NULL, chunks INTEGER NOT NULL, body BLOB, UNIQUE(client, cseq))");
+    store.migrate(sql);
+    store.push(sql, "c", [{ cseq: 1, changeset: insertChangeset([[1, "x"]]) }], 0, undefined, "alice");
+    bindClient(sql, "c", { sub: "alice", role: "write" }, 0);
+    assert.equal(sql.exec<{ sub: string }>("SELECT sub FROM relay_log").one().sub, "alice");
+  });
+});
 
 describe("client identity", () => {
   for (const live of [false, true]) {

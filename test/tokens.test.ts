@@ -165,6 +165,8 @@ describe("tokens over time", () => {
     opened.push(A, B);
     const errors: string[] = [];
     A.on("error", (e) => errors.push(`${e.code}: ${e.message}`));
+    const drops: unknown[] = [];
+    A.on("connection", (c) => !c.connected && drops.push(c));
     const end = Date.now() + 15_000;
     for (let i = 0; Date.now() < end; i++) {
       await A.exec("INSERT INTO todo(id) VALUES (?)", [`a${i}`]);
@@ -177,6 +179,7 @@ describe("tokens over time", () => {
     assert.equal(A.status().live, true);
     assert.equal(A.status().pending, 0);
     assert.deepEqual(errors, []);
+    assert.deepEqual(drops, [], "moving to a new token is not reported as a disconnection");
   });
 });
 
