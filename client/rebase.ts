@@ -61,17 +61,24 @@ export function rebase(d: Driver, me: string, entries: readonly LogEntry[], poli
         pending = pending.filter((p) => p.cseq !== e.cseq);
       }
     }
-    for (const p of pending) {
-      const session = d.session();
-      try {
-        applyWithPolicy(d, p.changeset, { seq: 0, client: me, cseq: p.cseq }, policy, schema);
-        outbox.recapture(d, p, session.changeset());
-      } finally {
-        session.close();
-      }
-    }
+    reapply(d, me, pending, policy, schema);
   }
   return result;
+}
+
+/** Re-apply pending entries on top of the current state, recapturing what each now holds; the conflicts met. */
+export function reapply(d: Driver, me: string, pending: readonly OutboxRow[], policy: ConflictOptions, schema: SchemaCache): ConflictRecord[] {
+  const conflicts: ConflictRecord[] = [];
+  for (const p of pending) {
+    const session = d.session();
+    try {
+      conflicts.push(...applyWithPolicy(d, p.changeset, { seq: 0, client: me, cseq: p.cseq }, policy, schema));
+      outbox.recapture(d, p, session.changeset());
+    } finally {
+      session.close();
+    }
+  }
+  return conflicts;
 }
 
 /**
@@ -102,7 +109,7 @@ export function lastOwnCseq(me: string, entries: readonly LogEntry[]): number {
  * entry's re-application changed nothing (another entry already did the same),
  * and an empty changeset has no inverse to compute.
  */
-function undo(d: Driver, applied: Uint8Array): void {
+export function undo(d: Driver, applied: Uint8Array): void {
   if (applied.byteLength === 0) return;
   d.applyChangeset(invertChangeset(applied), (t) => (t === CONFLICT.DATA || t === CONFLICT.CONFLICT ? RESOLUTION.REPLACE : RESOLUTION.OMIT));
 }

@@ -150,6 +150,23 @@ export class Replica {
     return this.loop.sync(signal);
   }
 
+  /**
+   * Drop the write the relay refused for good (status().blocked) and undo it
+   * locally; the writes after it stay pending, re-applied without it, and go
+   * out with the next sync. The one way a pending write is ever discarded.
+   * Resolves its cseq, or null when nothing is blocked.
+   */
+  discardBlocked(): Promise<number | null> {
+    return this.local.run(() => {
+      this.assertOpen();
+      const blocked = this.loop.blocked;
+      if (!blocked) return null;
+      this.step.discard(blocked.cseq);
+      this.loop.unblock();
+      return blocked.cseq;
+    });
+  }
+
   status(): ReplicaStatus {
     return {
       clientId: this.clientId,

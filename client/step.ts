@@ -1,5 +1,6 @@
 import type { Ack, LogEntry } from "../protocol/messages.ts";
 import { SchemaCache } from "./apply.ts";
+import { discardPending } from "./discard.ts";
 import type { ConflictOptions } from "./conflicts.ts";
 import type { Driver } from "./drivers/types.ts";
 import type { Emitter } from "./events.ts";
@@ -100,6 +101,26 @@ export class Step {
       entries.push({ seq: a.seq, client: this.me, cseq: a.cseq, changeset, ts: 0 });
     }
     return entries.length === fresh.length && this.page(entries);
+  }
+
+  /** Drop pending entry `cseq` and what it did locally, in one transaction (discard.ts); only when the app asks. */
+  discard(cseq: number): void {
+    const d = this.d;
+    if (this.fk) store.setForeignKeys(d, false); // as for log entries: re-applied writes may meet a broken reference
+    let conflicts;
+    try {
+      d.exec("BEGIN IMMEDIATE");
+      this.schema.clear();
+      conflicts = discardPending(d, this.me, cseq, this.policy, this.schema);
+      d.exec("COMMIT");
+    } catch (e) {
+      if (d.inTransaction) d.exec("ROLLBACK");
+      throw e;
+    } finally {
+      if (this.fk) store.setForeignKeys(d, true);
+    }
+    for (const c of conflicts) this.events.emit("conflict", c);
+    this.events.emit("change", { source: "local", cursor: this.cursor() });
   }
 
   /** `entries` directly follow the cursor. */

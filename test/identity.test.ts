@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { rmSync } from "node:fs";
 import { join } from "node:path";
-import { openReplica, RelayError, type Replica, type ReplicaOptions } from "../client/index.ts";
+import { httpTransport, openReplica, RelayError, type Replica, type ReplicaOptions } from "../client/index.ts";
 import { RelayError as WireRelayError } from "../protocol/errors.ts";
 import * as store from "../worker/log-store.ts";
 import { bindClient } from "../worker/identity.ts";
@@ -226,6 +226,34 @@ describe("a write larger than the relay accepts", () => {
     await A.exec("INSERT INTO f VALUES ('ok', ?)", [within]);
     await A.sync();
     assert.equal(A.status().pending, 0);
+  });
+
+  it("written before the client knew the limit: held and reported, pulls go on; discardBlocked() alone drops it", async () => {
+    const db = small.db("unknown-limit");
+    const schema = ["CREATE TABLE IF NOT EXISTS f(id TEXT PRIMARY KEY, data BLOB)"];
+    const real = httpTransport({ url: small.url, db, token: await small.token("write", "a", db) });
+    // A transport without health(): this replica never learns the limit (an old relay, say).
+    const A = await openReplica({ url: small.url, db, schema, driver: "node", transport: { push: real.push, pull: real.pull } });
+    const B = await openReplica({ url: small.url, db, token: await small.token("write", "b", db), schema, driver: "node" });
+    opened.push(A, B);
+    await A.exec("INSERT INTO f VALUES ('big', ?)", [new Uint8Array(300 * 1024).fill(7)]);
+    await A.exec("INSERT INTO f VALUES ('small', x'01')");
+    await B.exec("INSERT INTO f VALUES ('b', x'02')");
+    await B.sync();
+    await assert.rejects(A.sync(), (e: unknown) => e instanceof RelayError && e.code === "payload_too_large");
+    const rows = async (r: Replica) => (await r.query<{ id: string }>("SELECT id FROM f ORDER BY id")).map((x) => x.id);
+    assert.deepEqual(await rows(A), ["b", "big", "small"], "B's write pulled; A's own kept");
+    assert.equal(A.status().blocked?.cseq, 1);
+    // Background syncs and later syncs never drop it.
+    await assert.rejects(A.sync(), (e: unknown) => e instanceof RelayError && e.code === "payload_too_large");
+    assert.equal(A.status().pending, 2);
+    assert.equal(await A.discardBlocked(), 1);
+    assert.deepEqual(await rows(A), ["b", "small"], "undone locally; the write after it kept");
+    await A.sync();
+    await B.sync();
+    assert.deepEqual(await rows(B), ["b", "small"]);
+    assert.equal(A.status().pending, 0);
+    assert.equal(await A.discardBlocked(), null);
   });
 });
 

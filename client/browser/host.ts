@@ -105,6 +105,8 @@ export class Host {
         this.statusChanged();
         return undefined;
       }
+      case "discardBlocked":
+        return this.replica.discardBlocked();
       case "status":
         return this.status();
       case "txBegin":

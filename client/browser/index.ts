@@ -186,6 +186,11 @@ export class BrowserReplica {
     await this.#call("setLive", [enabled]);
   }
 
+  /** Drop the write the relay refused for good (status().blocked); see the Node client's discardBlocked. */
+  discardBlocked(): Promise<number | null> {
+    return this.#call("discardBlocked", []) as Promise<number | null>;
+  }
+
   /** The last status the worker reported: updated with every result and event. */
   status(): BrowserStatus {
     if (!this.#status) throw new RelayError("closed", "replica is not open");

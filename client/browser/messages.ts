@@ -57,6 +57,7 @@ export type Method =
   | "sync"
   | "conflicts"
   | "setLive"
+  | "discardBlocked"
   | "status"
   | "txBegin"
   | "txExec"
@@ -69,6 +70,7 @@ export interface CallArgs {
   sync: [];
   conflicts: [];
   setLive: [enabled: boolean];
+  discardBlocked: [];
   status: [];
   txBegin: [];
   txExec: [tx: string, sql: string, params?: Params];
