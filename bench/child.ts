@@ -15,7 +15,7 @@ import { decode, encode } from "../protocol/codec.ts";
 import { FRAME, parseRelayFrame } from "../protocol/frames.ts";
 import { httpTransport } from "../client/transport/http.ts";
 import { socketUrl } from "../client/transport/socket.ts";
-import { INSERT_TODO, TODOS_SCHEMA, UPDATE_TODO, w1Row, w2Update } from "./rows.ts";
+import { INSERT_TODO, TODOS_SCHEMA, UPDATE_TODO, W2_POINT_WATCHES, w1Row, w2Update, type W2Watch } from "./rows.ts";
 import { installWireMeter, wireBytes, wireSince, type WireBytes } from "./wire.ts";
 import { selfPeakRss } from "./proc.ts";
 
@@ -26,7 +26,7 @@ export type Job =
   | { kind: "w1-write"; url: string; db: string; token: string; driver: DriverKind; n: number }
   | { kind: "catch-up"; url: string; db: string; token: string; driver: DriverKind; rows: number }
   | { kind: "w2-writer"; url: string; db: string; token: string; driver: DriverKind; n: number }
-  | { kind: "w2-reader"; url: string; db: string; token: string; driver: DriverKind; target: number }
+  | { kind: "w2-reader"; url: string; db: string; token: string; driver: DriverKind; target: number; watch?: W2Watch; n?: number }
   | { kind: "w3"; url: string; db: string; tokens: string[]; ms: number; mode: "batched" | "single"; rate: number }
   | { kind: "w4-seed"; url: string; db: string; token: string; entries: number };
 
@@ -153,12 +153,11 @@ async function w2Writer(job: Extract<Job, { kind: "w2-writer" }>) {
   return { start, execEnd, confirmed, resolved: Array.from(resolved), wire };
 }
 
-/** W2, replica B: live, already holding the seed; records every remote "change" event (cursor, time). */
+/** W2, replica B: live, already holding the seed; records every remote "change" event (cursor, time), and what its watches saw. */
 async function w2Reader(job: Extract<Job, { kind: "w2-reader" }>) {
-  const b = await open(job, true);
+  const unrelated = Array.from({ length: 10 }, (_, t) => `CREATE TABLE IF NOT EXISTS other${t}(id INTEGER PRIMARY KEY, v TEXT)`);
+  const b = job.watch === "unrelated" ? await openReplica({ url: job.url, db: job.db, token: job.token, driver: job.driver, schema: [TODOS_SCHEMA, ...unrelated], live: true }) : await open(job, true);
   await b.sync();
-  const seedHead = job.target;
-  void seedHead;
   await until(() => b.status().connected, "B connected");
   const events: number[] = [];
   let last = 0;
@@ -167,12 +166,31 @@ async function w2Reader(job: Extract<Job, { kind: "w2-reader" }>) {
     events.push(e.cursor, now());
     last = e.cursor;
   });
+  // Update k, seen by the watch of row k: [k, time] pairs.
+  const seen: number[] = [];
+  const watched = new Set<number>();
+  if (job.watch === "point") {
+    for (let j = 1; j <= W2_POINT_WATCHES; j++) {
+      const k = Math.round((j * job.n!) / W2_POINT_WATCHES);
+      watched.add(k);
+      const [, updatedAt] = w2Update(k);
+      b.watch<{ updated_at: number }>("SELECT * FROM todos WHERE id = ?", [k], (rows) => {
+        if (rows[0]?.updated_at === updatedAt) seen.push(k, now());
+      });
+    }
+  } else if (job.watch === "unrelated") {
+    for (let i = 0; i < 100; i++) b.watch(`SELECT * FROM other${i % 10} WHERE id = ?`, [i], () => {});
+  }
+  await b.query("SELECT 1"); // the watches' first runs are done
   const w = wireBytes();
+  const cpu = process.cpuUsage();
   await reply({ stage: "ready", cursor: b.status().cursor });
-  await until(() => last >= job.target, "B to receive every update", 600_000);
+  await until(() => last >= job.target && seen.length === 2 * watched.size, "B to receive every update", 600_000);
+  const c = process.cpuUsage(cpu);
   const wire = wireSince(w);
   await b.close();
-  return { events, wire };
+  // B's CPU while the updates arrive (not opening, not the watches' first runs).
+  return { events, seen, wire, runCpuMs: (c.user + c.system) / 1000 };
 }
 
 const TODOS: TableHeader = { name: "todos", pk: [true, false, false, false] };

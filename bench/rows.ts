@@ -18,3 +18,12 @@ export function w1Row(i: number): [id: number, title: string, done: number, upda
 export function w2Update(k: number): [done: number, updatedAt: number, id: number] {
   return [1 - (k % 2), 1800000000000 + k, k];
 }
+
+/**
+ * How W2's B also watches (issue 16): "point": W2_POINT_WATCHES watches of
+ * `SELECT * FROM todos WHERE id = ?` on rows the run updates, spread over it
+ * (each records when it saw its row's update); "unrelated": 100 watches on
+ * tables the run never writes.
+ */
+export type W2Watch = "point" | "unrelated";
+export const W2_POINT_WATCHES = 50;

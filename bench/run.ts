@@ -17,6 +17,7 @@ import { signToken } from "../protocol/token.ts";
 import { LOCAL_SECRET } from "../scripts/local-relay.ts";
 import type { DriverKind } from "../client/drivers/types.ts";
 import type { Job } from "./child.ts";
+import { W2_POINT_WATCHES, type W2Watch } from "./rows.ts";
 import { cpuMs, findByName, machine, memory, resetPeak } from "./proc.ts";
 import { profileRelay } from "./inspector.ts";
 import { figure, fmt, percentile, table, type Figure } from "./stats.ts";
@@ -211,19 +212,19 @@ async function w1Bench(relay: Relay, driver: DriverKind) {
   return out;
 }
 
-async function w2Run(relay: Relay, driver: DriverKind, n: number) {
+async function w2Run(relay: Relay, driver: DriverKind, n: number, watch?: W2Watch) {
   const db = freshDb(`w2-${driver}-${n}`);
   return onRelay(relay, async () => {
     const a = new Child("child.ts");
     a.send({ kind: "w2-writer", url: relay.url, db, token: await token("a", db), driver, n } satisfies Job);
     const { seedHead } = await a.expect<{ seedHead: number }>("seeded");
     const b = new Child("child.ts");
-    b.send({ kind: "w2-reader", url: relay.url, db, token: await token("b", db), driver, target: seedHead + n } satisfies Job);
+    b.send({ kind: "w2-reader", url: relay.url, db, token: await token("b", db), driver, target: seedHead + n, ...(watch ? { watch, n } : {}) } satisfies Job);
     await b.expect("ready");
     a.send("go");
     const [ar, br] = await Promise.all([
       a.expect<{ result: { start: number; resolved: number[]; wire: { up: number; down: number }; peakRss: number; cpuMs: number } }>("done"),
-      b.expect<{ result: { events: number[]; wire: { up: number; down: number }; peakRss: number; cpuMs: number } }>("done"),
+      b.expect<{ result: { events: number[]; seen: number[]; runCpuMs: number; wire: { up: number; down: number }; peakRss: number; cpuMs: number } }>("done"),
     ]);
     const { start, resolved } = ar.result;
     const ev = br.result.events;
@@ -241,7 +242,16 @@ async function w2Run(relay: Relay, driver: DriverKind, n: number) {
       log(`  B change events: ${ev.length / 2} for ${n} updates; A exec loop ${(resolved[n]! - start).toFixed(0)} ms`);
       log(`  first 20 latencies: ${latencies.slice(0, 20).map((x) => x.toFixed(1)).join(" ")}`);
     }
-    const lastSeen = ev[ev.length - 1]!;
+    // What a watch adds: from the "change" event that included update k to the callback of row k's watch.
+    const added: number[] = [];
+    const seen = br.result.seen;
+    for (let i = 0; i < seen.length; i += 2) {
+      const k = seen[i]!;
+      let j = 0;
+      while (ev[j]! < seedHead + k) j += 2;
+      added.push(seen[i + 1]! - ev[j + 1]!);
+    }
+    const lastSeen = Math.max(ev[ev.length - 1]!, seen.length > 0 ? Math.max(...seen.filter((_, i) => i % 2 === 1)) : 0);
     const totalMs = lastSeen - start;
     const up = ar.result.wire.up + br.result.wire.up;
     const down = ar.result.wire.down + br.result.wire.down;
@@ -259,8 +269,25 @@ async function w2Run(relay: Relay, driver: DriverKind, n: number) {
       clientCpuMs: ar.result.cpuMs + br.result.cpuMs,
       aCpuMs: ar.result.cpuMs,
       bCpuMs: br.result.cpuMs,
+      bRunCpuMs: br.result.runCpuMs,
+      ...(added.length > 0 ? { watchAddedP50: percentile(added, 50), watchAddedP99: percentile(added, 99) } : {}),
     };
   });
+}
+
+/** W2 again with B watching: point watches on updated rows (latency added over "change"), then 100 watches on other tables (cost in updates/s). */
+async function w2WatchBench(relay: Relay, driver: DriverKind) {
+  const out: Record<string, ReturnType<typeof collect>> = {};
+  const n = W2_N[0]!;
+  const modes = ["none", "point", "unrelated"] as const;
+  const samples: Record<string, Awaited<ReturnType<typeof w2Run>>[]> = { none: [], point: [], unrelated: [] };
+  // Modes take turns, so a change in the machine's load falls on all of them alike.
+  for (let r = 0; r < RUNS; r++) for (const mode of modes) samples[mode]!.push(await w2Run(relay, driver, n, mode === "none" ? undefined : mode));
+  for (const mode of modes) {
+    const f = (out[mode] = collect(samples[mode]!));
+    log(`W2 watch ${driver} N=${n} ${mode}: ${fmt(f.updatesPerSec!)} updates/s, B CPU during the run ${fmt(f.bRunCpuMs!)} ms${f.watchAddedP50 ? `, watch adds p50 ${fmt(f.watchAddedP50, 2)} p99 ${fmt(f.watchAddedP99!, 2)} ms` : ""}`);
+  }
+  return out;
 }
 
 async function w2Bench(relay: Relay, driver: DriverKind) {
@@ -339,6 +366,9 @@ if (only.has("w2")) {
   const w2: Record<string, unknown> = {};
   for (const d of drivers) w2[d] = await withRelay((r) => w2Bench(r, d));
   results.w2 = w2;
+  const w2watch: Record<string, unknown> = {};
+  for (const d of drivers) w2watch[d] = await withRelay((r) => w2WatchBench(r, d));
+  results.w2watch = w2watch;
 }
 if (only.has("w3")) results.w3 = await withRelay(w3Bench);
 if (only.has("w4")) results.w4 = await withRelay(w4Bench);
@@ -383,6 +413,20 @@ function report(res: Record<string, unknown>): string {
     }
     out.push("\nW2 chatty: N single-row updates on A, live; latency = exec() resolved on A → \"change\" on B (ms)");
     out.push(table(["driver", "N", "total", "updates/s", "p50", "p99", "max", "p99 after first 10%", "wire B/update", "client MB", "relay MB"], rows));
+  }
+  const w2watch = res.w2watch as Record<string, Record<string, Record<string, Figure>>> | undefined;
+  if (w2watch) {
+    const rows: string[][] = [];
+    for (const d of Object.keys(w2watch)) {
+      const base = w2watch[d]!["none"]!.updatesPerSec!.median;
+      for (const mode of ["none", "point", "unrelated"]) {
+        const f = w2watch[d]![mode]!;
+        const baseCpu = w2watch[d]!["none"]!.bRunCpuMs!.median;
+        rows.push([d, mode, fmt(f.updatesPerSec), `${(((f.updatesPerSec!.median - base) / base) * 100).toFixed(1)}%`, fmt(f.bRunCpuMs), `${(((f.bRunCpuMs!.median - baseCpu) / baseCpu) * 100).toFixed(1)}%`, f.watchAddedP50 ? fmt(f.watchAddedP50, 2) : "", f.watchAddedP99 ? fmt(f.watchAddedP99, 2) : ""]);
+      }
+    }
+    out.push(`\nW2 with watches (N = ${W2_N[0]!.toLocaleString("en-US")}): B also watches ${W2_POINT_WATCHES} updated rows with SELECT * FROM todos WHERE id = ? ("point"), or 100 rows of other tables ("unrelated"); added = "change" on B → the watch's callback (ms)`);
+    out.push(table(["driver", "B watches", "updates/s", "vs none", "B CPU ms during the run", "vs none", "added p50", "added p99"], rows));
   }
   const w3 = res.w3 as Record<string, { figures: Record<string, Figure>; gapless: boolean; offeredPerSec: number | null }> | undefined;
   if (w3) {

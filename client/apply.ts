@@ -4,6 +4,7 @@ import { RelayError } from "./errors.ts";
 import { CONFLICT, RESOLUTION, type ConflictType, type Driver, type Row } from "./drivers/types.ts";
 import { resolve, type ConflictInfo, type ConflictKind, type ConflictOptions, type ConflictRecord } from "./conflicts.ts";
 import { keyQuery, keyRow, onlyKeyConstraints, tableInfo, type ColumnInfo } from "./store.ts";
+import { Tables } from "./tables.ts";
 
 /**
  * Apply one changeset under the conflict policy, the same way on every driver.
@@ -77,10 +78,21 @@ export function applyWithPolicy(d: Driver, changeset: Uint8Array, ref: EntryRef,
  */
 export function applyAllClean(d: Driver, changesets: readonly Uint8Array[], schema: SchemaCache): boolean {
   let size = 0;
+  const headers = new Map<string, string>();
   for (const c of changesets) {
     if (c.byteLength > 0) {
       for (const t of changesetTables(c)) {
         schema.check(t);
+        // Never blocks of one table with different headers in one apply:
+        // SQLite 3.53.4 (node:sqlite) applies a narrower block's INSERTs with
+        // the wider block's statement, binding the previous row's values to
+        // the missing columns (3.54.1 does not). Entries of one schema
+        // version have one header per table; a log without schema entries
+        // (and the versions' own boundaries) may not.
+        const key = t.name.toLowerCase();
+        const shape = `${t.pkRaw ? t.pkRaw.join(",") : t.pk.join(",")}`;
+        if ((headers.get(key) ?? shape) !== shape) return false;
+        headers.set(key, shape);
         // Within one apply, SQLite defers a change that fails a constraint
         // and retries it after the rest: a later entry could then make an
         // earlier one succeed that fails when applied alone. Replicas group
@@ -157,8 +169,11 @@ export class SchemaCache {
   private readonly tables = new Map<string, (ColumnInfo & Target) | undefined>();
   private readonly keyOnly = new Map<string, boolean>();
   private readonly d: Driver;
-  constructor(d: Driver) {
+  /** Which tables replicate; the owner moves it to the schema version (`at`) when it clears this cache. */
+  readonly replicated: Tables;
+  constructor(d: Driver, tables = new Tables(d)) {
     this.d = d;
+    this.replicated = tables;
   }
   clear(): void {
     this.tables.clear();
@@ -185,6 +200,8 @@ export class SchemaCache {
       throw new RelayError("schema_mismatch", `changeset table "${t.name}" does not match the local schema: ${why}`);
     };
     if (!local) return mismatch("no such table");
+    // Another replica declares it replicated: applying it here would write what this app keeps local.
+    if (this.replicated.isLocal(t.name)) mismatch("it is a local table here");
     if (local.names.length < t.pk.length) mismatch(`${t.pk.length} columns in the changeset, ${local.names.length} locally`);
     // SQLite compares each column's position in the PRIMARY KEY, not just
     // membership: once it matches, the local key columns are the change's.

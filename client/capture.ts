@@ -1,4 +1,4 @@
-import { validateChangeset } from "../protocol/changeset.ts";
+import { changesetTables, validateChangeset } from "../protocol/changeset.ts";
 import { RelayError } from "./errors.ts";
 import type { PushEntry } from "../protocol/messages.ts";
 import type { Driver, Params, Row } from "./drivers/types.ts";
@@ -19,23 +19,42 @@ export interface Captured<T> {
   entry: PushEntry | undefined;
   /** The entry was marked sent: the caller sends it right after this returns. */
   direct: boolean;
+  /**
+   * The tables the transaction changed, for watches: its changeset's, and
+   * every local table when it changed any row (local tables are not in the
+   * changeset, and may be written by triggers).
+   */
+  tables: string[];
 }
 
 /**
  * `sendAtOnce`: whether the caller will send this entry as soon as it commits
- * (asked before COMMIT). `maxBytes`: the largest changeset the relay accepts;
- * a larger one could never be pushed, so it never commits.
+ * (asked before COMMIT). `readOnly`: refuse the transaction if it writes a
+ * replicated table (local tables stay writable). `maxBytes`: the largest
+ * changeset the relay accepts; a larger one could never be pushed, so it
+ * never commits.
  */
-export async function capture<T>(d: Driver, step: Step, fn: (tx: Tx) => Promise<T> | T, sendAtOnce: (entry: PushEntry) => boolean, maxBytes = Infinity): Promise<Captured<T>> {
+export async function capture<T>(
+  d: Driver,
+  step: Step,
+  fn: (tx: Tx) => Promise<T> | T,
+  sendAtOnce: (entry: PushEntry) => boolean,
+  { readOnly = false, maxBytes = Infinity }: { readOnly?: boolean; maxBytes?: number } = {},
+): Promise<Captured<T>> {
   d.exec("BEGIN IMMEDIATE");
   const schema = store.schemaVersion(d);
-  const session = d.session();
+  const { fns, tables } = step.sql;
+  // Local tables (virtual, shadow, declared) are not recorded at all.
+  const session = d.session(tables.at(schema).sessionTables());
   let done = false;
-  const exec = statements(d);
+  let changes = 0;
   const tx: Tx = {
     exec: async (sql, params) => {
       if (done) throw new RelayError("closed", "transaction already finished");
-      return { changes: exec(sql, params) };
+      // The driver counts the statement's own rows (SQLite's changes()): no query for it.
+      const n = d.run(sql, params).changes;
+      changes += n;
+      return { changes: n };
     },
     query: async <R extends Row>(sql: string, params?: Params) => {
       if (done) throw new RelayError("closed", "transaction already finished");
@@ -46,29 +65,33 @@ export async function capture<T>(d: Driver, step: Step, fn: (tx: Tx) => Promise<
     const result = await fn(tx);
     done = true;
     if (store.schemaVersion(d) !== schema) {
-      throw new RelayError("ddl_outside_schema", "schema changes must go through the `schema` option: DDL is not replicated");
+      throw new RelayError("ddl_outside_schema", "schema changes go through the `migrations` option (a new version), which replicates them: DDL in a transaction does not");
     }
     const changeset = session.changeset();
     session.close();
+    // Written after the changeset was taken, like every internal table.
+    fns.save(d);
+    const local = changes > 0 || changeset.byteLength > 0 ? tables.local : [];
     if (changeset.byteLength === 0) {
       d.exec("COMMIT");
-      return { result, entry: undefined, direct: false };
+      return { result, entry: undefined, direct: false, tables: [...local] };
     }
+    if (readOnly) throw new RelayError("read_only", "this replica is read-only (its token's role is read): writes to replicated tables are refused");
     // The codec refuses what the relay would refuse (internal tables,
     // changesets SQLite cannot apply): better now than at push time.
     validateChangeset(changeset);
     if (changeset.byteLength > maxBytes) {
       throw new RelayError("write_too_large", `this transaction's changeset is ${changeset.byteLength} bytes; the relay accepts at most ${maxBytes}: nothing was written`);
     }
-    const entry = { cseq: step.nextCseq(), changeset };
+    const entry = { cseq: step.nextCseq(), changeset, v: step.versions.local() };
     // Sent right after COMMIT, so marked sent in the same transaction: that
     // spares a flush its query, its second write (a second commit, an fsync
     // on a file database) and a turn of the lock.
     const direct = sendAtOnce(entry);
-    outbox.enqueue(d, entry.cseq, changeset, direct);
+    outbox.enqueue(d, entry, direct);
     step.numbered(entry.cseq);
     d.exec("COMMIT");
-    return { result, entry, direct };
+    return { result, entry, direct, tables: [...changesetTables(changeset).map((t) => t.name), ...local] };
   } catch (e) {
     done = true;
     session.close();
@@ -76,26 +99,6 @@ export async function capture<T>(d: Driver, step: Step, fn: (tx: Tx) => Promise<
     step.forget();
     throw e;
   }
-}
-
-/**
- * Runs one statement and returns the rows it changed: the one place capture
- * asks the driver how a statement went. Only this transaction's statements
- * change the count while it holds the lock, so each statement's "after" is
- * the next one's "before": one total_changes() query per statement instead
- * of two (they were a third of a bulk insert's time). Not combined with the
- * schema version: that needs the pragma table function, three times slower
- * than both apart.
- */
-function statements(d: Driver): (sql: string, params?: Params) => number {
-  let total = store.totalChanges(d);
-  return (sql, params) => {
-    if (params === undefined) d.exec(sql);
-    else d.run(sql, params);
-    const before = total;
-    total = store.totalChanges(d);
-    return total - before;
-  };
 }
 
 /** Drivers hand out null-prototype rows (node:sqlite's shape); users get ordinary objects. */

@@ -7,14 +7,14 @@ import { isWireErrorCode, RelayError as WireRelayError, type RelayErrorOptions, 
 export const CLIENT_ERRORS = {
   /** No answer from the relay (unreachable, connection lost, timed out): the request may or may not have landed. */
   network: { retryable: true },
-  /** A pulled entry does not fit the local tables; nothing was changed. */
-  schema_mismatch: { retryable: false },
   /** A write on a replica whose token can only read. */
   read_only: { retryable: false },
   /** A table without a PRIMARY KEY (the session extension cannot capture it). */
   no_primary_key: { retryable: false },
-  /** DDL inside a transaction: schema changes go through the `schema` option. */
+  /** DDL inside a transaction: schema changes go through the `migrations` (or `schema`) option. */
   ddl_outside_schema: { retryable: false },
+  /** A trigger writes both local and replicated tables: it can neither run on replay nor be skipped (client/triggers.ts). */
+  mixed_trigger: { retryable: false },
   /** SQLite refused to apply a changeset. */
   apply_failed: { retryable: false },
   /** A local write larger than the relay accepts (its advertised maxEntryBytes): refused before it committed. */

@@ -1,5 +1,10 @@
-/** A tiny typed emitter. A listener that throws never breaks the replica: the error is reported once to the console. */
-export class Emitter<Events extends Record<string, unknown>> {
+/**
+ * A tiny typed emitter. A listener that throws never breaks the replica: the
+ * error is reported once to the console. `Events` maps each event name to its
+ * payload: an interface without an index signature, so a misspelt name is a
+ * compile error.
+ */
+export class Emitter<Events extends object> {
   private readonly listeners = new Map<keyof Events, Set<(e: never) => void>>();
 
   on<K extends keyof Events>(event: K, fn: (e: Events[K]) => void): () => void {
@@ -10,12 +15,15 @@ export class Emitter<Events extends Record<string, unknown>> {
   }
 
   emit<K extends keyof Events>(event: K, payload: Events[K]): void {
-    for (const fn of this.listeners.get(event) ?? []) {
-      try {
-        (fn as (e: Events[K]) => void)(payload);
-      } catch (e) {
-        console.error(`changeset-relay: a "${String(event)}" listener threw`, e);
-      }
+    for (const fn of this.listeners.get(event) ?? []) this.deliver(fn as (e: Events[K]) => void, payload, event);
+  }
+
+  /** One listener, one event (also for events raised before it subscribed). */
+  deliver<K extends keyof Events>(fn: (e: Events[K]) => void, payload: Events[K], event?: K): void {
+    try {
+      fn(payload);
+    } catch (e) {
+      console.error(`changeset-relay: a "${String(event ?? "")}" listener threw`, e);
     }
   }
 

@@ -5,7 +5,8 @@
  */
 export { openReplica } from "./open.ts";
 export { Replica } from "./replica.ts";
-export type { ReplicaOptions, ReplicaStatus, ReplicaEvents, ChangeEvent, SyncEvent, Tx } from "./types.ts";
+export type { ReplicaOptions, ReplicaStatus, ReplicaEvents, ReplicaWarning, ChangeEvent, SyncEvent, SyncProgress, Tx, DroppedEvent } from "./types.ts";
+export type { WatchOptions } from "./watch.ts";
 export type { ConflictInfo, ConflictKind, ConflictOptions, ConflictRecord, Resolution, TablePolicy } from "./conflicts.ts";
 export type { DriverKind, Params, Row } from "./drivers/types.ts";
 export type { Transport } from "./transport/http.ts";

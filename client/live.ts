@@ -22,7 +22,7 @@ import type { ReplicaEvents, ReplicaOptions } from "./types.ts";
 /** How long a live write may wait for the next one to share its frame (only right after a send). */
 const COALESCE_MS = 1;
 
-export type LiveDelegate = Pick<SyncDelegate, "locked" | "cursor" | "page" | "acked" | "now" | "sleep"> & {
+export type LiveDelegate = Pick<SyncDelegate, "locked" | "cursor" | "page" | "acked" | "now" | "sleep" | "schemaAhead"> & {
   readonly d: Driver;
   isClosed(): boolean;
   /** An error of a background step: reported, and live sync stops if it is final. */
@@ -135,7 +135,7 @@ export class Live {
 
   /** Asked by capture before COMMIT: every earlier entry went out on this connection, so this one can follow at once. */
   sendsAtOnce(entry: PushEntry): boolean {
-    return this.connected && !this.loop.blocked && this.flushedUpTo + this.held.length === entry.cseq - 1 && entry.changeset.byteLength <= FRAME_ENTRY_BUDGET;
+    return this.connected && !this.loop.blocked && this.flushedUpTo + this.held.length === entry.cseq - 1 && entry.changeset.byteLength <= FRAME_ENTRY_BUDGET && !this.delegate.schemaAhead();
   }
 
   /**
@@ -196,6 +196,8 @@ export class Live {
     // Held entries wait for sync() or a new token (SyncLoop.blocked); others' entries still arrive.
     if (!this.connected || this.delegate.isClosed() || this.loop.blocked) return;
     this.sendHeld(); // they come first, and must not go out twice
+    // Schema versions the log lacks go over HTTP, ahead of what needs them.
+    if (this.delegate.schemaAhead()) return this.loop.request();
     const d = this.delegate.d;
     const entries = outbox.entriesAfter(d, this.flushedUpTo, MAX_ENTRIES_PER_PUSH);
     for (let rest = entries; rest.length > 0; ) {
@@ -231,8 +233,10 @@ export class Live {
         const err = new RelayError(f.error.code, f.error.message);
         if (f.id !== undefined) {
           // A refused push stays pending. Retryable: an HTTP sync retries it
-          // soon. Final: an HTTP sync tries it, holds it as `blocked`, reports
-          // it naming the entry, and pulls on.
+          // soon. Otherwise an HTTP sync at once: `schema_outdated` is routine
+          // there (its pull migrates and translates, and it pushes again); a
+          // final refusal is held as `blocked`, reported naming the entry,
+          // and pulls go on.
           if (!err.retryable) return this.loop.request();
           this.events.emit("error", err);
           this.loop.retryLater(this.backoff.baseMs);

@@ -13,9 +13,12 @@ export function createOutbox(d: Driver): void {
       cseq INTEGER PRIMARY KEY,
       changeset BLOB NOT NULL,  -- what is (or will be) pushed; never changes once sent
       applied BLOB NOT NULL,    -- what the local view holds of it; undone by its inverse
-      sent INTEGER NOT NULL DEFAULT 0
+      sent INTEGER NOT NULL DEFAULT 0,
+      v INTEGER NOT NULL DEFAULT 0  -- the schema version \`changeset\` was captured under (\`applied\` is always the local one's)
     );
   `);
+  // Databases from before schema versions.
+  if (!d.all("SELECT 1 FROM pragma_table_info('_relay_outbox') WHERE name = 'v'").length) d.exec("ALTER TABLE _relay_outbox ADD COLUMN v INTEGER NOT NULL DEFAULT 0");
 }
 
 export interface OutboxRow {
@@ -23,15 +26,17 @@ export interface OutboxRow {
   changeset: Uint8Array;
   applied: Uint8Array;
   sent: boolean;
+  v: number;
 }
 
 /** The oldest `limit` pending entries (all of them by default), as a rebase needs them. */
 export function pending(d: Driver, limit = -1): OutboxRow[] {
-  return d.all("SELECT cseq, changeset, applied, sent FROM _relay_outbox ORDER BY cseq LIMIT ?", [limit]).map((r) => ({
+  return d.all("SELECT cseq, changeset, applied, sent, v FROM _relay_outbox ORDER BY cseq LIMIT ?", [limit]).map((r) => ({
     cseq: r.cseq as number,
     changeset: r.changeset as Uint8Array,
     applied: r.applied as Uint8Array,
     sent: r.sent === 1,
+    v: r.v as number,
   }));
 }
 
@@ -41,18 +46,18 @@ export function pendingCount(d: Driver): number {
 
 /** Up to `limit` entries to send, in cseq order, from the one after `cseq`. */
 export function entriesAfter(d: Driver, cseq: number, limit: number): PushEntry[] {
-  return d.all("SELECT cseq, changeset FROM _relay_outbox WHERE cseq > ? ORDER BY cseq LIMIT ?", [cseq, limit]).map(pushEntry);
+  return d.all("SELECT cseq, changeset, v FROM _relay_outbox WHERE cseq > ? ORDER BY cseq LIMIT ?", [cseq, limit]).map(pushEntry);
 }
 
-/** The bytes of pending entries `from..upTo`, by cseq (acknowledged ones, applied from here). */
-export function changesets(d: Driver, from: number, upTo: number): Map<number, Uint8Array> {
-  const rows = d.all("SELECT cseq, changeset FROM _relay_outbox WHERE cseq >= ? AND cseq <= ?", [from, upTo]);
-  return new Map(rows.map((r) => [r.cseq as number, r.changeset as Uint8Array]));
+/** Pending entries `from..upTo` as pushed, by cseq (acknowledged ones, applied from here). */
+export function changesets(d: Driver, from: number, upTo: number): Map<number, PushEntry> {
+  const rows = d.all("SELECT cseq, changeset, v FROM _relay_outbox WHERE cseq >= ? AND cseq <= ?", [from, upTo]);
+  return new Map(rows.map((r) => [r.cseq as number, pushEntry(r)]));
 }
 
 /** `sent`: the caller sends it as soon as this transaction commits. */
-export function enqueue(d: Driver, cseq: number, changeset: Uint8Array, sent = false): void {
-  d.run("INSERT INTO _relay_outbox(cseq, changeset, applied, sent) VALUES (?, ?, ?, ?)", [cseq, changeset, changeset, sent ? 1 : 0]);
+export function enqueue(d: Driver, entry: PushEntry, sent = false): void {
+  d.run("INSERT INTO _relay_outbox(cseq, changeset, applied, sent, v) VALUES (?, ?, ?, ?, ?)", [entry.cseq, entry.changeset, entry.changeset, sent ? 1 : 0, entry.v ?? 0]);
 }
 
 /**
@@ -68,11 +73,16 @@ export function dequeue(d: Driver, cseq: number): void {
   d.run("DELETE FROM _relay_outbox WHERE cseq = ?", [cseq]);
 }
 
-/** After a rebase: what the local view now holds of a pending entry; unsent entries ship that instead. */
-export function recapture(d: Driver, row: OutboxRow, applied: Uint8Array): void {
-  if (!row.sent && applied.byteLength === 0) return dequeue(d, row.cseq);
-  if (row.sent) d.run("UPDATE _relay_outbox SET applied = ? WHERE cseq = ?", [applied, row.cseq]);
-  else d.run("UPDATE _relay_outbox SET changeset = ?, applied = ? WHERE cseq = ?", [applied, applied, row.cseq]);
+/**
+ * After a rebase: what the local view now holds of a pending entry. With
+ * `version` (its bytes are not fixed: never sent, or never to be taken, see
+ * rebase.redo), the entry ships that instead, captured under `version`, and
+ * is sent again.
+ */
+export function recapture(d: Driver, row: OutboxRow, applied: Uint8Array, version: number | undefined): void {
+  if (version === undefined) d.run("UPDATE _relay_outbox SET applied = ? WHERE cseq = ?", [applied, row.cseq]);
+  else if (applied.byteLength === 0) dequeue(d, row.cseq);
+  else d.run("UPDATE _relay_outbox SET changeset = ?, applied = ?, v = ?, sent = 0 WHERE cseq = ?", [applied, applied, version, row.cseq]);
 }
 
 /**
@@ -93,15 +103,18 @@ export function batchByBytes(entries: readonly PushEntry[], budget: number): Pus
 
 /**
  * The next push request: entries after cseq `after` within `budget` bytes,
- * marked sent before they go: a sent entry's bytes are fixed, because the
- * relay may have stored them even if we never hear back.
+ * all captured under one schema version (the push carries the versions
+ * they need before them), marked sent before they go: a sent entry's bytes
+ * are fixed, because the relay may have stored them even if we never hear back.
  */
 export function takeForPush(d: Driver, after: number, limit: number, budget: number): PushEntry[] {
-  const batch = batchByBytes(entriesAfter(d, after, limit), budget);
+  const entries = entriesAfter(d, after, limit);
+  const other = entries.findIndex((e) => e.v !== entries[0]!.v);
+  const batch = batchByBytes(other < 0 ? entries : entries.slice(0, other), budget);
   if (batch.length > 0) markSent(d, batch[0]!.cseq, batch.at(-1)!.cseq);
   return batch;
 }
 
 function pushEntry(r: Record<string, unknown>): PushEntry {
-  return { cseq: r.cseq as number, changeset: r.changeset as Uint8Array };
+  return { cseq: r.cseq as number, changeset: r.changeset as Uint8Array, v: r.v as number };
 }

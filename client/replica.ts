@@ -8,14 +8,22 @@ import { Emitter, Mutex } from "./events.ts";
 import type { FileLock } from "./file-lock.ts";
 import { Live, type LiveDelegate } from "./live.ts";
 import * as outbox from "./outbox.ts";
-import { Step } from "./step.ts";
+import { Step, type ReplicaSql } from "./step.ts";
 import * as store from "./store.ts";
 import { PUSH_BYTE_BUDGET, SyncLoop, type SyncDelegate } from "./sync-loop.ts";
 import type { TokenSource } from "./token.ts";
 import { httpTransport, type Transport } from "./transport/http.ts";
-import type { ReplicaEvents, ReplicaOptions, ReplicaStatus, SyncEvent, Tx } from "./types.ts";
+import type { DroppedEvent, ReplicaEvents, ReplicaOptions, ReplicaStatus, ReplicaWarning, SyncEvent, Tx } from "./types.ts";
+import { Watches, type WatchOptions } from "./watch.ts";
 
-export type { ChangeEvent, ReplicaEvents, ReplicaOptions, ReplicaStatus, SyncEvent, Tx } from "./types.ts";
+export type { ChangeEvent, ReplicaEvents, ReplicaOptions, ReplicaStatus, ReplicaWarning, SyncEvent, SyncProgress, Tx } from "./types.ts";
+export type { WatchOptions } from "./watch.ts";
+
+/** Events raised while opening (openReplica): schema warnings, and values dropped translating pending writes to a new version. */
+export interface AtOpen {
+  warning: readonly ReplicaWarning[];
+  dropped: readonly DroppedEvent[];
+}
 
 /**
  * The replica: the public API over its parts, and the one lock they share.
@@ -24,6 +32,7 @@ export type { ChangeEvent, ReplicaEvents, ReplicaOptions, ReplicaStatus, SyncEve
  *   step.ts       one local transaction per page of log entries; the cursor
  *   sync-loop.ts  HTTP push/pull and background scheduling
  *   live.ts       the socket: subscription, coalesced pushes, acks
+ *   watch.ts      watched queries, re-run on the "change" events of their tables
  * Every local transaction (user writes, steps, marking entries sent) runs
  * under `local`, one at a time.
  */
@@ -36,6 +45,10 @@ export class Replica {
   private readonly step: Step;
   private readonly loop: SyncLoop;
   private readonly live: Live;
+  private readonly watches: Watches;
+  private readonly sql: ReplicaSql;
+  /** Raised at open, before anyone could listen: given to each listener of the event as it subscribes. */
+  private readonly atOpen: AtOpen;
   private readonly tokens: TokenSource;
   private readonly lock: FileLock | undefined;
   /** The largest changeset the relay accepts: learned from it (limits.ts), kept in the database for offline opens. */
@@ -44,10 +57,12 @@ export class Replica {
   private closed = false;
 
   /** Use `openReplica`. */
-  constructor(d: Driver, clientId: string, opts: ReplicaOptions, readOnly: boolean, tokens: TokenSource, lock?: FileLock) {
+  constructor(d: Driver, clientId: string, opts: ReplicaOptions, readOnly: boolean, sql: ReplicaSql, tokens: TokenSource, atOpen: AtOpen = { warning: [], dropped: [] }, lock?: FileLock) {
     this.d = d;
     this.clientId = clientId;
     this.readOnly = readOnly;
+    this.sql = sql;
+    this.atOpen = atOpen;
     this.tokens = tokens;
     this.lock = lock;
     this.maxEntryBytes = Number(store.getMeta(d, "max_entry_bytes") ?? maxEntryBytes(MAX_BODY_BYTES_DEFAULT));
@@ -60,7 +75,7 @@ export class Replica {
       ...(opts.fetch ? { fetch: opts.fetch } : {}),
       ...(opts.requestTimeoutMs === undefined ? {} : { timeoutMs: opts.requestTimeoutMs }),
     });
-    this.step = new Step(d, clientId, opts.conflicts ?? {}, this.events);
+    this.step = new Step(d, clientId, opts.conflicts ?? {}, this.events, sql);
     const step = this.step;
     const delegate: SyncDelegate & LiveDelegate = {
       now: realClock.now,
@@ -70,10 +85,15 @@ export class Replica {
       locked: (fn) => this.local.run(fn),
       assertOpen: () => this.assertOpen(),
       isClosed: () => this.closed,
-      nextPush: (after) => outbox.takeForPush(d, after, MAX_ENTRIES_PER_PUSH, PUSH_BYTE_BUDGET),
+      nextPush: (after, schemaAfter) => {
+        const entries = outbox.takeForPush(d, after, MAX_ENTRIES_PER_PUSH, PUSH_BYTE_BUDGET);
+        // The schema versions these entries need, ahead of them (none when the log has them).
+        return { entries, schema: step.versions.unconfirmed(schemaAfter, entries[0]?.v) };
+      },
+      schemaAhead: () => step.versions.ahead(),
       cursor: () => step.cursor(),
       page: (entries) => this.local.run(() => step.page(entries)),
-      acked: (acks) => this.local.run(() => step.acked(acks)),
+      acked: (acks, schema) => this.local.run(() => step.acked(acks, schema)),
       fatal: () => this.liveOffAfterFatal(),
       prepare: (signal) => (this.limitsKnown ? Promise.resolve() : this.learnLimits(transport, signal)),
       fail: (e) => this.fail(e),
@@ -85,6 +105,23 @@ export class Replica {
     tokens.onChange(() => {
       this.loop.unblock();
       this.live.reconnect();
+    });
+    this.watches = new Watches((fn) =>
+      this.local.run(() => {
+        this.assertOpen();
+        fn((sql, params, withTables) => {
+          // Tables first: the driver compiles the statement once more with its authorizer on (they can change with the schema).
+          const tables = withTables ? d.tablesRead(sql) : undefined;
+          return { rows: plain<Row>(d.all(sql, params)), tables };
+        });
+      }),
+    );
+    let version = this.step.versions.local();
+    this.events.on("change", (e) => {
+      // A version from the log ran its DDL: a watched view may read other tables now.
+      const now = this.step.versions.local();
+      this.watches.changed(e.tables, now !== version);
+      version = now;
     });
   }
 
@@ -122,10 +159,12 @@ export class Replica {
   transaction<T>(fn: (tx: Tx) => Promise<T> | T): Promise<T> {
     return this.local.run(async () => {
       this.assertOpen();
-      if (this.readOnly) throw new RelayError("read_only", "this replica is read-only (its token's role is read): local writes are refused");
-      const { result, entry, direct } = await capture(this.d, this.step, fn, (e) => this.live.sendsAtOnce(e), this.maxEntryBytes);
+      const opts = { readOnly: this.readOnly, maxBytes: this.maxEntryBytes };
+      const { result, entry, direct, tables } = await capture(this.d, this.step, fn, (e) => this.live.sendsAtOnce(e), opts);
+      if (entry) this.events.emit("change", { source: "local", cursor: this.step.cursor(), tables });
+      // A write to local tables alone replicates nothing (no "change" event), but it changed what watches may read.
+      else if (tables.length > 0) this.watches.changed(tables);
       if (entry) {
-        this.events.emit("change", { source: "local", cursor: this.step.cursor() });
         if (direct) this.live.send(entry);
         else if (this.live.on) queueMicrotask(() => this.live.flush());
       }
@@ -137,8 +176,23 @@ export class Replica {
   query<T extends Row = Row>(sql: string, params?: Params): Promise<T[]> {
     return this.local.run(() => {
       this.assertOpen();
-      return plain<T>(this.d.all(sql, params));
+      const rows = plain<T>(this.d.all(sql, params));
+      // `SELECT relay_id()` hands out keys: they must not come again after a restart.
+      this.sql.fns.save(this.d);
+      return rows;
     });
+  }
+
+  /**
+   * Call back with the query's rows at once, then again after every commit
+   * (a local write, a sync step) that changed them; never for a commit to
+   * tables the query does not read, and once for a burst of commits. Rows are
+   * plain objects; `T` is the caller's assertion of their shape, as for query().
+   * Returns the function that ends the watch.
+   */
+  watch<T extends Row = Row>(sql: string, params: Params | undefined, callback: (rows: T[]) => void, options?: WatchOptions): () => void {
+    this.assertOpen();
+    return this.watches.add(sql, params, callback, options);
   }
 
   /**
@@ -178,11 +232,18 @@ export class Replica {
       driver: this.d.kind,
       readOnly: this.readOnly,
       blocked: this.loop.blocked ?? null,
+      schemaVersion: this.closed ? 0 : this.step.versions.local(),
+      progress: this.loop.progress,
     };
   }
 
   on<K extends keyof ReplicaEvents>(event: K, fn: (e: ReplicaEvents[K]) => void): () => void {
-    return this.events.on(event, fn);
+    const off = this.events.on(event, fn);
+    if (event === "warning" || event === "dropped") {
+      const raised = this.atOpen[event as keyof AtOpen] as readonly ReplicaEvents[K][];
+      for (const x of raised) queueMicrotask(() => this.events.deliver(fn, x, event));
+    }
+    return off;
   }
 
   /** Conflicts recorded so far, oldest first. */
@@ -209,6 +270,7 @@ export class Replica {
     if (this.closed) return;
     this.live.stop();
     this.tokens.close();
+    this.watches.close();
     await this.loop.close();
     await this.local.run(() => {
       this.closed = true;

@@ -1,13 +1,24 @@
-import type { Ack, LogEntry } from "../protocol/messages.ts";
+import { changesetTables } from "../protocol/changeset.ts";
+import type { Ack, LogEntry, SchemaAck } from "../protocol/messages.ts";
 import { SchemaCache } from "./apply.ts";
 import { discardPending } from "./discard.ts";
 import type { ConflictOptions } from "./conflicts.ts";
 import type { Driver } from "./drivers/types.ts";
 import type { Emitter } from "./events.ts";
+import { RelayFunctions } from "./functions.ts";
 import * as outbox from "./outbox.ts";
+import { SchemaState } from "./migrate.ts";
 import { lastOwnCseq, rebase } from "./rebase.ts";
 import * as store from "./store.ts";
+import { Tables } from "./tables.ts";
+import { guardAfterDdl } from "./triggers.ts";
 import type { ReplicaEvents } from "./types.ts";
+
+/** What the replica registered on its connection at open (open.ts): its SQL functions and its table list. */
+export interface ReplicaSql {
+  fns: RelayFunctions;
+  tables: Tables;
+}
 
 /**
  * The sync step: one local write transaction over consecutive log entries
@@ -24,6 +35,8 @@ export class Step {
   private readonly policy: ConflictOptions;
   private readonly events: Emitter<ReplicaEvents>;
   private readonly schema: SchemaCache;
+  /** The schema versions: the local tables' and the log's (migrate.ts). */
+  readonly versions: SchemaState;
   /** The schema version `schema` was read at. */
   private schemaVersion = -1;
   private readonly fk: boolean;
@@ -32,12 +45,16 @@ export class Step {
   /** Set by close(): a step queued behind it does nothing. */
   private closed = false;
 
-  constructor(d: Driver, me: string, policy: ConflictOptions, events: Emitter<ReplicaEvents>) {
+  readonly sql: ReplicaSql;
+
+  constructor(d: Driver, me: string, policy: ConflictOptions, events: Emitter<ReplicaEvents>, sql?: ReplicaSql) {
     this.d = d;
     this.me = me;
     this.policy = policy;
     this.events = events;
-    this.schema = new SchemaCache(d);
+    this.sql = sql ?? { fns: RelayFunctions.install(d), tables: new Tables(d) };
+    this.schema = new SchemaCache(d, this.sql.tables);
+    this.versions = new SchemaState(d, this.sql.tables);
     this.fk = store.foreignKeys(d);
   }
 
@@ -59,6 +76,7 @@ export class Step {
   /** Drop the cache: a transaction that wrote it rolled back. */
   forget(): void {
     this.cached = {};
+    this.versions.forget();
   }
 
   close(): void {
@@ -88,39 +106,62 @@ export class Step {
    * (client, cseq) it holds. The same step as a pulled page; false when they
    * do not directly follow the cursor (foreign entries first: pull instead).
    */
-  acked(acks: readonly Ack[]): boolean {
+  acked(acks: readonly Ack[], schema: readonly SchemaAck[] = []): boolean {
     if (this.closed) return true;
     const cursor = this.cursor();
     const fresh = acks.filter((a) => a.seq > cursor);
-    if (fresh.length === 0) return true;
-    const bytes = outbox.changesets(this.d, fresh[0]!.cseq, fresh.at(-1)!.cseq);
     const entries: LogEntry[] = [];
-    for (const a of fresh) {
-      const changeset = bytes.get(a.cseq);
-      if (!changeset || (entries.length > 0 && a.seq !== entries.at(-1)!.seq + 1)) break;
-      entries.push({ seq: a.seq, client: this.me, cseq: a.cseq, changeset, ts: 0 });
+    if (fresh.length > 0) {
+      const pushed = outbox.changesets(this.d, fresh[0]!.cseq, fresh.at(-1)!.cseq);
+      for (const a of fresh) {
+        const p = pushed.get(a.cseq);
+        if (!p) return false;
+        entries.push({ seq: a.seq, client: this.me, cseq: a.cseq, changeset: p.changeset, ts: 0, v: p.v ?? 0 });
+      }
     }
-    return entries.length === fresh.length && this.page(entries);
+    // Versions this replica added: their statements are its own.
+    for (const s of schema) {
+      if (s.seq <= cursor) continue;
+      const key = this.versions.statementsKey(s.version);
+      if (key === undefined) return false;
+      entries.push({ seq: s.seq, client: this.me, cseq: 0, changeset: new Uint8Array(0), ts: 0, v: s.version, schema: JSON.parse(key) as string[] });
+    }
+    if (entries.length === 0) return true;
+    entries.sort((a, b) => a.seq - b.seq);
+    if (entries.some((e, i) => i > 0 && e.seq !== entries[i - 1]!.seq + 1)) return false;
+    return this.page(entries);
   }
 
   /** Drop pending entry `cseq` and what it did locally, in one transaction (discard.ts); only when the app asks. */
   discard(cseq: number): void {
     const d = this.d;
     if (this.fk) store.setForeignKeys(d, false); // as for log entries: re-applied writes may meet a broken reference
-    let conflicts;
+    let res: ReturnType<typeof discardPending>;
     try {
       d.exec("BEGIN IMMEDIATE");
       this.schema.clear();
-      conflicts = discardPending(d, this.me, cseq, this.policy, this.schema);
+      guardAfterDdl(d, this.sql.tables);
+      // Re-applied writes already hold their triggers' effects (triggers.ts).
+      this.sql.fns.replaying = true;
+      try {
+        res = discardPending(d, this.me, cseq, this.policy, this.schema, this.versions);
+      } finally {
+        this.sql.fns.replaying = false;
+      }
+      this.sql.fns.save(d);
       d.exec("COMMIT");
     } catch (e) {
       if (d.inTransaction) d.exec("ROLLBACK");
+      this.forget();
+      this.schemaVersion = -1;
+      this.sql.tables.reset();
       throw e;
     } finally {
       if (this.fk) store.setForeignKeys(d, true);
     }
-    for (const c of conflicts) this.events.emit("conflict", c);
-    this.events.emit("change", { source: "local", cursor: this.cursor() });
+    for (const c of res.conflicts) this.events.emit("conflict", c);
+    for (const x of res.dropped) this.events.emit("dropped", x);
+    if (res.touched.length > 0) this.events.emit("change", { source: "local", cursor: this.cursor(), tables: [...tablesOf(res.touched), ...this.sql.tables.local] });
   }
 
   /** `entries` directly follow the cursor. */
@@ -132,15 +173,35 @@ export class Step {
     // while log entries are applied (outside BEGIN: the pragma is a no-op inside).
     if (this.fk) store.setForeignKeys(d, false);
     let result: ReturnType<typeof rebase>;
+    // A version from the log that runs here may change any table (a rename
+    // rewrites the views and triggers over it): its step names all of them,
+    // before and after.
+    let ddl = false;
+    let tablesBefore: readonly string[] = [];
     try {
       d.exec("BEGIN IMMEDIATE");
       // Table definitions are read again only when the schema changed (DDL can
       // still come through query()): one PRAGMA per step instead of five
       // queries per table, which weighed on live steps of a few entries.
-      const version = store.schemaVersion(d);
-      if (version !== this.schemaVersion) this.schema.clear();
+      let version = store.schemaVersion(d);
+      if (version !== this.schemaVersion) {
+        this.schema.clear();
+        // DDL through query() may have added a trigger since: guarded before anything is replayed.
+        guardAfterDdl(d, this.sql.tables);
+        version = store.schemaVersion(d);
+      }
       this.schemaVersion = version;
-      result = rebase(d, this.me, entries, this.policy, this.schema);
+      const versionBefore = this.versions.local();
+      if (entries.some((e) => e.schema !== undefined)) tablesBefore = allTables(this.sql.tables);
+      // Triggers that write replicated tables stay still meanwhile (triggers.ts).
+      this.sql.fns.replaying = true;
+      try {
+        result = rebase(d, this.me, entries, this.policy, this.schema, this.versions);
+      } finally {
+        this.sql.fns.replaying = false;
+      }
+      ddl = this.versions.local() !== versionBefore;
+      this.sql.fns.save(d);
       for (const c of result.conflicts) store.recordConflict(d, c);
       const last = entries.at(-1)!.seq;
       store.setMeta(d, "cursor", last);
@@ -152,11 +213,35 @@ export class Step {
     } catch (e) {
       if (d.inTransaction) d.exec("ROLLBACK");
       this.forget();
+      // The rollback may have undone a trigger's guard: read the schema again next time.
+      this.schemaVersion = -1;
+      this.sql.tables.reset();
       throw e;
     } finally {
       if (this.fk) store.setForeignKeys(d, true);
     }
     for (const c of result.conflicts) this.events.emit("conflict", c);
-    if (result.applied > 0) this.events.emit("change", { source: "remote", cursor: entries.at(-1)!.seq });
+    for (const x of result.dropped) this.events.emit("dropped", x);
+    if (result.applied === 0) return;
+    const tables = ddl ? new Set([...tablesBefore, ...allTables(this.sql.tables), ...tablesOf(entries)]) : [...tablesOf(entries), ...this.sql.tables.local];
+    this.events.emit("change", { source: "remote", cursor: entries.at(-1)!.seq, tables: [...tables] });
   }
+}
+
+/** Every table of the app's schema, replicated or local. */
+function allTables(tables: Tables): string[] {
+  return [...tables.replicated, ...tables.local];
+}
+
+/** The tables a step's entries change (what watches are invalidated by). Runs after COMMIT, so it must not throw. */
+function tablesOf(entries: readonly { changeset: Uint8Array }[]): string[] {
+  const tables = new Set<string>();
+  for (const e of entries) {
+    try {
+      for (const t of changesetTables(e.changeset)) tables.add(t.name);
+    } catch {
+      // A malformed entry was skipped by the step (a "corrupt" conflict): it changed nothing.
+    }
+  }
+  return [...tables];
 }

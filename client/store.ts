@@ -1,6 +1,7 @@
 import type { ConflictRecord } from "./conflicts.ts";
 import type { SqlValue } from "../protocol/changeset.ts";
 import type { Driver, Row } from "./drivers/types.ts";
+import { createSchemaTables } from "./migrate.ts";
 import { createOutbox } from "./outbox.ts";
 
 /**
@@ -12,6 +13,7 @@ import { createOutbox } from "./outbox.ts";
  */
 export function migrate(d: Driver): void {
   createOutbox(d);
+  createSchemaTables(d);
   d.exec(`
     CREATE TABLE IF NOT EXISTS _relay_meta(key TEXT PRIMARY KEY, value) WITHOUT ROWID;
     CREATE TABLE IF NOT EXISTS _relay_conflicts(
@@ -44,11 +46,6 @@ export function schemaVersion(d: Driver): number {
   return d.all("PRAGMA schema_version")[0]!.schema_version as number;
 }
 
-/** Rows changed by this connection so far (the counter capture reads after each statement). */
-export function totalChanges(d: Driver): number {
-  return d.all("SELECT total_changes() AS n")[0]!.n as number;
-}
-
 export function foreignKeys(d: Driver): boolean {
   return d.all("PRAGMA foreign_keys")[0]?.foreign_keys === 1;
 }
@@ -77,13 +74,6 @@ export function keyQuery(table: string, pkColumns: readonly string[]): string {
 
 export function keyRow(d: Driver, query: string, pk: readonly SqlValue[]): Row | null {
   return d.all(query, pk)[0] ?? null;
-}
-
-/** Replicated tables: every table but SQLite's and ours. */
-export function userTables(d: Driver): string[] {
-  return d
-    .all("SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND name NOT LIKE '\\_relay\\_%' ESCAPE '\\' ORDER BY name")
-    .map((r) => r.name as string);
 }
 
 export interface ColumnInfo {

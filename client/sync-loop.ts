@@ -1,10 +1,11 @@
 import { asRelayError, RelayError } from "./errors.ts";
 import { PULL_BYTE_BUDGET } from "../protocol/limits.ts";
-import type { Ack, LogEntry, PushEntry } from "../protocol/messages.ts";
+import type { Ack, LogEntry, PushEntry, SchemaAck } from "../protocol/messages.ts";
+import type { SchemaVersion } from "../protocol/schema.ts";
 import { withRetry, type BackoffOptions, type Clock } from "./backoff.ts";
 import { Mutex, type Emitter } from "./events.ts";
 import type { Transport } from "./transport/http.ts";
-import type { ReplicaEvents, SyncEvent } from "./types.ts";
+import type { ReplicaEvents, SyncEvent, SyncProgress } from "./types.ts";
 
 /**
  * The sync loop: HTTP push then pull, each request retried with backoff, and
@@ -31,13 +32,19 @@ export interface SyncDelegate extends Clock {
   locked<T>(fn: () => T): Promise<T>;
   /** Throws RelayError("closed") once the replica is closed. */
   assertOpen(): void;
-  /** Under the lock: the next request's entries after cseq `after`, marked sent before they go. */
-  nextPush(after: number): PushEntry[];
+  /**
+   * Under the lock: the next request's entries after cseq `after`, marked
+   * sent before they go, and the schema versions above `schemaAfter` they
+   * need the log to have (sent ahead of them).
+   */
+  nextPush(after: number, schemaAfter: number): { entries: PushEntry[]; schema: SchemaVersion[] };
+  /** The replica has schema versions the log lacks (only HTTP pushes carry them). */
+  schemaAhead(): boolean;
   cursor(): number;
   /** A sync step over pulled entries; false when they do not follow the cursor. */
   page(entries: readonly LogEntry[]): Promise<boolean>;
   /** A sync step over our own acknowledged entries; false when they do not follow the cursor. */
-  acked(acks: readonly Ack[]): Promise<boolean>;
+  acked(acks: readonly Ack[], schema?: readonly SchemaAck[]): Promise<boolean>;
   /** A background sync failed for good (auth, a refused entry...): stop live sync. */
   fatal(): void;
   /** Runs first in every sync run (the replica learns the relay's limits here); honours `signal`. */
@@ -57,6 +64,16 @@ export interface Blocked {
   message: string;
 }
 
+/** A push request that failed: why, and the first entry it carried (undefined: schema versions alone). */
+class PushFailed {
+  readonly error: RelayError;
+  readonly cseq: number | undefined;
+  constructor(error: RelayError, cseq: number | undefined) {
+    this.error = error;
+    this.cseq = cseq;
+  }
+}
+
 export class SyncLoop {
   /** Last log seq the relay reported. */
   head = 0;
@@ -64,9 +81,12 @@ export class SyncLoop {
    * Set when the relay refuses a push for good (forbidden, too large...):
    * that entry and every later one are held, never dropped; background syncs
    * and the socket only pull until an explicit sync() or a new token
-   * (unblock()) tries again.
+   * (unblock()) tries again. `schema_outdated` is not such a refusal
+   * (pushMigrating()).
    */
   blocked: Blocked | undefined;
+  /** The pull in progress, when it takes more than one page. */
+  progress: SyncProgress | null = null;
   private state: LoopState = { name: "idle" };
   /** Serialises sync runs. */
   private readonly runs = new Mutex();
@@ -104,15 +124,16 @@ export class SyncLoop {
       try {
         await this.delegate.prepare?.(stop);
         let pushed = 0;
+        let pulled = 0;
         if (!this.opts.readOnly && (retryBlocked || !this.blocked)) {
           try {
-            pushed = await this.pushAll(stop);
+            ({ pushed, pulled } = await this.pushMigrating(stop));
             this.blocked = undefined;
           } catch (e) {
             refused = this.refusedForGood(e);
           }
         }
-        const pulled = await this.pullAll(stop);
+        pulled += await this.pullAll(stop);
         if (refused) {
           this.events.emit("error", refused);
           if (retryBlocked) throw refused;
@@ -128,6 +149,27 @@ export class SyncLoop {
     });
   }
 
+  /**
+   * Push everything pending. `schema_outdated` means the log moved to a newer
+   * schema: pulling applies it and translates what is pending, which is then
+   * pushed again — a step of syncing, never a refusal to hold. Only if the
+   * pull brought nothing new does it stand (held as blocked like any
+   * refusal): pulling cannot fix it, and retrying would spin.
+   */
+  private async pushMigrating(signal: AbortSignal): Promise<{ pushed: number; pulled: number }> {
+    let pulled = 0;
+    for (;;) {
+      try {
+        return { pushed: await this.pushAll(signal), pulled };
+      } catch (e) {
+        if (!(e instanceof PushFailed && e.error.code === "schema_outdated")) throw e;
+        const n = await this.pullAll(signal);
+        if (n === 0) throw e;
+        pulled += n;
+      }
+    }
+  }
+
   /** Try blocked entries again on the next background run (a new token may be allowed what the old one was not). */
   unblock(): void {
     if (!this.blocked) return;
@@ -135,12 +177,17 @@ export class SyncLoop {
     this.request();
   }
 
-  /** A push error that retrying cannot fix becomes `blocked`, with the entry named; anything else is rethrown. */
+  /**
+   * A push error that retrying cannot fix becomes `blocked`, with the entry
+   * named; anything else is rethrown. A request of schema versions alone
+   * (no write waits on them yet) holds nothing: it is reported, pulls go on,
+   * and the next sync tries it again.
+   */
   private refusedForGood(e: unknown): RelayError {
-    const err = asRelayError(e);
-    const cseq = this.pushing;
-    this.pushing = undefined;
-    if (err.retryable || err.code === "aborted" || err.code === "closed" || cseq === undefined) throw err;
+    if (!(e instanceof PushFailed)) throw e;
+    const { error: err, cseq } = e;
+    if (err.retryable || err.code === "aborted" || err.code === "closed") throw err;
+    if (cseq === undefined) return new RelayError(err.code, `this replica's schema versions cannot be pushed yet: ${err.message}`, { cause: err });
     const named = new RelayError(err.code, `local write ${cseq} (and those after it) cannot be pushed, held until the next sync(): ${err.message}`, { cause: err });
     this.blocked = { cseq, code: err.code, message: err.message };
     return named;
@@ -191,45 +238,67 @@ export class SyncLoop {
     return withRetry(fn, this.opts.backoff, signal, (ms, s) => this.delegate.sleep(ms, s));
   }
 
-  /** The first cseq of the push request in flight. */
-  private pushing: number | undefined;
-
   private async pushAll(signal: AbortSignal): Promise<number> {
     const { delegate } = this;
     let pushed = 0;
     let after = 0;
+    let schemaAfter = 0;
     const acks: Ack[] = [];
+    const schemaAcks: SchemaAck[] = [];
     for (;;) {
-      const batch = await delegate.locked(() => delegate.nextPush(after));
-      if (batch.length === 0) {
-        // Our own entries need not come back down in the pull that follows.
-        if (acks.length > 0) await delegate.acked(acks);
+      const { entries: batch, schema } = await delegate.locked(() => delegate.nextPush(after, schemaAfter));
+      if (batch.length === 0 && schema.length === 0) {
+        // Our own entries (and versions) need not come back down in the pull that follows.
+        if (acks.length > 0 || schemaAcks.length > 0) await delegate.acked(acks, schemaAcks);
         return pushed;
       }
-      this.pushing = batch[0]!.cseq;
-      const res = await this.retry(() => delegate.transport.push(this.opts.clientId, batch, signal), signal);
-      this.pushing = undefined;
+      let res;
+      try {
+        res = await this.retry(() => delegate.transport.push(this.opts.clientId, batch, signal, schema), signal);
+      } catch (e) {
+        throw new PushFailed(asRelayError(e), batch[0]?.cseq);
+      }
       this.seen(res.head);
       acks.push(...res.acks);
+      schemaAcks.push(...(res.schema ?? []));
       pushed += batch.length;
-      after = batch.at(-1)!.cseq;
+      after = batch.at(-1)?.cseq ?? after;
+      schemaAfter = schema.at(-1)?.version ?? schemaAfter;
     }
   }
 
   private async pullAll(signal: AbortSignal): Promise<number> {
     const { delegate } = this;
     let pulled = 0;
-    for (;;) {
-      const after = await delegate.locked(() => delegate.cursor());
-      const page = await this.retry(() => delegate.transport.pull(after, undefined, signal), signal);
-      this.seen(page.head);
-      if (page.entries.length > 0) {
-        if (page.entries[0]!.seq !== after + 1) throw new RelayError("internal", `relay skipped from ${after} to ${page.entries[0]!.seq}`);
-        // false only if the socket applied past us meanwhile: the next request starts from the new cursor.
-        await delegate.page(page.entries);
-        pulled += page.entries.length;
+    let start: number | undefined;
+    try {
+      for (;;) {
+        const after = await delegate.locked(() => delegate.cursor());
+        start ??= after;
+        const page = await this.retry(() => delegate.transport.pull(after, undefined, signal), signal);
+        this.seen(page.head);
+        // Reported only for a pull of more than one page: a bar that would fill in one step says nothing.
+        if (page.more && !this.progress) this.progress = { entries: 0, entriesExpected: 0, bytes: 0, bytesExpected: null };
+        if (page.entries.length > 0) {
+          if (page.entries[0]!.seq !== after + 1) throw new RelayError("internal", `relay skipped from ${after} to ${page.entries[0]!.seq}`);
+          // false only if the socket applied past us meanwhile: the next request starts from the new cursor.
+          await delegate.page(page.entries);
+          pulled += page.entries.length;
+        }
+        if (this.progress) this.reportProgress(page.entries, page.head - start);
+        if (!page.more) return pulled;
       }
-      if (!page.more) return pulled;
+    } finally {
+      this.progress = null;
     }
+  }
+
+  private reportProgress(entries: readonly LogEntry[], expected: number): void {
+    const p = this.progress!;
+    let bytes = p.bytes;
+    for (const e of entries) bytes += e.changeset.byteLength;
+    const entriesDone = p.entries + entries.length;
+    this.progress = { entries: entriesDone, entriesExpected: Math.max(expected, entriesDone), bytes, bytesExpected: null };
+    this.events.emit("progress", this.progress);
   }
 }

@@ -1,5 +1,6 @@
 /**
- * The demo: a shared todo list on a browser replica. Plain DOM, no framework.
+ * The demo: a shared todo list on a browser replica. The list and the sync
+ * progress bar are React (todos.ts, with changeset-relay/react); the rest is plain DOM.
  * Built with esbuild by scripts/build-demo.ts into demo/dist, which the relay
  * serves as static assets (wrangler.toml [assets]).
  */
@@ -7,15 +8,10 @@ import { openReplica, type BrowserReplica, type BrowserStatus, type ConflictReco
 // esbuild's file loader copies the .wasm into the build and gives its URL:
 // esbuild does not follow `new URL("sqlite3.wasm", import.meta.url)` by itself.
 import wasmFile from "@sqlite.org/sqlite-wasm/sqlite3.wasm";
+import { createElement } from "react";
+import { createRoot } from "react-dom/client";
 import { DEMO_SCHEMA } from "./schema.ts";
-
-type Todo = {
-  id: string;
-  title: string;
-  done: number;
-  created_at: number;
-};
-
+import { SyncProgress, TodoList } from "./todos.ts";
 
 const params = new URLSearchParams(location.search);
 const db = /^[A-Za-z0-9_-]{1,64}$/.test(params.get("db") ?? "") ? params.get("db")! : "demo";
@@ -35,8 +31,8 @@ const els = {
   app: $("app"),
   addForm: $<HTMLFormElement>("add-form"),
   newTitle: $<HTMLInputElement>("new-title"),
-  todos: $<HTMLUListElement>("todos"),
-  empty: $("empty"),
+  todos: $("todo-root"),
+  progress: $("progress-root"),
   conflicts: $<HTMLOListElement>("conflicts"),
   conflictCount: $("conflict-count"),
   error: $("error"),
@@ -48,18 +44,11 @@ const els = {
 };
 
 let replica: BrowserReplica | undefined;
-/** The todo whose title is being edited: re-renders keep its input. */
-let editing: string | undefined;
 
 function showError(e: unknown): void {
   console.error(e);
   els.error.textContent = `${(e as Error)?.name === "RelayError" ? `${(e as { code: string }).code}: ` : ""}${(e as Error)?.message ?? e}`;
   els.error.hidden = false;
-}
-
-function newId(): string {
-  if (typeof crypto.randomUUID === "function") return crypto.randomUUID();
-  return Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
 /** A development token from the relay (`npm start` enables it), else null. */
@@ -132,72 +121,6 @@ function renderStatus(s: BrowserStatus): void {
   els.tabRole.textContent = s.owner ? "this tab owns the database" : "another tab owns the database";
 }
 
-async function renderTodos(): Promise<void> {
-  const r = replica!;
-  const todos = await r.query<Todo>("SELECT id, title, done, created_at FROM todo ORDER BY created_at, id");
-  const items = todos.map((t) => {
-    const li = document.createElement("li");
-    li.dataset.id = t.id;
-    li.dataset.testid = "todo";
-    li.classList.toggle("done", t.done === 1);
-    const box = document.createElement("input");
-    box.type = "checkbox";
-    box.checked = t.done === 1;
-    box.setAttribute("aria-label", "done");
-    box.dataset.testid = "toggle";
-    box.addEventListener("change", () => act(() => r.exec("UPDATE todo SET done = ? WHERE id = ?", [box.checked ? 1 : 0, t.id])));
-    const del = document.createElement("button");
-    del.type = "button";
-    del.className = "icon";
-    del.textContent = "×";
-    del.title = "delete";
-    del.dataset.testid = "delete";
-    del.addEventListener("click", () => act(() => r.exec("DELETE FROM todo WHERE id = ?", [t.id])));
-    li.append(box, editing === t.id ? editor(t) : title(t), del);
-    return li;
-  });
-  els.todos.replaceChildren(...items);
-  els.empty.hidden = todos.length > 0;
-  const focused = els.todos.querySelector<HTMLInputElement>("input.edit");
-  if (focused && document.activeElement !== focused) focused.focus();
-}
-
-function title(t: Todo): HTMLElement {
-  const span = document.createElement("span");
-  span.className = "title";
-  span.textContent = t.title;
-  span.title = "double-click to edit";
-  span.dataset.testid = "title";
-  span.addEventListener("dblclick", () => {
-    editing = t.id;
-    void renderTodos();
-  });
-  return span;
-}
-
-function editor(t: Todo): HTMLElement {
-  const input = document.createElement("input");
-  input.className = "edit";
-  input.value = t.title;
-  input.dataset.testid = "edit";
-  input.maxLength = 200;
-  let finished = false;
-  const finish = (save: boolean) => {
-    if (finished) return;
-    finished = true;
-    editing = undefined;
-    const value = input.value.trim();
-    if (save && value && value !== t.title) act(() => replica!.exec("UPDATE todo SET title = ? WHERE id = ?", [value, t.id]));
-    else void renderTodos();
-  };
-  input.addEventListener("keydown", (e) => {
-    if (e.key === "Enter") finish(true);
-    if (e.key === "Escape") finish(false);
-  });
-  input.addEventListener("blur", () => finish(true));
-  return input;
-}
-
 async function renderConflicts(): Promise<void> {
   const list = await replica!.conflicts();
   els.conflictCount.textContent = String(list.length);
@@ -217,8 +140,9 @@ async function renderConflicts(): Promise<void> {
   );
 }
 
+/** A write from the UI; the list re-renders through its watch. */
 function act(fn: () => Promise<unknown>): void {
-  fn().then(() => renderTodos(), showError);
+  fn().catch(showError);
 }
 
 async function main(): Promise<void> {
@@ -229,17 +153,17 @@ async function main(): Promise<void> {
   renderStatus(r.status());
   els.app.hidden = false;
   r.on("status", renderStatus);
-  r.on("change", () => void renderTodos().catch(showError));
   r.on("conflict", () => void renderConflicts().catch(showError));
   r.on("error", (e) => console.warn("changeset-relay:", e.code, e.message));
-  // Another tab took over the database: its data may be newer than what we drew.
-  r.on("owner", () => void Promise.all([renderTodos(), renderConflicts()]).catch(showError));
+  // Another tab took over the database: its data may be newer than what we drew (the list's watch starts over by itself).
+  r.on("owner", () => void renderConflicts().catch(showError));
   els.addForm.addEventListener("submit", (e) => {
     e.preventDefault();
     const text = els.newTitle.value.trim();
     if (!text) return;
     els.newTitle.value = "";
-    act(() => r.exec("INSERT INTO todo(id, title, done, created_at) VALUES (?, ?, 0, ?)", [newId(), text, Date.now()]));
+    // relay_id() named here too: a database an older demo created has no DEFAULT for the key.
+    act(() => r.exec("INSERT INTO todo(id, title, done, created_at) VALUES (relay_id(), ?, 0, ?)", [text, Date.now()]));
   });
   els.online.addEventListener("change", () => {
     const on = els.online.checked;
@@ -247,7 +171,9 @@ async function main(): Promise<void> {
     r.setLive(on).catch(showError);
   });
   els.reset.addEventListener("click", () => void reset());
-  await Promise.all([renderTodos(), renderConflicts()]);
+  await renderConflicts();
+  createRoot(els.progress).render(createElement(SyncProgress, { replica: r }));
+  await new Promise<void>((onReady) => createRoot(els.todos).render(createElement(TodoList, { replica: r, act, onReady })));
   document.body.dataset.ready = "1";
 }
 

@@ -17,6 +17,18 @@ export const WIRE_ERRORS = {
   payload_too_large: { status: 413, retryable: false },
   too_many_entries: { status: 413, retryable: false },
   upgrade_required: { status: 426, retryable: false },
+  /** A changeset does not fit the schema (the relay's at the log's version, or a replica's local tables). */
+  schema_mismatch: { status: 400, retryable: false },
+  /**
+   * An entry captured under an older schema version than the log's: the
+   * client pulls (applying the newer versions), translates its pending writes
+   * and pushes again. Not retryable as it stands: the bytes must change.
+   */
+  schema_outdated: { status: 409, retryable: false },
+  /** A schema version that differs from the log's version of the same number (versions never change once in the log). */
+  schema_conflict: { status: 409, retryable: false },
+  /** A migration statement that is not a schema statement, uses a reserved name, or SQLite refuses (its message says why). */
+  schema_refused: { status: 400, retryable: false },
   /** The database's object sheds load; comes with Retry-After. */
   overloaded: { status: 503, retryable: true },
   /** A bug or a transient runtime failure on the relay. */

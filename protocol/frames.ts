@@ -80,7 +80,9 @@ export function parseClientFrame(v: unknown): ClientFrame {
     case FRAME.sub:
       return { t: FRAME.sub, after: nonNegativeInt(o.after, "after") };
     case FRAME.push: {
-      const { client, entries } = parsePushRequest(o);
+      const { client, schema, entries } = parsePushRequest(o);
+      // Schema versions are rare and run DDL on the relay: HTTP only, which keeps socket pushes one shape.
+      if (schema.length > 0) throw new RelayError("bad_request", "schema versions are pushed over HTTP, not the socket");
       return { t: FRAME.push, id: positiveInt(o.id, "id"), client, entries };
     }
     default:

@@ -1,5 +1,6 @@
 import { RelayError } from "./errors.ts";
 import { MAX_ENTRIES_PER_PUSH } from "./limits.ts";
+import { parseSchemaVersions } from "./schema.ts";
 import { array, ascending, bad, bool, bytes, map, name, nonNegativeInt, positiveInt } from "./validate.ts";
 
 /**
@@ -13,11 +14,22 @@ import { array, ascending, bad, bool, bytes, map, name, nonNegativeInt, positive
  *   GET  /v1/health                    → HealthResponse (JSON)
  */
 
-export type PushEntry = ReturnType<typeof parsePushEntry>;
+/** A captured transaction, as pushed. */
+export interface PushEntry {
+  cseq: number;
+  changeset: Uint8Array;
+  /** The schema version it was captured under; absent: 0 (a log without schema entries). Always set by the parsers. */
+  v?: number;
+}
 export type PushRequest = ReturnType<typeof parsePushRequest>;
 export type Ack = ReturnType<typeof parseAck>;
-export type PushResponse = ReturnType<typeof parsePushResponse>;
-export type LogEntry = ReturnType<typeof parseLogEntry>;
+/** `schema`: the versions this push added to the log and their seqs (absent when none). */
+export interface PushResponse {
+  acks: Ack[];
+  head: number;
+  schema?: SchemaAck[];
+}
+export type SchemaAck = { version: number; seq: number };
 export type PullResponse = ReturnType<typeof parsePullResponse>;
 export type PullQuery = ReturnType<typeof parsePullQuery>;
 
@@ -29,23 +41,33 @@ export interface HealthResponse {
   limits?: { maxEntryBytes: number };
 }
 
-export function parsePushEntry(v: unknown, what = "entry") {
-  const o = map(v, what);
-  return { cseq: positiveInt(o.cseq, `${what}.cseq`), changeset: bytes(o.changeset, `${what}.changeset`) };
+/** The schema version an entry was captured under (protocol/schema.ts); 0, or absent: a log without schema entries. */
+function schemaVersionOf(v: unknown, what: string): number {
+  return v === undefined ? 0 : nonNegativeInt(v, what);
 }
 
-/** Validates shape and the per-request cseq rules; changeset bytes are checked by the changeset reader. */
+export function parsePushEntry(v: unknown, what = "entry"): PushEntry {
+  const o = map(v, what);
+  return { cseq: positiveInt(o.cseq, `${what}.cseq`), changeset: bytes(o.changeset, `${what}.changeset`), v: schemaVersionOf(o.v, `${what}.v`) };
+}
+
+/**
+ * Validates shape and the per-request cseq rules; changeset bytes are checked
+ * by the changeset reader. `schema`: versions the log may lack, appended
+ * (in order, before the entries) when it does.
+ */
 export function parsePushRequest(v: unknown) {
   const o = map(v, "push body");
   const client = name(o.client, "client");
+  const schema = o.schema === undefined ? [] : parseSchemaVersions(o.schema);
   const raw = array(o.entries, "entries");
-  if (raw.length === 0) bad("entries must not be empty");
+  if (raw.length === 0 && schema.length === 0) bad("entries must not be empty");
   if (raw.length > MAX_ENTRIES_PER_PUSH) {
     throw new RelayError("too_many_entries", `at most ${MAX_ENTRIES_PER_PUSH} entries per push, got ${raw.length}`);
   }
   const entries = raw.map((e, i) => parsePushEntry(e, `entries[${i}]`));
   ascending(entries, (e) => e.cseq, "entries (cseq)");
-  return { client, entries };
+  return { client, schema, entries };
 }
 
 export function parseAck(v: unknown, what = "ack") {
@@ -53,25 +75,56 @@ export function parseAck(v: unknown, what = "ack") {
   return { cseq: positiveInt(o.cseq, `${what}.cseq`), seq: positiveInt(o.seq, `${what}.seq`) };
 }
 
-export function parsePushResponse(v: unknown) {
+export function parsePushResponse(v: unknown): PushResponse {
   const o = map(v, "push response");
-  return { acks: parseAcks(o.acks), head: nonNegativeInt(o.head, "head") };
+  const res: PushResponse = { acks: parseAcks(o.acks), head: nonNegativeInt(o.head, "head") };
+  if (o.schema !== undefined) {
+    res.schema = array(o.schema, "schema").map((x, i) => {
+      const a = map(x, `schema[${i}]`);
+      return { version: positiveInt(a.version, `schema[${i}].version`), seq: positiveInt(a.seq, `schema[${i}].seq`) };
+    });
+  }
+  return res;
 }
 
 export function parseAcks(v: unknown) {
   return array(v, "acks").map((a, i) => parseAck(a, `acks[${i}]`));
 }
 
-export function parseLogEntry(v: unknown, what = "entry") {
+/**
+ * A log entry. A data entry holds a changeset captured under schema version
+ * `v`. A schema entry holds version `v`'s statements in `schema`, with cseq 0
+ * and an empty changeset: every replica runs them at this point of the log.
+ */
+export interface LogEntry {
+  seq: number;
+  client: string;
+  cseq: number;
+  changeset: Uint8Array;
+  /** Milliseconds since the epoch when the relay appended the entry. */
+  ts: number;
+  /** Data entry: the schema version it was captured under; schema entry: its version. Absent: 0. Always set by the parser. */
+  v?: number;
+  schema?: string[];
+}
+
+export function parseLogEntry(v: unknown, what = "entry"): LogEntry {
   const o = map(v, what);
-  return {
+  const e: LogEntry = {
     seq: positiveInt(o.seq, `${what}.seq`),
     client: name(o.client, `${what}.client`),
-    cseq: positiveInt(o.cseq, `${what}.cseq`),
+    cseq: 0,
     changeset: bytes(o.changeset, `${what}.changeset`),
-    /** Milliseconds since the epoch when the relay appended the entry. */
     ts: nonNegativeInt(o.ts, `${what}.ts`),
+    v: schemaVersionOf(o.v, `${what}.v`),
   };
+  if (o.schema === undefined) {
+    e.cseq = positiveInt(o.cseq, `${what}.cseq`);
+    return e;
+  }
+  e.schema = parseSchemaVersions([{ version: o.v, statements: o.schema }])[0]!.statements;
+  if (o.cseq !== 0 || e.changeset.byteLength > 0) bad(`${what}: a schema entry has cseq 0 and an empty changeset`);
+  return e;
 }
 
 /** A run of log entries (a pull page, an `entries` frame): consecutive seqs. */

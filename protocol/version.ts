@@ -22,6 +22,15 @@
  *       origin not allowed is 403 `forbidden`.
  *     - `misconfigured` also covers unreadable keys and PUBLIC_ROLE=admin.
  *   v1, package 0.1.0 (unreleased changes since first cut):
+ *     - the schema in the log (protocol/schema.ts): push entries and log
+ *       entries carry `v`, the schema version they were captured under
+ *       (absent = 0); a push may carry `schema: [{ version, statements }]`,
+ *       appended as schema entries (log entries with `schema`, cseq 0 and an
+ *       empty changeset) and named in the response's `schema: [{ version,
+ *       seq }]`; wire codes `schema_mismatch` (was client-only),
+ *       `schema_outdated`, `schema_conflict`, `schema_refused`; the socket's
+ *       push frame refuses `schema`. Not a new protocol version because v1 is
+ *       unreleased: a v1 client of the first cut would misread schema entries.
  *     - error code `misconfigured` (500, not retryable): the relay lacks
  *       RELAY_SECRET. Older clients see an unknown code and treat it as
  *       `internal`.

@@ -292,8 +292,17 @@ describe("the demo in Chromium", () => {
         rows: await r.query("SELECT id, title FROM todo ORDER BY id"),
         pending: r.status().pending,
         status: r.status(),
+        // relay_id() on the worker's connection; a virtual table is local: writing it queues nothing.
+        relayId: (await r.query<{ id: number }>("SELECT relay_id() AS id"))[0]!.id,
+        local: await (async () => {
+          await r.query("CREATE VIRTUAL TABLE IF NOT EXISTS scratch USING fts5(body)");
+          await r.exec("INSERT INTO scratch VALUES ('only here')");
+          return { pending: r.status().pending, found: await r.query("SELECT body FROM scratch WHERE scratch MATCH 'here'") };
+        })(),
       };
     });
+    assert.ok(Number.isSafeInteger(result.relayId) && result.relayId > 0, String(result.relayId));
+    assert.deepEqual(result.local, { pending: 1, found: [{ body: "only here" }] });
     assert.equal(result.committed, 1);
     assert.deepEqual(result.rolledBack, { name: "Error", code: undefined });
     assert.deepEqual(result.ddl, { name: "RelayError", code: "ddl_outside_schema" });
@@ -312,7 +321,7 @@ describe("the demo in Chromium", () => {
     try {
       await add(web.page, "from the browser");
       await waitUntil(async () => (await node.sync(), (await node.query("SELECT * FROM todo")).length === 1), "Node pulls the browser's todo");
-      await node.exec("INSERT INTO todo(id, title, done, created_at) VALUES (?, ?, 0, ?)", ["node-1", "from Node", Date.now() + 1000]);
+      await node.exec("INSERT INTO todo(title, done, created_at) VALUES (?, 0, ?)", ["from Node", Date.now() + 1000]);
       await node.exec("UPDATE todo SET done = 1 WHERE title = ?", ["from the browser"]);
       await node.sync();
       await waitForItems(web.page, [{ title: "from the browser", done: true }, { title: "from Node", done: false }], "the browser gets Node's writes live");

@@ -43,7 +43,7 @@ describe("outbox.batchByBytes", () => {
 
 describe("rebase's pure parts", () => {
   const own = (seq: number, cseq: number, byte: number): LogEntry => ({ seq, client: "me", cseq, changeset: new Uint8Array([byte]), ts: 0 });
-  const row = (cseq: number, byte: number) => ({ cseq, changeset: new Uint8Array([byte]), applied: new Uint8Array([byte]), sent: true });
+  const row = (cseq: number, byte: number) => ({ cseq, changeset: new Uint8Array([byte]), applied: new Uint8Array([byte]), sent: true, v: 0 });
   it("confirmedPrefix stops at the first foreign entry, other cseq or other bytes", () => {
     assert.equal(confirmedPrefix("me", [own(1, 1, 7), own(2, 2, 8)], [row(1, 7), row(2, 8)]), 2);
     assert.equal(confirmedPrefix("me", [{ ...own(1, 1, 7), client: "x" }], [row(1, 7)]), 0);

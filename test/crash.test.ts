@@ -36,5 +36,5 @@ it("a writer killed after commit and before push loses nothing and pushes exactl
     await r.close();
   }
   const log = await pullAll(relay.url, db, reader);
-  assert.deepEqual(log.map((e: any) => [e.client, e.cseq]), [[clientId, 1]]);
+  assert.deepEqual(log.map((e: any) => [e.client, e.cseq]), [[clientId, 0], [clientId, 1]], "its schema version, then the write once");
 });

@@ -368,6 +368,128 @@ for (const kind of KINDS) {
   });
 }
 
+describe("statement counts (changes() of the statement itself, no query for it)", () => {
+  const SQL = `
+    CREATE TABLE t(id INTEGER PRIMARY KEY, v);
+    CREATE TABLE log(x);
+    CREATE TABLE parent(id INTEGER PRIMARY KEY);
+    CREATE TABLE child(id INTEGER PRIMARY KEY, p REFERENCES parent(id) ON DELETE CASCADE);
+    CREATE TRIGGER t_log AFTER INSERT ON t BEGIN INSERT INTO log VALUES (new.v); INSERT INTO log VALUES (new.v); END;
+  `;
+  /** [statement, params, expected changes], run in this order on one connection. */
+  const STEPS: [string, readonly (number | string)[] | undefined, number][] = [
+    ["INSERT INTO t(v) VALUES (1), (2), (3), (4), (5)", undefined, 5],
+    // changes() keeps the last write's count across statements that write nothing:
+    ["UPDATE t SET v = 0 WHERE id > ?", [100], 0],
+    ["INSERT INTO t(v) VALUES (?), (?)", [6, 7], 2],
+    ["SELECT * FROM t", undefined, 0],
+    ["SELECT * FROM t WHERE id = ?", [1], 0],
+    ["INSERT INTO t(v) VALUES (8)", undefined, 1],
+    ["CREATE TABLE IF NOT EXISTS other(a)", undefined, 0],
+    ["INSERT INTO t(v) VALUES (9)", undefined, 1],
+    ["CREATE INDEX t_v ON t(v)", undefined, 0],
+    ["UPDATE t SET v = v + 1 WHERE id <= ?", [3], 3],
+    ["PRAGMA user_version = 7", undefined, 0],
+    ["DELETE FROM t WHERE id = ?", [1], 1],
+    ["SAVEPOINT s", undefined, 0],
+    ["RELEASE s", undefined, 0],
+    ["INSERT OR IGNORE INTO t(id, v) VALUES (?, ?)", [2, "dup"], 0],
+    ["INSERT INTO t(id, v) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET v = excluded.v", [2, "upsert"], 1],
+    ["WITH n(x) AS (VALUES (10), (11)) INSERT INTO t(v) SELECT x FROM n", undefined, 2],
+    ["INSERT INTO t(v) VALUES (?) RETURNING id", [12], 1],
+    ["DROP INDEX t_v", undefined, 0],
+    // Rows written by triggers and foreign key actions are not the statement's own (as changes() counts).
+    ["INSERT INTO parent VALUES (1), (2)", undefined, 2],
+    ["INSERT INTO child VALUES (?, ?), (?, ?), (?, ?)", [1, 1, 2, 1, 3, 2], 3],
+    ["DELETE FROM parent WHERE id = ?", [1], 1],
+    ["SELECT count(*) FROM child", undefined, 0],
+    // A script: the sum of its statements; each may use what the one before created.
+    ["CREATE TABLE s(a); INSERT INTO s VALUES (1), (2); UPDATE s SET a = 3 WHERE a = 99; SELECT 1; DELETE FROM s WHERE a = 1; -- done", undefined, 3],
+    ["UPDATE t SET v = v WHERE id = 2;  -- a comment after one statement is no script", [], 1],
+  ];
+
+  for (const kind of KINDS) {
+    it(`counts right after writes, reads, DDL, triggers and in scripts (${kind})`, async () => {
+      const d = await memory(kind, SQL);
+      d.exec("PRAGMA foreign_keys = ON");
+      const counts = STEPS.map(([sql, params]) => d.run(sql, params).changes);
+      assert.deepEqual(counts, STEPS.map(([, , n]) => n));
+      assert.equal(d.all("SELECT count(*) AS n FROM log")[0]!["n"], 2 * 12, "the trigger ran");
+      assert.equal(d.all("SELECT count(*) AS n FROM child")[0]!["n"], 1, "the cascade ran");
+      // Cached statements keep counting right when they run again.
+      assert.equal(d.run("SELECT * FROM t").changes, 0);
+      assert.equal(d.run("UPDATE t SET v = 0 WHERE id > ?", [100]).changes, 0);
+      assert.equal(d.run("UPDATE t SET v = v + 1 WHERE id <= ?", [3]).changes, 2);
+    });
+
+    it(`refuses parameters for a script, runs nothing for comments alone (${kind})`, async () => {
+      const d = await memory(kind, "CREATE TABLE t(id INTEGER PRIMARY KEY)");
+      assert.throws(() => d.run("INSERT INTO t VALUES (?); INSERT INTO t VALUES (2)", [1]), RangeError);
+      assert.deepEqual(d.all("SELECT * FROM t"), []);
+      d.exec("");
+      d.exec("  -- nothing /* here */");
+      assert.throws(() => d.run("-- nothing"));
+      // A failing statement stops a script; those before it stay done, as with sqlite3_exec.
+      assert.throws(() => d.run("INSERT INTO t VALUES (1); INSERT INTO nope VALUES (1); INSERT INTO t VALUES (3)"), /no such table: nope/);
+      assert.deepEqual(d.all("SELECT id FROM t").map((r) => r["id"]), [1]);
+      // Splitting a script keeps its place past text SQLite sees differently (an unpaired surrogate).
+      assert.equal(d.run("INSERT INTO t VALUES (length('\uD800x')); INSERT INTO t VALUES (5)").changes, 2);
+      assert.deepEqual(d.all("SELECT id FROM t ORDER BY id").map((r) => r["id"]), [1, 2, 5]);
+    });
+  }
+
+  it("installs the wasm conflict callback once, not once per apply", async () => {
+    const SQL_T = "CREATE TABLE t(id INTEGER PRIMARY KEY, v)";
+    const src = await memory("wasm", SQL_T);
+    const cs = capture(src, (d) => d.run("INSERT INTO t VALUES (1, 'a')"));
+    const dst = await memory("wasm", SQL_T + "; INSERT INTO t VALUES (1, 'z')");
+    dst.applyChangeset(cs, () => RESOLUTION.OMIT); // a first apply may set up what it needs
+    const Module = WebAssembly.Module;
+    let compiled = 0;
+    WebAssembly.Module = new Proxy(Module, {
+      construct(target, args: [BufferSource]) {
+        compiled++;
+        return new target(...args);
+      },
+    });
+    try {
+      let seen = 0;
+      for (let i = 0; i < 20; i++) dst.applyChangeset(cs, () => (seen++, RESOLUTION.OMIT));
+      assert.equal(seen, 20);
+    } finally {
+      WebAssembly.Module = Module;
+    }
+    assert.equal(compiled, 0);
+  });
+});
+
+describe("drivers bind and read every value alike", () => {
+  const VALUES: unknown[] = [
+    0, 1, -1, 2147483647, 2147483648, -2147483648, -2147483649, Number.MAX_SAFE_INTEGER, -Number.MAX_SAFE_INTEGER,
+    2 ** 53, 0.1, -0, 1e-300, 9223372036854775807n, -9223372036854775808n, 9007199254740992n, 9007199254740993n,
+    "", "a\u0000b", "ünïcödé 🍐", "x".repeat(10_000), "é".repeat(5_000) + "🍐".repeat(3_000),
+    new Uint8Array(0), new Uint8Array([0]), new Uint8Array(100_000).map((_, i) => i % 251), null,
+  ];
+
+  it("store the same storage classes and bytes, read back the same JS values, capture the same changeset", async () => {
+    const SQL = "CREATE TABLE v(id INTEGER PRIMARY KEY, x, i INTEGER, t TEXT, r REAL)";
+    const out: Record<string, unknown> = {};
+    for (const kind of KINDS) {
+      const d = await memory(kind, SQL);
+      const cs = capture(d, (x) => {
+        // One long-lived statement, so the bind buffer grows and shrinks back to small values.
+        VALUES.forEach((v, id) => x.run("INSERT INTO v VALUES (?, ?, ?, ?, ?)", [id, v, v, v, v] as never));
+      });
+      const rows = d.all("SELECT id, x, typeof(x) AS tx, hex(x) AS hx, i, typeof(i) AS ti, t, typeof(t) AS tt, r, typeof(r) AS tr FROM v ORDER BY id").map((r) => ({ ...r }));
+      out[kind] = { cs, rows };
+      // Read back as bound (a no-affinity column keeps the value); -0 is a safe integer: INTEGER 0.
+      const expected = VALUES.map((v) => (Object.is(v, -0) ? 0 : typeof v === "bigint" && v >= -(2n ** 53n) + 1n && v <= 2n ** 53n - 1n ? Number(v) : v));
+      assert.deepEqual(rows.map((r) => r["x"]), expected, kind);
+    }
+    assert.deepEqual(out["wasm"], out["node"]);
+  });
+});
+
 describe("node file database", () => {
   it("persists across close and reopen, in WAL mode", async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "relay-drivers-"));

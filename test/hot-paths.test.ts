@@ -1,8 +1,8 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { RelayError } from "../client/index.ts";
+import { openReplica, RelayError } from "../client/index.ts";
 import { until } from "./support/wait.ts";
-import { dump, replica } from "./support/replicas.ts";
+import { dump, replica, TODO_SCHEMA } from "./support/replicas.ts";
 import { pullAll } from "./support/http.ts";
 import type { WebSocketLike } from "../client/transport/socket.ts";
 import { useRelay } from "./support/fixture.ts";
@@ -61,14 +61,14 @@ describe("applying pages", () => {
     await B.sync();
     await B.exec("UPDATE todo SET title = 'edited by b' WHERE id = 'x'"); // concurrent with C's delete
     await C.exec("DELETE FROM todo WHERE id = 'x'");
-    await C.sync(); // seq 2: delete
-    await B.sync(); // seq 3: the update, NOTFOUND everywhere it lands after the delete
+    await C.sync(); // seq 3: delete (seq 1 is the schema, 2 the insert)
+    await B.sync(); // seq 4: the update, NOTFOUND everywhere it lands after the delete
     for (let i = 0; i < 5; i++) await B.exec("INSERT INTO todo(id, title) VALUES (?, ?)", [`b${i}`, `row ${i}`]);
-    await B.sync(); // seqs 4..8
-    const ev = await A.sync(); // one page: 1..8
-    assert.equal(ev.cursor, 8);
+    await B.sync(); // seqs 5..9
+    const ev = await A.sync(); // one page: 1..9
+    assert.equal(ev.cursor, 9);
     const conflicts = await A.conflicts();
-    assert.deepEqual(conflicts.map((c) => [c.kind, c.seq, c.client]), [["notfound", 3, "b"]]);
+    assert.deepEqual(conflicts.map((c) => [c.kind, c.seq, c.client]), [["notfound", 4, "b"]]);
     await C.sync();
     assert.equal(await dump(A), await dump(B));
     assert.equal(await dump(A), await dump(C));
@@ -77,21 +77,20 @@ describe("applying pages", () => {
 });
 
 describe("the schema cache", () => {
-  it("is read again after DDL run through query()", async () => {
+  it("is read again after the log's DDL, in the same step", async () => {
     const db = relay.db("schema-cache");
     const B = await replica(relay, db, "b", "node");
     const A0 = await replica(relay, db, "a0", "node");
     await A0.exec("INSERT INTO todo(id, title) VALUES ('1', 'first')");
     await A0.sync();
     await B.sync(); // B has read todo's definition: 4 columns
-    await B.query("ALTER TABLE todo ADD COLUMN extra TEXT"); // outside the schema option, but possible
-    const wide = ["CREATE TABLE IF NOT EXISTS todo(id TEXT PRIMARY KEY, title TEXT, done INTEGER NOT NULL DEFAULT 0, note TEXT, extra TEXT)"];
-    const A = await replica(relay, db, "a", "node", { schema: wide });
+    const A = await openReplica({ url: relay.url, db, token: await relay.token("write", "a", db), clientId: "a", driver: "node", migrations: [TODO_SCHEMA, ["ALTER TABLE todo ADD COLUMN extra TEXT"]] });
     await A.sync();
     await A.exec("INSERT INTO todo(id, title, extra) VALUES ('2', 'second', 'x')");
     await A.sync();
-    await B.sync(); // a 5-column entry: refused if B still believed in 4 columns
+    await B.sync(); // version 2, then a 5-column entry: refused if B still believed in 4 columns
     assert.deepEqual(await B.query("SELECT id, extra FROM todo ORDER BY id"), [{ id: "1", extra: null }, { id: "2", extra: "x" }]);
+    await A.close();
   });
 });
 
@@ -105,9 +104,11 @@ describe("live acks", () => {
     };
     const A = await replica(relay, db, "a", "node", { live: true, fetch: spy });
     await until(() => A.status().connected, "connected");
+    await A.sync(); // a new replica's schema version goes out over HTTP (with a pull) first
+    pulls = 0;
     for (let i = 0; i < 300; i++) await A.exec("INSERT INTO todo(id, title) VALUES (?, ?)", [`r${i}`, `row ${i}`]);
     await until(() => A.status().pending === 0, "every write confirmed");
-    assert.equal(A.status().cursor, 300);
+    assert.equal(A.status().cursor, 301, "the schema entry and 300 writes");
     assert.equal(pulls, 0);
     const B = await replica(relay, db, "b", "node");
     await B.sync();
@@ -135,7 +136,7 @@ describe("live acks", () => {
     await until(() => A.status().pending === 0 && A.status().connected, "every write confirmed after reconnecting", 20_000);
     assert.ok(sockets.length >= 3, `${sockets.length} connections`);
     const log = await pullAll(relay.url, db, await relay.token("read", "x", db));
-    assert.deepEqual(log.map((e) => e.cseq), Array.from({ length: 120 }, (_, i) => i + 1));
+    assert.deepEqual(log.filter((e) => !e.schema).map((e) => e.cseq), Array.from({ length: 120 }, (_, i) => i + 1));
     const B = await replica(relay, db, "b", "node");
     await B.sync();
     assert.equal(await dump(A), await dump(B));

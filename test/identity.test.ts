@@ -7,7 +7,8 @@ import { httpTransport, openReplica, RelayError, type Replica, type ReplicaOptio
 import { RelayError as WireRelayError } from "../protocol/errors.ts";
 import * as store from "../worker/log-store.ts";
 import { bindClient } from "../worker/identity.ts";
-import { insertChangeset } from "./support/http.ts";
+import { encode } from "../protocol/codec.ts";
+import { insertChangeset, pullAll, push, pushRaw } from "./support/http.ts";
 import { doSql } from "./support/do-sql.ts";
 import { TODO_SCHEMA } from "./support/replicas.ts";
 import { useRelay } from "./support/fixture.ts";
@@ -24,7 +25,7 @@ const opened: Replica[] = [];
 after(() => Promise.all(opened.map((r) => r.close())));
 
 async function open(db: string, opts: Partial<ReplicaOptions>): Promise<Replica> {
-  const r = await openReplica({ url: relay.url, db, schema: TODO_SCHEMA, driver: "node", backoff: { baseMs: 5, capMs: 50 }, ...opts });
+  const r = await openReplica({ url: relay.url, db, ...(opts.migrations ? {} : { schema: TODO_SCHEMA }), driver: "node", backoff: { baseMs: 5, capMs: 50 }, ...opts });
   opened.push(r);
   return r;
 }
@@ -58,7 +59,7 @@ describe("the relay's client → sub bindings (worker/identity.ts over the log's
     const push = (client: string, sub: string, role: "write" | "admin", cseq: number) =>
       sql.transactionSync(() => {
         bindClient(sql, client, { sub, role }, 0);
-        return store.push(sql, client, entry(cseq), 0, undefined, sub);
+        return store.push(sql, client, entry(cseq), 0, undefined, { sub });
       });
     push("phone", "alice", "write", 1);
     push("laptop", "alice", "write", 1); // one person, two devices
@@ -76,9 +77,71 @@ describe("the relay's client → sub bindings (worker/identity.ts over the log's
     sql.exec("CREATE TABLE relay_meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL); INSERT INTO relay_meta VALUES ('schema', 1)");
     sql.exec("CREATE TABLE relay_log(seq INTEGER PRIMARY KEY, client TEXT NOT NULL, cseq INTEGER NOT NULL, ts INTEGER NOT NULL, size INTEGER NOT NULL, chunks INTEGER NOT NULL, body BLOB, UNIQUE(client, cseq))");
     store.migrate(sql);
-    store.push(sql, "c", [{ cseq: 1, changeset: insertChangeset([[1, "x"]]) }], 0, undefined, "alice");
+    store.push(sql, "c", [{ cseq: 1, changeset: insertChangeset([[1, "x"]]) }], 0, undefined, { sub: "alice" });
     bindClient(sql, "c", { sub: "alice", role: "write" }, 0);
     assert.equal(sql.exec<{ sub: string }>("SELECT sub FROM relay_log").one().sub, "alice");
+  });
+
+  it("every older layout of the relay's tables is upgraded to the one a new object gets", () => {
+    const LOG_V1 = "CREATE TABLE relay_log(seq INTEGER PRIMARY KEY, client TEXT NOT NULL, cseq INTEGER NOT NULL, ts INTEGER NOT NULL, size INTEGER NOT NULL, chunks INTEGER NOT NULL, body BLOB, UNIQUE(client, cseq));" +
+      "CREATE TABLE relay_chunk(seq INTEGER NOT NULL, idx INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY(seq, idx)) WITHOUT ROWID;";
+    const layouts: Record<string, string> = {
+      "version 1": `${LOG_V1} INSERT INTO relay_meta VALUES ('schema', 1)`,
+      "version 2 (identity)": `${LOG_V1} ALTER TABLE relay_log ADD COLUMN sub TEXT; CREATE TABLE relay_client(client TEXT PRIMARY KEY, sub TEXT NOT NULL, since INTEGER NOT NULL) WITHOUT ROWID; INSERT INTO relay_meta VALUES ('schema', 2)`,
+      // The schema branch before it met identity: its own tables under a `schema_log` row, the log still at 1.
+      "version 1 with the schema log": `${LOG_V1} ALTER TABLE relay_log ADD COLUMN v INTEGER NOT NULL DEFAULT 0;
+        CREATE TABLE relay_schema(version INTEGER PRIMARY KEY, seq INTEGER NOT NULL UNIQUE, client TEXT NOT NULL, ts INTEGER NOT NULL, statements TEXT NOT NULL);
+        CREATE TABLE relay_shape(version INTEGER NOT NULL, tbl TEXT NOT NULL, shape TEXT NOT NULL, PRIMARY KEY(version, tbl)) WITHOUT ROWID;
+        INSERT INTO relay_meta VALUES ('schema', 1), ('schema_log', 1)`,
+    };
+    // Columns by name (an upgraded table may hold them in another order) and the meta rows.
+    const layout = (sql: ReturnType<typeof doSql>) => ({
+      columns: sql.exec<{ c: string }>(`SELECT m.name || '.' || c.name || ' ' || c.type || ' ' || c."notnull" AS c FROM sqlite_schema m, pragma_table_xinfo(m.name) c
+        WHERE m.type = 'table' AND m.name GLOB 'relay_*' ORDER BY 1`).toArray().map((r) => r.c),
+      meta: sql.exec<{ key: string; value: number }>("SELECT key, value FROM relay_meta ORDER BY key").toArray().map((r) => `${r.key}=${r.value}`),
+    });
+    const created = doSql();
+    store.migrate(created);
+    const expected = layout(created);
+    assert.ok(expected.columns.includes("relay_schema.sub TEXT 0") && expected.columns.includes("relay_log.v INTEGER 1"));
+    for (const [name, ddl] of Object.entries(layouts)) {
+      const sql = doSql();
+      sql.exec(`CREATE TABLE relay_meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL); ${ddl}`);
+      store.migrate(sql);
+      assert.deepEqual(layout(sql), expected, name);
+      store.migrate(sql); // once there, nothing more to do
+      store.push(sql, "c", [{ cseq: 1, changeset: insertChangeset([[1, "x"]]), v: 1 }], 0, undefined, { sub: "alice", schema: [{ version: 1, statements: ["CREATE TABLE t(id INTEGER PRIMARY KEY, v)"] }] });
+      assert.deepEqual(sql.exec<{ s: string }>("SELECT sub AS s FROM relay_schema UNION ALL SELECT sub FROM relay_log").toArray().map((r) => r.s), ["alice", "alice"], name);
+    }
+  });
+});
+
+describe("schema versions under a client id (schema entries, cseq 0)", () => {
+  const V1 = { version: 1, statements: ["CREATE TABLE t(id INTEGER PRIMARY KEY, v)"] };
+  const V2 = { version: 2, statements: ["ALTER TABLE t ADD COLUMN w"] };
+
+  it("record the sub of the token that pushed them", () => {
+    const sql = doSql();
+    store.migrate(sql);
+    const res = store.push(sql, "phone", [], 7, undefined, { sub: "alice", schema: [V1] });
+    assert.deepEqual(res.schema, [{ version: 1, seq: 1 }]);
+    assert.deepEqual(sql.exec("SELECT version, seq, client, sub FROM relay_schema").toArray().map((r) => ({ ...r })), [{ version: 1, seq: 1, client: "phone", sub: "alice" }]);
+  });
+
+  it("are bound like writes: a schema-only push binds the client id, and another sub cannot push a version under it", async () => {
+    const db = relay.db("schema-binding");
+    const schemaOnly = (version: typeof V1) => encode({ client: "phone", schema: [version], entries: [] });
+    assert.equal((await pushRaw(relay.url, db, await relay.token("write", "alice", db), schemaOnly(V1))).status, 200);
+    const mallory = await relay.token("write", "mallory", db);
+    const refused = await pushRaw(relay.url, db, mallory, schemaOnly(V2));
+    assert.equal(refused.status, 403);
+    assert.equal(refused.body.error.code, "forbidden");
+    const write = await push(relay.url, db, mallory, "phone", [{ cseq: 1, changeset: insertChangeset([[1, "x"]]), v: 1 }]);
+    assert.equal(write.body.error.code, "forbidden", "the schema-only push bound the id to alice");
+    const log = await pullAll(relay.url, db, await relay.token("read", "checker", db));
+    assert.deepEqual(log.map((e: any) => [e.client, e.cseq, e.v]), [["phone", 0, 1]], "the refused version left the log unchanged");
+    // Admin acts for any client, schema included (and binds none).
+    assert.equal((await pushRaw(relay.url, db, await relay.token("admin", "ops", db), schemaOnly(V2))).status, 200);
   });
 });
 
@@ -198,6 +261,64 @@ describe("no write dropped or stranded", () => {
     assert.equal(A3.status().blocked, null);
     assert.deepEqual(await fresh(db), ["a1", "a2", "b1", "b2"]);
   });
+
+  it("a held write is translated when the log moves to a new schema version meanwhile, and goes out under it", async () => {
+    const db = relay.db("held-migrated");
+    const path = join(relay.dir, "held-migrated.db");
+    const V1 = ["CREATE TABLE todo(id TEXT PRIMARY KEY, title TEXT)"];
+    const V2 = ["ALTER TABLE todo ADD COLUMN done INTEGER NOT NULL DEFAULT 0"];
+    const alice = await relay.token("write", "alice", db);
+    const A = await open(db, { token: alice, path, migrations: [V1] });
+    await A.exec("INSERT INTO todo VALUES ('a1', 'bound')");
+    await A.sync();
+    await A.close();
+    const A2 = await open(db, { token: await relay.token("write", "bob", db), path, migrations: [V1] });
+    await A2.exec("INSERT INTO todo VALUES ('a2', 'held')");
+    await assert.rejects(A2.sync(), (e: unknown) => e instanceof RelayError && e.code === "forbidden");
+    // Another app moves the log to version 2 while A2's write is held.
+    const B = await open(db, { token: await relay.token("write", "carol", db), migrations: [V1, V2] });
+    await B.exec("INSERT INTO todo VALUES ('b1', 'new app', 1)");
+    await B.sync();
+    await assert.rejects(A2.sync(), (e: unknown) => e instanceof RelayError && e.code === "forbidden", "still refused: held, not outdated");
+    assert.equal(A2.status().schemaVersion, 2, "the pull ran the log's version");
+    assert.equal(A2.status().pending, 1);
+    await A2.close();
+    // Its owner's token: the held write goes out, captured under version 2 now.
+    const A3 = await open(db, { token: alice, path, migrations: [V1] });
+    await A3.sync();
+    assert.equal(A3.status().blocked, null);
+    const log = await pullAll(relay.url, db, await relay.token("read", "checker", db));
+    const who = (e: any) => (e.client === A3.clientId ? "A" : e.client === B.clientId ? "B" : e.client);
+    assert.deepEqual(log.map((e: any) => [who(e), e.cseq, e.v]), [["A", 0, 1], ["A", 1, 1], ["B", 0, 2], ["B", 1, 2], ["A", 2, 2]]);
+    const fresh2 = await open(db, { token: await relay.token("read", "checker", db), migrations: [] });
+    await fresh2.sync();
+    assert.deepEqual(await fresh2.query("SELECT id, title, done FROM todo ORDER BY id"), [
+      { id: "a1", title: "bound", done: 0 },
+      { id: "a2", title: "held", done: 0 },
+      { id: "b1", title: "new app", done: 1 },
+    ]);
+  });
+});
+
+describe("schema versions the relay refuses (SCHEMA_ROLE=admin)", () => {
+  const strict = useRelay({ bindings: { SCHEMA_ROLE: "admin" } });
+  it("a refused push of versions alone holds nothing: it is reported, pulls go on, the next sync tries again", async () => {
+    const db = strict.db("schema-only");
+    const V1 = ["CREATE TABLE todo(id TEXT PRIMARY KEY, title TEXT)"];
+    const ops = await openReplica({ url: strict.url, db, token: await strict.token("admin", "ops", db), migrations: [V1], driver: "node" });
+    opened.push(ops);
+    await ops.exec("INSERT INTO todo VALUES ('1', 'from ops')");
+    await ops.sync();
+    const W = await openReplica({ url: strict.url, db, token: await strict.token("write", "w", db), migrations: [V1, ["ALTER TABLE todo ADD COLUMN done INTEGER"]], driver: "node" });
+    opened.push(W);
+    const errors: RelayError[] = [];
+    W.on("error", (e) => errors.push(e));
+    await assert.rejects(W.sync(), (e: unknown) => e instanceof RelayError && e.code === "forbidden");
+    assert.deepEqual(await W.query("SELECT id, title FROM todo"), [{ id: "1", title: "from ops" }], "pulled although its version was refused");
+    assert.equal(W.status().blocked, null, "no write waits on it");
+    assert.deepEqual(errors.map((e) => e.code), ["forbidden"]);
+    await assert.rejects(W.sync(), (e: unknown) => e instanceof RelayError && e.code === "forbidden");
+  });
 });
 
 describe("a write larger than the relay accepts", () => {
@@ -254,6 +375,37 @@ describe("a write larger than the relay accepts", () => {
     assert.deepEqual(await rows(B), ["b", "small"]);
     assert.equal(A.status().pending, 0);
     assert.equal(await A.discardBlocked(), null);
+  });
+
+  it("discardBlocked() re-applies the writes after it translated to the local schema version", async () => {
+    const db = small.db("discard-migrated");
+    const path = join(small.dir, "discard-migrated.db");
+    const V1 = ["CREATE TABLE f(id TEXT PRIMARY KEY, data BLOB, tag TEXT)"];
+    // A changeset of version 1 has a column more than version 2's table: SQLite would skip it untranslated.
+    const V2 = ["ALTER TABLE f DROP COLUMN tag"];
+    const real = httpTransport({ url: small.url, db, token: await small.token("write", "a", db) });
+    const transport = { push: real.push, pull: real.pull }; // never learns the limit
+    const B = await openReplica({ url: small.url, db, token: await small.token("write", "b", db), migrations: [V1], driver: "node" });
+    opened.push(B);
+    await B.exec("INSERT INTO f VALUES ('b', x'02', 'x')");
+    await B.sync();
+    let A = await openReplica({ url: small.url, db, migrations: [V1], driver: "node", path, transport });
+    await A.exec("INSERT INTO f VALUES ('big', ?, 'x')", [new Uint8Array(300 * 1024).fill(7)]);
+    await A.exec("INSERT INTO f VALUES ('small', x'01', 'x')");
+    await assert.rejects(A.sync(), (e: unknown) => e instanceof RelayError && e.code === "payload_too_large");
+    await A.close();
+    // The app upgrades to version 2 offline: both writes stay as sent, under version 1.
+    A = await openReplica({ url: small.url, db, migrations: [V1, V2], driver: "node", path, transport });
+    opened.push(A);
+    await assert.rejects(A.sync(), (e: unknown) => e instanceof RelayError && e.code === "payload_too_large");
+    assert.equal(A.status().blocked?.cseq, 1);
+    assert.equal(await A.discardBlocked(), 1);
+    assert.deepEqual(await A.query("SELECT * FROM f ORDER BY id"), [{ id: "b", data: new Uint8Array([2]) }, { id: "small", data: new Uint8Array([1]) }], "the later write kept, in version 2's shape");
+    await A.sync();
+    await B.sync();
+    assert.deepEqual(await B.query("SELECT * FROM f ORDER BY id"), [{ id: "b", data: new Uint8Array([2]) }, { id: "small", data: new Uint8Array([1]) }]);
+    assert.equal(B.status().schemaVersion, 2);
+    assert.equal(A.status().pending, 0);
   });
 });
 

@@ -45,7 +45,7 @@ describe("live sync", () => {
     B.on("change", (e) => e.source === "remote" && remote.push(e.cursor));
     await A.exec("INSERT INTO todo(id, title) VALUES ('1', 'live')");
     await until(B, async () => (await titles(B)).includes("live"));
-    assert.deepEqual(remote, [1]);
+    assert.deepEqual(remote, [2], "seq 1 is the schema, which changed nothing on B");
     await until(A, () => A.status().pending === 0);
     assert.equal(await dump(A), await dump(B));
     await Promise.all([A.close(), B.close()]);
@@ -59,16 +59,16 @@ describe("live sync", () => {
     const orders = subs.map(() => [] as number[]);
     subs.forEach((s, i) => s.on("change", (e) => e.source === "remote" && orders[i]!.push(e.cursor)));
     for (let k = 0; k < 200; k++) await W.exec("INSERT INTO todo(id, title) VALUES (?, ?)", [`k${String(k).padStart(3, "0")}`, `t${k}`]);
-    for (const s of subs) await until(s, () => s.status().cursor === 200);
+    for (const s of subs) await until(s, () => s.status().cursor === 201); // seq 1 is the schema
     for (const o of orders) {
       assert.ok(o.length > 0);
       assert.deepEqual(o, [...o].sort((a, b) => a - b), "cursor only moves forward");
-      assert.equal(o.at(-1), 200);
+      assert.equal(o.at(-1), 201);
     }
     const want = await dump(W);
     for (const s of subs) assert.equal(await dump(s), want);
     const log = await pullAll(relay.url, db, await relay.token("read", "x", db));
-    assert.deepEqual(log.map((e: any) => e.cseq), Array.from({ length: 200 }, (_, i) => i + 1));
+    assert.deepEqual(log.map((e: any) => e.cseq), Array.from({ length: 201 }, (_, i) => i), "the schema entry (cseq 0), then every write once");
     await Promise.all([W, ...subs].map((r) => r.close()));
   });
 
@@ -90,13 +90,13 @@ describe("live sync", () => {
       if (k === 10) sockets.at(-1)!.close(4000, "test drop");
       if (k === 20) await B.exec("INSERT INTO todo(id, title) VALUES ('b', 'from B while reconnecting')");
     }
-    await until(B, () => B.status().cursor === 31 && B.status().pending === 0 && B.status().connected);
-    await until(A, () => A.status().cursor === 31);
+    await until(B, () => B.status().cursor === 32 && B.status().pending === 0 && B.status().connected);
+    await until(A, () => A.status().cursor === 32);
     assert.equal(await dump(A), await dump(B));
     assert.ok(sockets.length >= 2, "B reconnected");
     assert.deepEqual(connections.slice(0, 2), [false, true]);
     const log = await pullAll(relay.url, db, await relay.token("read", "x", db));
-    assert.equal(log.length, 31);
+    assert.equal(log.length, 32, "the schema entry and 31 writes");
     await Promise.all([A.close(), B.close()]);
   });
 
@@ -143,6 +143,7 @@ describe("live sync", () => {
     const A = await replica(relay, db, "a", "node", { live: true });
     const B = await replica(relay, db, "b", "node", { live: true });
     await Promise.all([connected(A), connected(B)]);
+    await A.sync(); // the HTTP sync that pushes A's schema version has run
     A.setLive(false);
     assert.equal(A.status().connected, false);
     await A.exec("INSERT INTO todo(id, title) VALUES ('1', 'offline write')");

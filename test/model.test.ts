@@ -15,11 +15,21 @@
  *           commands (writes on the same replica included) run meanwhile;
  *   release let it finish
  *   crash   close a file-backed replica mid-schedule and reopen its file
+ *   upgrade reopen a file-backed replica with its app at a later schema version
+ *           (MIGRATIONS: add a column, a table, an index, rename and drop
+ *           that column), pending writes and all; the others take the
+ *           version from the log as schema entries, and some writes set the
+ *           column under whatever name their replica's version gives it
  *   restart the relay (Miniflare on a persisted directory; a new port)
  * then heal every fault, sync every replica twice, and check:
  *   - every replica's replicated tables are identical, value and type
  *     (quote()), and identical to a fresh replica replaying the log from 0
- *     (invariants 5, 6);
+ *     (invariants 5, 6), with the same tables and columns (10), trigger
+ *     effects included (audit, tally: triggers on todo write them, a RAISE
+ *     checks todo's inserts);
+ *   - every replica's local FTS5 index (kept by triggers) holds its todos;
+ *   - the log holds each schema version once, in order, and every data
+ *     entry is captured under the version before it (3, 10);
  *   - the log is gapless from 1, has no duplicate (client, cseq), and each
  *     client's cseq increases (1, 2);
  *   - every outbox is empty and every cursor is at the head;
@@ -59,7 +69,41 @@ const SCHEMA = [
   "CREATE TABLE IF NOT EXISTS kv(k TEXT PRIMARY KEY, v, n INTEGER)",
   // Enforced on local writes (a missing parent rolls the transaction back), cascading into the changeset.
   "CREATE TABLE IF NOT EXISTS child(id INTEGER PRIMARY KEY, parent TEXT REFERENCES todo(id) ON DELETE CASCADE, v)",
+  // Written only by triggers on todo; their effects are in the changesets and must not come twice.
+  "CREATE TABLE IF NOT EXISTS audit(id INTEGER PRIMARY KEY, what TEXT)",
+  "CREATE TABLE IF NOT EXISTS tally(k TEXT PRIMARY KEY, n INTEGER NOT NULL)",
+  `CREATE TRIGGER IF NOT EXISTS todo_added AFTER INSERT ON todo BEGIN
+     INSERT INTO tally(k, n) VALUES ('todo', 1) ON CONFLICT(k) DO UPDATE SET n = n + 1;
+   END`,
+  `CREATE TRIGGER IF NOT EXISTS todo_removed AFTER DELETE ON todo BEGIN
+     INSERT INTO audit(id, what) VALUES (relay_id(), 'removed ' || OLD.id);
+     UPDATE tally SET n = n - 1 WHERE k = 'todo';
+   END`,
+  // A check on local writes (the rollback is reported like a constraint); replay never runs it.
+  "CREATE TRIGGER IF NOT EXISTS todo_check BEFORE INSERT ON todo WHEN NEW.title = '' BEGIN SELECT RAISE(ABORT, 'CHECK constraint failed: empty title'); END",
+  // A local full-text index kept by triggers: it must follow remote rows too. The insert
+  // trigger deletes first, as INSERT OR REPLACE fires no delete trigger (recursive_triggers is off).
+  "CREATE VIRTUAL TABLE IF NOT EXISTS todo_fts USING fts5(id UNINDEXED, title)",
+  `CREATE TRIGGER IF NOT EXISTS todo_fts_ai AFTER INSERT ON todo BEGIN
+     DELETE FROM todo_fts WHERE id = NEW.id;
+     INSERT INTO todo_fts(id, title) VALUES (NEW.id, NEW.title);
+   END`,
+  "CREATE TRIGGER IF NOT EXISTS todo_fts_ad AFTER DELETE ON todo BEGIN DELETE FROM todo_fts WHERE id = OLD.id; END",
+  "CREATE TRIGGER IF NOT EXISTS todo_fts_au AFTER UPDATE ON todo BEGIN UPDATE todo_fts SET id = NEW.id, title = NEW.title WHERE id = OLD.id; END",
 ];
+
+/**
+ * The app's later versions. The generated statements name only columns every
+ * version has, plus `{extra}`: the column v2 adds, under its name at the
+ * writing replica's version (skipped before v2 and after v4 drops it).
+ */
+const MIGRATIONS = [
+  SCHEMA,
+  ["ALTER TABLE kv ADD COLUMN extra TEXT DEFAULT 'x'", "CREATE TABLE tag(id TEXT PRIMARY KEY, v)"],
+  ["ALTER TABLE kv RENAME COLUMN extra TO extra2", "CREATE INDEX todo_title ON todo(title)"],
+  ["ALTER TABLE kv DROP COLUMN extra2"],
+];
+const EXTRA: Record<number, string> = { 2: "extra", 3: "extra2" };
 
 // ---------------------------------------------------------------- schedules
 
@@ -73,6 +117,7 @@ type Command =
   | { t: "hold"; r: number; call: "push" | "pull" }
   | { t: "release"; r: number }
   | { t: "crash"; r: number }
+  | { t: "upgrade"; r: number; to: number }
   | { t: "restart" };
 interface Schedule {
   replicas: Kind[];
@@ -109,6 +154,8 @@ const statement: fc.Arbitrary<string> = fc.oneof(
   fc.tuple(id, value).map(([k, v]) => `UPDATE kv SET v = ${v} WHERE k = ${k}`),
   id.map((k) => `DELETE FROM kv WHERE k = ${k}`),
   fc.tuple(id, id).map(([k, k2]) => `UPDATE kv SET k = ${k2} WHERE k = ${k}`),
+  fc.tuple(id, value).map(([k, v]) => `UPDATE kv SET {extra} = ${v} WHERE k = ${k}`),
+  fc.tuple(id, value).map(([k, v]) => `INSERT OR REPLACE INTO kv(k, v, {extra}) VALUES (${k}, ${v}, ${v})`),
 );
 
 const r = fc.nat({ max: 5 });
@@ -121,6 +168,7 @@ const command: fc.Arbitrary<Command> = fc.oneof(
   { weight: 4, arbitrary: fc.record({ t: fc.constant("hold" as const), r, call: fc.constantFrom("push" as const, "pull" as const) }) },
   { weight: 3, arbitrary: fc.record({ t: fc.constant("release" as const), r }) },
   { weight: 2, arbitrary: fc.record({ t: fc.constant("crash" as const), r }) },
+  { weight: 3, arbitrary: fc.record({ t: fc.constant("upgrade" as const), r, to: fc.integer({ min: 2, max: MIGRATIONS.length }) }) },
   { weight: 1, arbitrary: fc.constant({ t: "restart" as const }) },
 );
 
@@ -145,6 +193,8 @@ function show(c: Command, kinds: Kind[]): string {
       return `${who} sends its next push twice`;
     case "hold":
       return `${who} starts a sync whose ${c.call} response is held`;
+    case "upgrade":
+      return `${who} reopens with its app at schema version ${c.to}`;
     default:
       return `${who} ${c.t}`;
   }
@@ -166,7 +216,7 @@ const address = {
 let schedules = 0;
 let restarts = 0;
 /** What the schedules exercised, so a run that proves little shows it. */
-const stats = { committed: 0, rolledBack: 0, syncFailures: 0, parked: 0, crashes: 0, conflicts: 0, entries: 0 };
+const stats = { committed: 0, rolledBack: 0, syncFailures: 0, parked: 0, crashes: 0, upgrades: 0, conflicts: 0, entries: 0, schemaEntries: 0 };
 
 async function restartRelay(): Promise<void> {
   await relay.stop();
@@ -179,12 +229,21 @@ async function restartRelay(): Promise<void> {
 /** Every replicated table, each value quoted (1, 1.0, '1' and x'01' all differ), rows sorted. */
 async function dump(rep: Replica): Promise<Record<string, string[]>> {
   const out: Record<string, string[]> = {};
-  for (const table of ["todo", "pair", "journal", "child", "kv"]) {
+  for (const table of ["todo", "pair", "journal", "child", "kv", "audit", "tally", "tag"]) {
     const cols = (await rep.query<{ name: string }>(`SELECT name FROM pragma_table_info('${table}') ORDER BY cid`)).map((c) => c.name);
+    if (cols.length === 0) continue;
+    out[`${table} columns`] = cols;
     const rows = await rep.query<{ row: string }>(`SELECT ${cols.map((c) => `quote("${c}")`).join(" || '|' || ")} AS row FROM ${table}`);
     out[table] = rows.map((x) => x.row).sort();
   }
   return out;
+}
+
+/** The local index holds exactly the replica's todos, remote ones included. */
+async function ftsFollows(rep: Replica, who: string): Promise<void> {
+  const ids = async (sql: string) => (await rep.query<{ id: string }>(sql)).map((r) => r.id);
+  assert.deepEqual(await ids("SELECT id FROM todo_fts ORDER BY id"), await ids("SELECT id FROM todo ORDER BY id"), `${who}: the FTS index does not follow todo`);
+  await rep.query("INSERT INTO todo_fts(todo_fts) VALUES ('integrity-check')");
 }
 
 interface Slot {
@@ -193,6 +252,8 @@ interface Slot {
   path: string;
   transport: FaultyTransport;
   replica: Replica;
+  /** How many of MIGRATIONS its app has. */
+  app: number;
   /** A background sync parked at a held response. */
   parked: { gate: Gate; done: Promise<void> } | undefined;
 }
@@ -221,20 +282,20 @@ async function run(s: Schedule): Promise<void> {
   const db = `model-${process.pid}-${++dbCounter}`;
   const open = async (slot: Omit<Slot, "replica" | "parked">): Promise<Replica> =>
     openReplica({
+      migrations: MIGRATIONS.slice(0, slot.app),
       url: address.url,
       db,
       token: await relay.token("write", slot.client, db),
       clientId: slot.client,
       driver: slot.kind,
       path: slot.path,
-      schema: SCHEMA,
       transport: slot.transport,
       backoff: { baseMs: 1, capMs: 2, maxAttempts: 3 },
     });
   const slots: Slot[] = [];
   for (const [i, kind] of s.replicas.entries()) {
     const client = `r${i}`;
-    const base = { kind, client, path: kind === "node" ? join(relay.dir, `${db}-${client}.db`) : ":memory:", transport: new FaultyTransport(address, db, await relay.token("write", client, db)) };
+    const base = { kind, client, app: 1, path: kind === "node" ? join(relay.dir, `${db}-${client}.db`) : ":memory:", transport: new FaultyTransport(address, db, await relay.token("write", client, db)) };
     if (s.page !== null) base.transport.pullLimit = s.page;
     slots.push({ ...base, replica: await open(base), parked: undefined });
   }
@@ -261,8 +322,12 @@ async function run(s: Schedule): Promise<void> {
         case "write": {
           const jid = `j${index}`;
           try {
+            const extra = EXTRA[rep.status().schemaVersion];
             await rep.transaction(async (tx) => {
-              for (const sql of c.sql) await tx.exec(sql);
+              for (const sql of c.sql) {
+                if (!sql.includes("{extra}")) await tx.exec(sql);
+                else if (extra) await tx.exec(sql.replaceAll("{extra}", extra));
+              }
               if (c.journal) await tx.exec("INSERT INTO journal(id, by) VALUES (?, ?)", [jid, slot.client]);
               if (c.abort) throw new Abort();
             });
@@ -315,6 +380,18 @@ async function run(s: Schedule): Promise<void> {
           assert.deepEqual({ pending: slot.replica.status().pending, data: await dump(slot.replica) }, before, `${slot.client}: reopening changed the replica`);
           break;
         }
+        case "upgrade": {
+          if (slot.kind !== "node" || slot.app >= c.to) break;
+          await release(slot);
+          const pending = rep.status().pending;
+          await rep.close();
+          slot.app = c.to;
+          slot.replica = await open(slot);
+          stats.upgrades++;
+          assert.ok(slot.replica.status().schemaVersion >= slot.app, `${slot.client} runs its app's migrations at open`);
+          assert.ok(slot.replica.status().pending <= pending, `${slot.client}: an upgrade adds no pending write`);
+          break;
+        }
       }
     }
 
@@ -330,15 +407,21 @@ async function run(s: Schedule): Promise<void> {
     const reader = await relay.token("read", "checker", db);
     const log = await pullAll(relay.url, db, reader);
     assert.deepEqual(log.map((e: { seq: number }) => e.seq), log.map((_: unknown, i: number) => i + 1), "log seq is gapless from 1");
-    const keys = log.map((e: { client: string; cseq: number }) => `${e.client}/${e.cseq}`);
+    const keys = log.filter((e: { schema?: string[] }) => !e.schema).map((e: { client: string; cseq: number }) => `${e.client}/${e.cseq}`);
     assert.equal(new Set(keys).size, keys.length, "no duplicate (client, cseq) in the log");
+    let version = 0;
+    for (const e of log as { v: number; schema?: string[] }[]) {
+      if (e.schema) assert.equal(e.v, ++version, "schema versions in order, each once");
+      else assert.equal(e.v, version, "a data entry is captured under the log's version before it");
+    }
+    stats.schemaEntries += version;
     const lastCseq = new Map<string, number>();
-    for (const e of log as { client: string; cseq: number }[]) {
+    for (const e of (log as { client: string; cseq: number; schema?: string[] }[]).filter((x) => !x.schema)) {
       assert.ok(e.cseq > (lastCseq.get(e.client) ?? 0), `cseq of ${e.client} increases along the log`);
       lastCseq.set(e.client, e.cseq);
     }
 
-    const fresh = await openReplica({ url: relay.url, db, token: reader, clientId: "fresh", schema: SCHEMA, driver: "wasm" });
+    const fresh = await openReplica({ url: relay.url, db, token: reader, clientId: "fresh", migrations: [SCHEMA], driver: "wasm" });
     await fresh.sync();
     const expected = await dump(fresh);
     await fresh.close();
@@ -347,6 +430,7 @@ async function run(s: Schedule): Promise<void> {
       assert.equal(st.pending, 0, `${slot.client}: outbox not empty`);
       assert.equal(st.cursor, log.length, `${slot.client}: cursor not at the head`);
       assert.deepEqual(await dump(slot.replica), expected, `${slot.client} differs from a fresh replay of the log`);
+      await ftsFollows(slot.replica, slot.client);
       stats.conflicts += (await slot.replica.conflicts()).length;
     }
     stats.entries += log.length;
@@ -379,6 +463,25 @@ const REGRESSIONS: { name: string; schedule: Schedule }[] = [
         { t: "write", r: 0, sql: ["INSERT OR REPLACE INTO pair(a, b, v, w) VALUES (1, 'x', 1, 'p')"], journal: false, abort: false },
         { t: "write", r: 1, sql: ["INSERT OR REPLACE INTO pair(a, b, v, w) VALUES (1, 'x', 1, 'p')"], journal: false, abort: false },
         { t: "sync", r: 0 },
+      ],
+    },
+  },
+  {
+    // r2's app is ahead of the log when r0's entry of version 2 reaches it:
+    // applied translated to version 3 (the column renamed), it must end as
+    // r1, which applies it as it is and then runs version 3, ends.
+    name: "an entry of an older version applied translated equals it applied and then migrated",
+    schedule: {
+      replicas: ["node", "wasm", "node"],
+      page: null,
+      commands: [
+        { t: "upgrade", r: 0, to: 2 },
+        { t: "sync", r: 0 },
+        { t: "write", r: 0, sql: ["INSERT OR REPLACE INTO kv(k, v, {extra}) VALUES ('a', 1, 'e')"], journal: false, abort: false },
+        { t: "sync", r: 0 },
+        { t: "upgrade", r: 2, to: 3 },
+        { t: "sync", r: 2 },
+        { t: "sync", r: 1 },
       ],
     },
   },

@@ -47,7 +47,7 @@ describe("replica", () => {
       await A.exec("INSERT INTO todo(id, title) VALUES (?, ?)", [`a${i}`, `from a ${i}`]);
       await B.exec("INSERT INTO todo(id, title) VALUES (?, ?)", [`b${i}`, `from b ${i}`]);
     }
-    await until(() => A.status().cursor === 40 && B.status().cursor === 40, "both at the head");
+    await until(() => A.status().cursor === 41 && B.status().cursor === 41, "both at the head"); // seq 1 is the schema
     assert.equal(A.status().pending, 0);
     assert.equal(B.status().pending, 0);
     assert.equal(await dump(A), await dump(B));
@@ -68,8 +68,8 @@ describe("replica", () => {
       for (let i = 0; i < 200; i++) await tx.exec("INSERT INTO todo(id, title) VALUES (?, ?)", [`r${i}`, `row ${i} with some text`]);
     });
     const ev = await A.sync();
-    assert.deepEqual([ev.pushed, ev.cursor, A.status().pending], [1, 1, 0]);
-    assert.deepEqual(pulls.map((p) => p.after), ["1"]);
+    assert.deepEqual([ev.pushed, ev.cursor, A.status().pending], [1, 2, 0], "seq 1 is the schema version the push added, seq 2 the write");
+    assert.deepEqual(pulls.map((p) => p.after), ["2"]);
     assert.ok(pulls[0]!.bytes < 100, `the pull after the push carried ${pulls[0]!.bytes} bytes`);
     const B = await replica(relay, db, "b", "node");
     await B.sync();
@@ -84,7 +84,7 @@ describe("replica", () => {
     await B.sync();
     await A.exec("INSERT INTO todo(id, title) VALUES ('1', 'a second')"); // the same row: the later entry wins
     const ev = await A.sync();
-    assert.deepEqual([ev.cursor, A.status().pending], [2, 0]);
+    assert.deepEqual([ev.cursor, A.status().pending], [3, 0]);
     await B.sync();
     assert.deepEqual(await titles(A), ["a second"]);
     assert.equal(await dump(A), await dump(B));

@@ -1,14 +1,15 @@
 /**
  * Entries that cannot be applied.
  *
- * Poison: the relay checks a changeset's form, not the replicas' schema, so it
- * accepts an INSERT of TEXT into an INTEGER PRIMARY KEY (a rowid alias), and
+ * Poison: the relay checks a changeset's form and its tables' shapes, not its
+ * values, so it accepts an INSERT of TEXT into an INTEGER PRIMARY KEY (a rowid alias), and
  * sqlite3changeset_apply then fails with SQLITE_MISMATCH on every replica.
  * Every replica must skip that entry whole, the same way, record it as a
  * `corrupt` conflict, and go on converging.
  *
  * Not poison: a schema mismatch (missing table, fewer columns, a different
- * primary key) is the replica's problem, and a failure of the local database
+ * primary key: with the schema in the log, a replica whose version differs
+ * from the log's, schema_conflict) is the replica's problem, and a failure of the local database
  * (disk full) is the machine's. Both stop the sync with the database as it
  * was; neither may skip the entry, or that replica would diverge for good.
  */
@@ -59,7 +60,7 @@ describe("poison entries", () => {
     await a.sync();
 
     const admin = await relay.token("admin", "ops");
-    const pushed = await push(relay.url, db, admin, "mallory", [{ cseq: 1, changeset: poisonChangeset() }]);
+    const pushed = await push(relay.url, db, admin, "mallory", [{ cseq: 1, changeset: poisonChangeset(), v: 1 }]);
     assert.equal(pushed.status, 200, JSON.stringify(pushed.body));
     const poisonSeq = pushed.body.acks[0].seq as number;
 
@@ -96,7 +97,12 @@ describe("poison entries", () => {
 });
 
 describe("not poison: the sync stops and the database is untouched", () => {
-  /** W writes with `theirs`; B, with `ours` and a pending write, must refuse the entry with schema_mismatch. */
+  /**
+   * W writes with `theirs`; B, with `ours` and a pending write, must stop.
+   * Both are version 1 of their apps, so the relay refuses B's (whose push
+   * comes first) with schema_conflict; a replica with nothing to push meets
+   * the log's version in the pull, with the same code (schema.test.ts).
+   */
   async function mismatch(name: string, theirs: string[], ours: string[], write: string, driver: DriverKind) {
     const db = relay.db(name);
     const W = await replica(relay, db, "w", "node", { schema: theirs });
@@ -107,12 +113,12 @@ describe("not poison: the sync stops and the database is untouched", () => {
     await B.exec("INSERT INTO ok VALUES (2)");
     const before = await dump(B);
     const conflictsBefore = await B.conflicts();
-    await assert.rejects(B.sync(), isCode("schema_mismatch"));
+    await assert.rejects(B.sync(), isCode("schema_conflict"));
     assert.equal(await dump(B), before, "the local database is untouched");
     assert.equal(B.status().cursor, 0, "not even the fine entry before it is applied: one step, one transaction");
     assert.equal(B.status().pending, 1);
     assert.deepEqual(await B.conflicts(), conflictsBefore, "nothing recorded: it is not a skip");
-    await assert.rejects(B.sync(), isCode("schema_mismatch"), "and it stays stopped, never skipping the entry");
+    await assert.rejects(B.sync(), isCode("schema_conflict"), "and it stays stopped, never skipping the entry");
     await closeAll(W, B);
   }
   const OK = "CREATE TABLE IF NOT EXISTS ok(id INTEGER PRIMARY KEY)";
@@ -153,7 +159,7 @@ describe("not poison: the sync stops and the database is untouched", () => {
       await B.sync();
       await W.sync();
       assert.equal(await dump(B), await dump(W));
-      assert.equal(B.status().cursor, 7);
+      assert.equal(B.status().cursor, 8, "the schema entry, 6 of W's entries and B's own");
       assert.equal(B.status().pending, 0);
       await closeAll(W, B);
     });

@@ -38,12 +38,19 @@ it("the README has runnable examples", () => assert.ok(examples.length >= 2));
     const env = {
       ...process.env,
       TOKEN: await relay.token("write", `readme-${i}`, "todos"),
+      NOTES_TOKEN: await relay.token("write", `readme-notes-${i}`, "notes"),
       TOKEN_A: await relay.token("write", `readme-a-${i}`, "live-demo"),
       TOKEN_B: await relay.token("write", `readme-b-${i}`, "live-demo"),
     };
-    const { stdout } = await promisify(execFile)(process.execPath, [file], { env, timeout: 30_000 });
+    // An example that renders with react-dom gets a DOM (happy-dom), as a page would have.
+    const args = code.includes("react-dom/client") ? ["--import", `${root}test/support/dom.ts`, file] : [file];
+    const { stdout } = await promisify(execFile)(process.execPath, args, { env, timeout: 30_000 });
     // Each example prints what it did; check the part that proves it worked.
     if (code.includes("buy milk")) assert.match(stdout, /walk the dog/);
-    if (code.includes("live-demo")) assert.match(stdout, /b applied log entry \d+ \[ \{ title: 'written on a' \} \]/);
+    if (code.includes("b applied log entry")) assert.match(stdout, /b applied log entry \d+ \[ \{ title: 'written on a' \} \]/);
+    if (code.includes("b.watch")) assert.match(stdout, /b sees \[ 'watched from b' \]/);
+    if (code.includes("useQuery")) assert.match(stdout, /<li>render me<\/li>/);
+    if (code.includes("note_fts")) assert.match(stdout, /pending 1\n\[ \{ id: \d+, body: 'buy oat milk' \} \]/);
+    if (code.includes("schemaVersion")) assert.match(stdout, /schema version 2 \[ \{ id: '3', due: '2027-04-15' \} \]/);
   });
 });

@@ -2,6 +2,7 @@ import { it } from "node:test";
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import { openDriver } from "../client/drivers/index.ts";
+import { SchemaState } from "../client/migrate.ts";
 import { SchemaCache } from "../client/apply.ts";
 import { rebase } from "../client/rebase.ts";
 import * as store from "../client/store.ts";
@@ -44,7 +45,7 @@ async function replay(groups: LogEntry[][]) {
   const kinds: string[] = [];
   for (const g of groups) {
     d.exec("BEGIN");
-    kinds.push(...rebase(d, "me", g, {}, schema).conflicts.map((c) => c.kind));
+    kinds.push(...rebase(d, "me", g, {}, schema, new SchemaState(d)).conflicts.map((c) => c.kind));
     d.exec("COMMIT");
   }
   const rows = d.all("SELECT id, email FROM u ORDER BY id").map((r) => ({ ...r }));

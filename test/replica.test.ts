@@ -27,7 +27,7 @@ for (const [a, b] of [["node", "node"], ["wasm", "wasm"], ["node", "wasm"]] as [
       assert.equal(A.status().pending, 0);
       await B.sync();
       assert.deepEqual(await B.query("SELECT id, title, done FROM todo"), [{ id: "1", title: "milk", done: 0 }]);
-      assert.equal(B.status().cursor, 1);
+      assert.equal(B.status().cursor, 2, "seq 1 is the schema (version 1), seq 2 the write");
       assert.equal(await dump(A), await dump(B));
       await closeAll(A, B);
     });
@@ -58,17 +58,17 @@ for (const [a, b] of [["node", "node"], ["wasm", "wasm"], ["node", "wasm"]] as [
       await B.exec("UPDATE todo SET title = 'from B' WHERE id = '1'");
       const seen: string[] = [];
       B.on("conflict", (c) => seen.push(`${c.kind}:${c.table}:${c.resolution}`));
-      await A.sync(); // A's update is seq 2
-      await B.sync(); // B's is seq 3: later in the log
+      await A.sync(); // A's update is seq 3 (seq 1 is the schema)
+      await B.sync(); // B's is seq 4: later in the log
       await A.sync();
       for (const r of [A, B]) assert.deepEqual(await r.query("SELECT title FROM todo"), [{ title: "from B" }]);
-      // Every replica applies seq 3 on top of seq 2 and meets the same DATA conflict.
+      // Every replica applies seq 4 on top of seq 3 and meets the same DATA conflict.
       assert.deepEqual(seen, ["data:todo:replace"]);
       assert.deepEqual(await B.conflicts(), await A.conflicts());
       const conflicts = await A.conflicts();
       assert.equal(conflicts.length, 1);
       assert.equal(conflicts[0]!.kind, "data");
-      assert.equal(conflicts[0]!.seq, 3);
+      assert.equal(conflicts[0]!.seq, 4);
       assert.deepEqual(conflicts[0]!.pk, ["1"]);
       assert.deepEqual(conflicts[0]!.local?.title, "from A");
       assert.deepEqual(conflicts[0]!.incoming.new, { title: "from B" });
@@ -92,7 +92,7 @@ describe("conflict policies", () => {
     const [c] = await B.conflicts();
     assert.equal(c?.kind, "conflict");
     assert.equal(c?.resolution, "omit");
-    assert.equal(c?.seq, 2);
+    assert.equal(c?.seq, 3); // seq 1 is the schema
     await closeAll(A, B);
   });
 
@@ -230,8 +230,8 @@ describe("atomicity and durability", () => {
     let drops = 1;
     const lossy: Transport = {
       pull: real.pull,
-      async push(client, entries, signal) {
-        const res = await real.push(client, entries, signal);
+      async push(client, entries, signal, schema) {
+        const res = await real.push(client, entries, signal, schema);
         if (drops-- > 0) throw new RelayError("network", "response lost (injected)");
         return res;
       },
@@ -241,7 +241,7 @@ describe("atomicity and durability", () => {
     await A.sync();
     assert.equal(drops, -1, "the fault was injected");
     const log = await pullAll(relay.url, db, await relay.token("read", "x", db));
-    assert.equal(log.length, 1);
+    assert.deepEqual(log.map((e) => e.cseq), [0, 1], "the schema entry, then the write once");
     assert.equal(A.status().pending, 0);
     assert.deepEqual(await A.query("SELECT title FROM todo"), [{ title: "once" }]);
     await A.close();
@@ -322,7 +322,7 @@ describe("guards", () => {
     await A.close();
   });
 
-  it("a schema mismatch stops sync with schema_mismatch and changes nothing locally", async () => {
+  it("another version 1 than the log's stops sync with schema_conflict and changes nothing locally", async () => {
     const db = relay.db("mismatch");
     const W = await replica(relay, db, "w", "node", { schema: [...TODO_SCHEMA, "CREATE TABLE IF NOT EXISTS extra(id INTEGER PRIMARY KEY, v TEXT)"] });
     await W.exec("INSERT INTO todo(id, title) VALUES ('1', 'ok')");
@@ -331,7 +331,7 @@ describe("guards", () => {
     const B = await replica(relay, db, "b", "wasm");
     await B.exec("INSERT INTO todo(id, title) VALUES ('mine', 'pending')");
     const before = await dump(B);
-    await assert.rejects(B.sync(), (e: unknown) => e instanceof RelayError && e.code === "schema_mismatch");
+    await assert.rejects(B.sync(), (e: unknown) => e instanceof RelayError && e.code === "schema_conflict");
     assert.equal(await dump(B), before);
     assert.equal(B.status().cursor, 0);
     assert.equal(B.status().pending, 1, "the pushed write stays pending until its entry is applied");

@@ -92,7 +92,8 @@ function setup(script: Script = {}) {
     transport,
     locked: async (fn) => fn(),
     assertOpen: () => undefined,
-    nextPush: (after) => pending.filter((e) => e.cseq > after).slice(0, 2),
+    nextPush: (after) => ({ entries: pending.filter((e) => e.cseq > after).slice(0, 2), schema: [] }),
+    schemaAhead: () => false,
     cursor: () => cursor,
     page: async (entries) => {
       calls.pages.push([...entries]);

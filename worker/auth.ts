@@ -35,7 +35,7 @@ export async function authorize(env: Env, request: Request, db: string, need: Ro
  * entry). Whether the client id belongs to the token's sub is the log's to
  * say (worker/identity.ts): it holds the bindings.
  */
-export function checkPush(claims: Pick<TokenClaims, "role">, req: PushRequest): void {
+export function checkPush(claims: Pick<TokenClaims, "role">, req: Pick<PushRequest, "entries">): void {
   if (!roleAtLeast(claims.role, "write")) throw new RelayError("forbidden", `token role "${claims.role}" cannot write`);
   req.entries.forEach((e, i) => {
     try {

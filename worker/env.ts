@@ -17,6 +17,8 @@ export interface Env {
   MAX_BODY_BYTES?: string;
   /** Role granted to requests without a token ("read" or "write"); unset: tokens are required. */
   PUBLIC_ROLE?: string;
+  /** Role a token needs to add a schema version ("write", the default, or "admin"). */
+  SCHEMA_ROLE?: string;
   /** "1" enables POST /v1/dev/token on loopback hosts (local development only; `npm start` sets it). */
   DEV_TOKENS?: string;
 }

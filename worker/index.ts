@@ -50,7 +50,7 @@ app.post("/v1/db/:db/push", async (c) => {
   if (!type.startsWith(MSGPACK)) throw new RelayError("unsupported_media_type", `push bodies must be ${MSGPACK}`);
   const body = parsePushRequest(decode(await readPushBody(c.req.raw, bodyLimit(c.env))));
   checkPush(claims, body);
-  const res = unwrap(await logFor(c.env, db).push(body.client, toPushArgs(body.entries), { role: claims.role, sub: claims.sub }));
+  const res = unwrap(await logFor(c.env, db).push(body.client, toPushArgs(body.entries), { role: claims.role, sub: claims.sub }, body.schema));
   return new Response(encode(res), { headers: { "content-type": MSGPACK } });
 });
 

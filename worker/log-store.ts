@@ -2,6 +2,8 @@ import { sameBytes } from "../protocol/codec.ts";
 import { RelayError } from "../protocol/errors.ts";
 import { PULL_BYTE_BUDGET, STORAGE_CHUNK_BYTES } from "../protocol/limits.ts";
 import type { Ack, LogEntry, PushEntry, PushResponse } from "../protocol/messages.ts";
+import type { SchemaVersion } from "../protocol/schema.ts";
+import * as schemaStore from "./schema-store.ts";
 
 /**
  * The rules of the log, as plain functions over a Durable Object SQL handle.
@@ -22,19 +24,17 @@ export interface Sql {
   exec<T extends Record<string, SqlValue>>(query: string, ...bindings: unknown[]): Iterable<T> & { toArray(): T[]; one(): T };
 }
 
-const SCHEMA_VERSION = 2;
-
-/** Create the schema once per object, gated on a version row. */
-export function migrate(sql: Sql): void {
-  sql.exec("CREATE TABLE IF NOT EXISTS relay_meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL)");
-  const row = sql.exec<{ value: number }>("SELECT value FROM relay_meta WHERE key = 'schema'").toArray()[0];
-  if (row && row.value >= SCHEMA_VERSION) return;
-  // v2: who pushed each entry (the token's sub), and which sub owns each client id (worker/identity.ts).
-  if (row?.value === 1) sql.exec("ALTER TABLE relay_log ADD COLUMN sub TEXT");
-  // `body` holds changesets up to one chunk; larger ones live in relay_chunk
-  // because a DO SQLite row or BLOB is capped at 2 MB.
-  sql.exec(`
-    CREATE TABLE IF NOT EXISTS relay_log(
+/**
+ * The relay's own tables, one ordered upgrade path: step i takes an object's
+ * tables from version i to i + 1, a new object runs them all, and the
+ * `schema` row in relay_meta says how far an object has come. Each step runs
+ * once, so a step never changes: later needs are a new step at the end.
+ */
+const STEPS: ((sql: Sql) => void)[] = [
+  // 1: the log. `body` holds changesets up to one chunk; larger ones live in
+  // relay_chunk because a DO SQLite row or BLOB is capped at 2 MB.
+  (sql) => sql.exec(`
+    CREATE TABLE relay_log(
       seq INTEGER PRIMARY KEY,
       client TEXT NOT NULL,
       cseq INTEGER NOT NULL,
@@ -42,26 +42,41 @@ export function migrate(sql: Sql): void {
       size INTEGER NOT NULL,
       chunks INTEGER NOT NULL,
       body BLOB,
-      sub TEXT,
       UNIQUE(client, cseq)
     );
-    CREATE TABLE IF NOT EXISTS relay_client(
-      client TEXT PRIMARY KEY,
-      sub TEXT NOT NULL,
-      since INTEGER NOT NULL
-    ) WITHOUT ROWID;
-    CREATE TABLE IF NOT EXISTS relay_chunk(
+    CREATE TABLE relay_chunk(
       seq INTEGER NOT NULL,
       idx INTEGER NOT NULL,
       data BLOB NOT NULL,
       PRIMARY KEY(seq, idx)
     ) WITHOUT ROWID;
-    INSERT OR REPLACE INTO relay_meta(key, value) VALUES ('schema', ${SCHEMA_VERSION});
-  `);
+  `),
+  // 2: who pushed each entry (the token's sub), and which sub owns each client id (worker/identity.ts).
+  (sql) => sql.exec(`
+    ALTER TABLE relay_log ADD COLUMN sub TEXT;
+    CREATE TABLE relay_client(
+      client TEXT PRIMARY KEY,
+      sub TEXT NOT NULL,
+      since INTEGER NOT NULL
+    ) WITHOUT ROWID;
+  `),
+  // 3: the schema in the log (schema-store.ts).
+  (sql) => schemaStore.migrate(sql),
+];
+
+/** Bring this object's tables to the last step; cheap when they are there already. */
+export function migrate(sql: Sql): void {
+  sql.exec("CREATE TABLE IF NOT EXISTS relay_meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL)");
+  const at = sql.exec<{ value: number }>("SELECT value FROM relay_meta WHERE key = 'schema'").toArray()[0]?.value ?? 0;
+  for (let v = at; v < STEPS.length; v++) {
+    STEPS[v]!(sql);
+    sql.exec("INSERT OR REPLACE INTO relay_meta(key, value) VALUES ('schema', ?)", v + 1);
+  }
 }
 
+/** Data entries and schema entries share the one sequence of seqs. */
 export function head(sql: Sql): number {
-  return sql.exec<{ h: number | null }>("SELECT max(seq) AS h FROM relay_log").one().h ?? 0;
+  return sql.exec<{ h: number }>("SELECT max(coalesce((SELECT max(seq) FROM relay_log), 0), coalesce((SELECT max(seq) FROM relay_schema), 0)) AS h").one().h;
 }
 
 function readChangeset(sql: Sql, seq: number, size: number, chunks: number, body: ArrayBuffer | null): Uint8Array {
@@ -80,34 +95,58 @@ function readChangeset(sql: Sql, seq: number, size: number, chunks: number, body
 function append(sql: Sql, seq: number, client: string, entry: PushEntry, ts: number, sub: string | null): void {
   const { changeset } = entry;
   if (changeset.byteLength <= STORAGE_CHUNK_BYTES) {
-    sql.exec("INSERT INTO relay_log(seq, client, cseq, ts, size, chunks, body, sub) VALUES (?, ?, ?, ?, ?, 0, ?, ?)",
-      seq, client, entry.cseq, ts, changeset.byteLength, changeset, sub);
+    sql.exec("INSERT INTO relay_log(seq, client, cseq, ts, size, chunks, body, v, sub) VALUES (?, ?, ?, ?, ?, 0, ?, ?, ?)",
+      seq, client, entry.cseq, ts, changeset.byteLength, changeset, entry.v ?? 0, sub);
     return;
   }
   const chunks = Math.ceil(changeset.byteLength / STORAGE_CHUNK_BYTES);
-  sql.exec("INSERT INTO relay_log(seq, client, cseq, ts, size, chunks, body, sub) VALUES (?, ?, ?, ?, ?, ?, NULL, ?)",
-    seq, client, entry.cseq, ts, changeset.byteLength, chunks, sub);
+  sql.exec("INSERT INTO relay_log(seq, client, cseq, ts, size, chunks, body, v, sub) VALUES (?, ?, ?, ?, ?, ?, NULL, ?, ?)",
+    seq, client, entry.cseq, ts, changeset.byteLength, chunks, entry.v ?? 0, sub);
   for (let i = 0; i < chunks; i++) {
     const part = changeset.subarray(i * STORAGE_CHUNK_BYTES, (i + 1) * STORAGE_CHUNK_BYTES);
     sql.exec("INSERT INTO relay_chunk(seq, idx, data) VALUES (?, ?, ?)", seq, i, part);
   }
 }
 
+/** What a push carries besides its entries, and what its caller knows. */
+export interface PushOptions {
+  /** Schema versions the log may lack, appended before the entries (schema-store.ts). */
+  schema?: readonly SchemaVersion[];
+  /** Whether this caller may add a schema version (the relay's SCHEMA_ROLE). Default true. */
+  mayChangeSchema?: boolean;
+  /** The object's cache of the log's version and shapes (cleared when a push fails). */
+  shapes?: schemaStore.ShapeCache;
+  /** The token's sub, recorded with each entry appended, data and schema alike (null: unknown, as before identities). */
+  sub?: string | null;
+}
+
 /**
  * Append a validated push. Idempotent per (client, cseq): the same bytes again
  * return the original seq; other bytes, or a cseq below the client's highest,
- * are `cseq_conflict`. Throws before writing anything that would break the
- * all-or-nothing rule — the caller runs this inside `transactionSync`, so a
- * throw after some inserts rolls them back too.
+ * are `cseq_conflict`. A new entry must fit the log's schema (schema-store.ts).
+ * Throws before writing anything that would break the all-or-nothing rule —
+ * the caller runs this inside `transactionSync`, so a throw after some
+ * inserts (or DDL) rolls them back too.
  */
-export function push(sql: Sql, client: string, entries: readonly PushEntry[], now: number, knownHead?: number, sub: string | null = null): PushResponse & { appended: LogEntry[] } {
+export function push(sql: Sql, client: string, entries: readonly PushEntry[], now: number, knownHead?: number, opts: PushOptions = {}): PushResponse & { appended: LogEntry[] } {
   // `knownHead`: the head a caller appending several pushes in one turn got
-  // back from the previous one, saving the query. `sub`: the token's, recorded
-  // with each entry appended.
+  // back from the previous one, saving the query.
   let h = knownHead ?? head(sql);
+  const sub = opts.sub ?? null;
+  const appended: LogEntry[] = [];
+  const cache = opts.shapes ?? new schemaStore.ShapeCache();
+  let version = cache.version(sql);
+  for (const sv of opts.schema ?? []) {
+    const added = schemaStore.addVersion(sql, sv, version, { seq: h + 1, client, sub, ts: now, mayChange: opts.mayChangeSchema ?? true });
+    if (!added) continue;
+    appended.push(added);
+    h = added.seq;
+    version = sv.version;
+    cache.added(version);
+  }
+  const shapes = version === 0 ? undefined : () => cache.get(sql, version);
   let maxCseq = sql.exec<{ m: number | null }>("SELECT max(cseq) AS m FROM relay_log WHERE client = ?", client).one().m ?? 0;
   const acks: Ack[] = [];
-  const appended: LogEntry[] = [];
   for (const entry of entries) {
     // Only a cseq at or below the client's highest can be a retry: new
     // entries (the usual case) skip the lookup.
@@ -123,13 +162,15 @@ export function push(sql: Sql, client: string, entries: readonly PushEntry[], no
       acks.push({ cseq: entry.cseq, seq: prior.seq });
       continue;
     }
+    schemaStore.checkEntry(entry, version, shapes);
     h += 1;
     append(sql, h, client, entry, now, sub);
     maxCseq = entry.cseq;
     acks.push({ cseq: entry.cseq, seq: h });
-    appended.push({ seq: h, client, cseq: entry.cseq, changeset: entry.changeset, ts: now });
+    appended.push({ seq: h, client, cseq: entry.cseq, changeset: entry.changeset, ts: now, v: entry.v ?? 0 });
   }
-  return { acks, head: h, appended };
+  const added = appended.filter((e) => e.schema).map((e) => ({ version: e.v ?? 0, seq: e.seq }));
+  return { acks, head: h, appended, ...(added.length > 0 ? { schema: added } : {}) };
 }
 
 /**
@@ -141,11 +182,15 @@ export function pull(sql: Sql, after: number, limit: number, budget = PULL_BYTE_
   const entries: LogEntry[] = [];
   let bytes = 0;
   // Iterated lazily and left early, so a page never reads rows past its budget.
-  const rows = sql.exec<{ seq: number; client: string; cseq: number; ts: number; size: number; chunks: number; body: ArrayBuffer | null }>(
-    "SELECT seq, client, cseq, ts, size, chunks, body FROM relay_log WHERE seq > ? ORDER BY seq LIMIT ?", after, limit);
+  // Schema entries merged in by seq: both sides are read in seq order and SQLite merges them.
+  const rows = sql.exec<{ seq: number; client: string; cseq: number; ts: number; size: number; chunks: number; body: ArrayBuffer | null; v: number; statements: string | null }>(
+    `SELECT seq, client, cseq, ts, size, chunks, body, v, NULL AS statements FROM relay_log WHERE seq > ?1
+     UNION ALL ${schemaStore.SCHEMA_ENTRIES} ORDER BY seq LIMIT ?2`, after, limit);
   for (const r of rows) {
     if (entries.length > 0 && bytes + r.size > budget) break;
-    entries.push({ seq: r.seq, client: r.client, cseq: r.cseq, ts: r.ts, changeset: readChangeset(sql, r.seq, r.size, r.chunks, r.body) });
+    const e: LogEntry = { seq: r.seq, client: r.client, cseq: r.cseq, ts: r.ts, changeset: readChangeset(sql, r.seq, r.size, r.chunks, r.body), v: r.v };
+    if (r.statements !== null) e.schema = JSON.parse(r.statements) as string[];
+    entries.push(e);
     bytes += r.size;
   }
   const last = entries.at(-1)?.seq ?? Math.max(after, 0);

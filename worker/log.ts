@@ -3,12 +3,14 @@ import { decode, encode } from "../protocol/codec.ts";
 import { RelayError } from "../protocol/errors.ts";
 import { CLOSE, FRAME, FRAME_ENTRY_BUDGET, HEARTBEAT_PING, HEARTBEAT_PONG, MAX_FRAME_BYTES, parseClientFrame, type RelayFrame } from "../protocol/frames.ts";
 import type { PushEntry, PushResponse } from "../protocol/messages.ts";
-import { expiresAt, ROLES, type Role, type TokenClaims } from "../protocol/token.ts";
+import type { SchemaVersion } from "../protocol/schema.ts";
+import { expiresAt, roleAtLeast, ROLES, type Role, type TokenClaims } from "../protocol/token.ts";
 import { isName } from "../protocol/validate.ts";
 import { MSGPACK } from "../protocol/version.ts";
 import { checkPush } from "./auth.ts";
 import { bindClient } from "./identity.ts";
 import * as store from "./log-store.ts";
+import { ShapeCache } from "./schema-store.ts";
 import { framesFor, Outgoing, send } from "./outgoing.ts";
 import { PushQueue } from "./push-queue.ts";
 import { errorResponse, outcome, toRelayError, type Outcome } from "./errors.ts";
@@ -44,6 +46,8 @@ export class ChangesetLog extends DurableObject<Env> {
   /** Identifies this in-memory instance: a new value means the object was evicted and rebuilt (the Worker reports it as x-relay-instance). */
   private readonly instance = crypto.randomUUID();
   private readonly queue = new PushQueue<WebSocket>();
+  /** Table shapes by schema version (immutable once committed); cleared when a push fails. */
+  private readonly shapes = new ShapeCache();
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -53,14 +57,18 @@ export class ChangesetLog extends DurableObject<Env> {
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(HEARTBEAT_PING, HEARTBEAT_PONG));
   }
 
-  /** RPC: an HTTP push, validated by the Worker. Appended at once, committed before anyone hears of it, then fanned out. */
-  async push(client: string, args: PushArgs, caller: Caller): Promise<Outcome<PushResponse>> {
+  /**
+   * RPC: an HTTP push, validated by the Worker. Appended at once, committed
+   * before anyone hears of it, then fanned out. `schema`: versions to add
+   * first (their DDL runs here); the caller's role decides whether it may.
+   */
+  async push(client: string, args: PushArgs, caller: Caller, schema: SchemaVersion[] = []): Promise<Outcome<PushResponse>> {
     const entries = await fromPushArgs(args);
     return outcome(() => {
       this.drain(); // socket pushes that arrived first go first
       // transactionSync: all-or-nothing; the output gate holds every response
       // and socket message until the write is durable.
-      const { appended, ...res } = this.ctx.storage.transactionSync(() => this.append(client, entries, caller, Date.now()));
+      const { appended, ...res } = this.guarded(() => this.append(client, entries, caller, Date.now(), undefined, schema));
       const out = new Outgoing();
       for (const ws of this.subscribers()) out.entries(ws, appended, res.head);
       out.flush();
@@ -121,7 +129,7 @@ export class ChangesetLog extends DurableObject<Env> {
     for (const p of batch) {
       try {
         const caller = p.socket.deserializeAttachment() as SocketInfo;
-        const res = this.ctx.storage.transactionSync(() => this.append(p.client, p.entries, caller, Date.now(), head));
+        const res = this.guarded(() => this.append(p.client, p.entries, caller, Date.now(), head));
         head = res.head;
         for (const ws of subs) if (ws !== p.socket) out.entries(ws, res.appended, res.head);
         out.frame(p.socket, { t: FRAME.ack, id: p.id, acks: res.acks, head: res.head });
@@ -134,10 +142,31 @@ export class ChangesetLog extends DurableObject<Env> {
     out.flush();
   }
 
-  /** The client id must be the caller's (identity.ts); then the log's own rules. */
-  private append(client: string, entries: PushEntry[], caller: Caller, now: number, knownHead?: number) {
+  /**
+   * The client id must be the caller's (identity.ts), for schema versions as
+   * for data: both are recorded under the client and the sub. Then the log's
+   * own rules.
+   */
+  private append(client: string, entries: PushEntry[], caller: Caller, now: number, knownHead?: number, schema: SchemaVersion[] = []) {
     bindClient(this.sql, client, caller, now);
-    return store.push(this.sql, client, entries, now, knownHead, caller.sub);
+    const opts = { schema, mayChangeSchema: this.mayChangeSchema(caller.role), shapes: this.shapes, sub: caller.sub };
+    return store.push(this.sql, client, entries, now, knownHead, opts);
+  }
+
+  /** One push in one storage transaction; a refusal also forgets shapes the rolled-back transaction may have read. */
+  private guarded<T>(fn: () => T): T {
+    try {
+      return this.ctx.storage.transactionSync(fn);
+    } catch (e) {
+      this.shapes.clear();
+      throw e;
+    }
+  }
+
+  /** SCHEMA_ROLE (default "write"): the role a token needs to add a schema version. */
+  private mayChangeSchema(role: Role): boolean {
+    const need = ROLES.includes(this.env.SCHEMA_ROLE as Role) ? (this.env.SCHEMA_ROLE as Role) : "write";
+    return roleAtLeast(role, need);
   }
 
   /** Subscribed sockets whose token still holds; expired ones are closed here, so no entry reaches them. */

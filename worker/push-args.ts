@@ -11,13 +11,13 @@ export const RPC_INLINE_BYTES = 16 * 1024 * 1024;
 
 export type PushArgs =
   | { entries: PushEntry[] }
-  | { sizes: { cseq: number; size: number }[]; bytes: ReadableStream<Uint8Array> };
+  | { sizes: { cseq: number; size: number; v: number }[]; bytes: ReadableStream<Uint8Array> };
 
 export function toPushArgs(entries: PushEntry[]): PushArgs {
   const total = entries.reduce((n, e) => n + e.changeset.byteLength, 0);
   if (total <= RPC_INLINE_BYTES) return { entries };
   return {
-    sizes: entries.map((e) => ({ cseq: e.cseq, size: e.changeset.byteLength })),
+    sizes: entries.map((e) => ({ cseq: e.cseq, size: e.changeset.byteLength, v: e.v ?? 0 })),
     bytes: new Blob(entries.map((e) => e.changeset as Uint8Array<ArrayBuffer>)).stream(),
   };
 }
@@ -26,5 +26,5 @@ export async function fromPushArgs(args: PushArgs): Promise<PushEntry[]> {
   if ("entries" in args) return args.entries;
   const all = new Uint8Array(await new Response(args.bytes).arrayBuffer());
   let at = 0;
-  return args.sizes.map(({ cseq, size }) => ({ cseq, changeset: all.subarray(at, (at += size)) }));
+  return args.sizes.map(({ cseq, size, v }) => ({ cseq, changeset: all.subarray(at, (at += size)), v }));
 }

@@ -10,14 +10,16 @@ import { openReplica } from "../open.ts";
 import type { Replica } from "../replica.ts";
 import type { ReplicaEvents, Tx } from "../types.ts";
 import type { Params } from "../drivers/types.ts";
-import { toWire, type CallArgs, type EventName, type Method, type SharedStatus, type Storage, type WorkerOpenOptions } from "./messages.ts";
+import { toWire, type CallArgs, type EventName, type Method, type SharedStatus, type Storage, type Watched, type WorkerOpenOptions } from "./messages.ts";
 
-const FORWARDED: readonly (keyof ReplicaEvents & EventName)[] = ["change", "sync", "conflict", "error", "connection"];
+const FORWARDED: readonly (keyof ReplicaEvents & EventName)[] = ["change", "sync", "progress", "conflict", "error", "connection", "warning", "dropped"];
 /** Status changes without an event (an own entry confirmed by the socket, say) still reach the pages within this. */
 const STATUS_POLL_MS = 250;
 
 export interface HostEvents {
   emit(name: EventName, payload: unknown): void;
+  /** News of watch `id` of tab `origin`. */
+  watched(origin: string, id: number, result: Watched): void;
   warn(message: string): void;
 }
 
@@ -35,6 +37,8 @@ export class Host {
   private readonly replica: Replica;
   private readonly out: HostEvents;
   private readonly txs = new Map<string, TxSession>();
+  /** Every tab's watches, by `${origin}:${id}`: the replica runs them (replica.watch), whichever tab asked. */
+  private readonly watches = new Map<string, { origin: string; stop: () => void }>();
   private readonly poll: ReturnType<typeof setInterval>;
   private lastStatus = "";
   private nextTx = 1;
@@ -128,8 +132,28 @@ export class Host {
     }
   }
 
-  /** A tab went away: roll back what it left open. */
+  /** Start (or start again, for a new owner) watch `id` of tab `origin`. */
+  watch(origin: string, id: number, sql: string, params: Params | undefined): void {
+    if (this.closed) return;
+    this.unwatch(origin, id);
+    const report = (result: Watched) => this.out.watched(origin, id, result);
+    const stop = this.replica.watch(sql, params, (rows) => report({ rows }), { onError: (e) => report({ error: toWire(e) }) });
+    this.watches.set(`${origin}:${id}`, { origin, stop });
+  }
+
+  unwatch(origin: string, id: number): void {
+    const key = `${origin}:${id}`;
+    this.watches.get(key)?.stop();
+    this.watches.delete(key);
+  }
+
+  /** A tab went away: roll back what it left open, end its watches. */
   abandon(origin: string): void {
+    for (const [key, w] of this.watches) {
+      if (w.origin !== origin) continue;
+      w.stop();
+      this.watches.delete(key);
+    }
     for (const [id, s] of this.txs) {
       if (s.origin !== origin) continue;
       this.txs.delete(id);
@@ -141,6 +165,7 @@ export class Host {
     if (this.closed) return;
     this.closed = true;
     clearInterval(this.poll);
+    this.watches.clear(); // the replica's close ends them
     for (const id of [...this.txs.keys()]) this.txs.get(id)?.end(false).catch(() => undefined);
     this.txs.clear();
     await this.replica.close();

@@ -9,12 +9,14 @@
 import { RelayError } from "../errors.ts";
 import type { ConflictRecord } from "../conflicts.ts";
 import type { Params, Row } from "../drivers/types.ts";
-import type { ChangeEvent, SyncEvent, Tx } from "../types.ts";
 import type { TokenOption } from "../token.ts";
+import type { DroppedEvent, ReplicaEvents, ReplicaWarning, SyncEvent, Tx } from "../types.ts";
+import { rowsEqual, type WatchOptions } from "../watch.ts";
 import { fromWire, toWire, type BrowserStatus, type Method, type PageToWorker, type WireError, type WorkerOpenOptions, type WorkerToPage } from "./messages.ts";
 
 export type { BrowserStatus, Storage } from "./messages.ts";
-export type { ChangeEvent, SyncEvent, Tx } from "../types.ts";
+export type { ChangeEvent, DroppedEvent, ReplicaEvents, ReplicaWarning, SyncEvent, SyncProgress, Tx } from "../types.ts";
+export type { WatchOptions } from "../watch.ts";
 export type { ConflictRecord, ConflictKind, Resolution, TablePolicy } from "../conflicts.ts";
 export type { Params, Row } from "../drivers/types.ts";
 export { RelayError, isRelayError } from "../errors.ts";
@@ -42,12 +44,8 @@ export interface BrowserReplicaOptions extends Omit<WorkerOpenOptions, "path" | 
   worker?: URL | string | (() => Worker);
 }
 
-export interface BrowserReplicaEvents {
-  change: ChangeEvent;
-  sync: SyncEvent;
-  conflict: ConflictRecord;
-  error: RelayError;
-  connection: { connected: boolean; live: boolean };
+/** The Node replica's events (same names, same payloads), and two of the browser's own. */
+export interface BrowserReplicaEvents extends ReplicaEvents {
   /** Something in status() changed (pending count, cursor, connection, owner tab...). */
   status: BrowserStatus;
   /** This tab's worker took over the database from a tab that closed, or another tab did. */
@@ -81,6 +79,12 @@ export async function openReplica(options: BrowserReplicaOptions): Promise<Brows
   return replica;
 }
 
+/** Watch results reach the page once per frame; a hidden page gets no frames, so there they come on the next task. */
+function nextFrame(fn: () => void): void {
+  if (typeof requestAnimationFrame === "function" && document.visibilityState === "visible") requestAnimationFrame(fn);
+  else setTimeout(fn, 0);
+}
+
 function startWorker(spec: BrowserReplicaOptions["worker"]): Worker {
   if (typeof spec === "function") return spec();
   // The literal `new Worker(new URL(...), { type: "module" })` is what Vite,
@@ -91,16 +95,30 @@ function startWorker(spec: BrowserReplicaOptions["worker"]): Worker {
 
 type Listener = (e: never) => void;
 
+interface PageWatch {
+  callback: (rows: Row[]) => void;
+  onError: (e: Error) => void;
+  /** The rows last delivered. */
+  rows: Row[] | undefined;
+}
+
 export class BrowserReplica {
   #worker: Worker;
   #status: BrowserStatus | undefined;
   #nextId = 1;
   #calls = new Map<number, { resolve: (v: unknown) => void; reject: (e: unknown) => void }>();
   #listeners = new Map<keyof BrowserReplicaEvents, Set<Listener>>();
+  /** Warnings (and values dropped at open) come as the database opens, usually before anyone listens: kept for late listeners. */
+  #atOpen: { warning: ReplicaWarning[]; dropped: DroppedEvent[] } = { warning: [], dropped: [] };
   #open: { resolve: () => void; reject: (e: unknown) => void } | undefined;
   #closed: Promise<void> | undefined;
   #closedResolve: (() => void) | undefined;
   #tokenFn: (() => string | Promise<string>) | undefined;
+  #watches = new Map<number, PageWatch>();
+  #nextWatch = 1;
+  /** Rows that arrived since the last animation frame, by watch: only the latest of each is delivered. */
+  #arrived = new Map<number, Row[]>();
+  #frame = false;
   /** Milliseconds from starting the worker to an open database (OPFS install included). */
   openMs = 0;
 
@@ -140,6 +158,29 @@ export class BrowserReplica {
   /** Read with SQL; rows as plain objects. Sees pending local writes. */
   query<T extends Row = Row>(sql: string, params?: Params): Promise<T[]> {
     return this.#call("query", params === undefined ? [sql] : [sql, params]) as Promise<T[]>;
+  }
+
+  /**
+   * Call back with the query's rows at once, then again whenever a commit
+   * (local, remote, another tab's) changed them. The query runs in the
+   * database worker, re-run there only after commits to the tables it reads;
+   * only rows that differ cross to the page, and the callback runs at most
+   * once per animation frame. `T` is the caller's assertion of the rows'
+   * shape. Returns the function that ends the watch.
+   */
+  watch<T extends Row = Row>(sql: string, params: Params | undefined, callback: (rows: T[]) => void, options: WatchOptions = {}): () => void {
+    if (this.#closed) throw new RelayError("closed", "replica is closed");
+    const id = this.#nextWatch++;
+    this.#watches.set(id, {
+      callback: callback as (rows: Row[]) => void,
+      onError: options.onError ?? ((e) => console.error("changeset-relay: a watched query failed", e)),
+      rows: undefined,
+    });
+    this.#post({ t: "watch", id, sql, params });
+    return () => {
+      this.#arrived.delete(id);
+      if (this.#watches.delete(id) && !this.#closed) this.#post({ t: "unwatch", id });
+    };
   }
 
   /**
@@ -206,11 +247,13 @@ export class BrowserReplica {
     let set = this.#listeners.get(event);
     if (!set) this.#listeners.set(event, (set = new Set()));
     set.add(fn as Listener);
+    if (event === "warning" || event === "dropped") for (const x of this.#atOpen[event as "warning" | "dropped"]) queueMicrotask(() => (fn as (e: unknown) => void)(x));
     return () => set.delete(fn as Listener);
   }
 
   /** Close the database (or leave it to the other tabs) and stop the worker. */
   close(): Promise<void> {
+    this.#watches.clear();
     this.#closed ??= new Promise<void>((resolve) => {
       this.#closedResolve = resolve;
       this.#post({ t: "close" });
@@ -255,11 +298,24 @@ export class BrowserReplica {
         return;
       }
       case "event":
+        if (m.name === "warning") this.#atOpen.warning.push(m.payload as ReplicaWarning);
+        if (m.name === "dropped" && !this.#status) this.#atOpen.dropped.push(m.payload as DroppedEvent);
         if (!this.#status) return; // before open: the opened message carries the state
         this.#setStatus(m.status);
         if (m.name === "status") return;
         this.#emit(m.name, m.name === "error" ? fromWire(m.payload as WireError) : m.payload);
         return;
+      case "watched": {
+        const w = this.#watches.get(m.id);
+        if (!w) return;
+        if ("error" in m.result) return w.onError(fromWire(m.result.error));
+        this.#arrived.set(m.id, m.result.rows);
+        if (!this.#frame) {
+          this.#frame = true;
+          nextFrame(() => this.#deliver());
+        }
+        return;
+      }
       case "warn":
         console.warn(m.message);
         return;
@@ -278,6 +334,23 @@ export class BrowserReplica {
       this.#post({ t: "token", id, ok: true, token: await this.#tokenFn() });
     } catch (e) {
       this.#post({ t: "token", id, ok: false, error: toWire(e) });
+    }
+  }
+
+  #deliver(): void {
+    this.#frame = false;
+    const arrived = this.#arrived;
+    this.#arrived = new Map();
+    for (const [id, rows] of arrived) {
+      const w = this.#watches.get(id);
+      // Equal rows come again when a new owner tab starts the watches over.
+      if (!w || (w.rows !== undefined && rowsEqual(w.rows, rows))) continue;
+      w.rows = rows;
+      try {
+        w.callback(rows);
+      } catch (e) {
+        console.error("changeset-relay: a watch callback threw", e);
+      }
     }
   }
 

@@ -9,7 +9,7 @@
  */
 import { isErrorCode, RelayError, type ErrorCode } from "../errors.ts";
 import type { ConflictOptions } from "../conflicts.ts";
-import type { Params } from "../drivers/types.ts";
+import type { Params, Row } from "../drivers/types.ts";
 import type { ReplicaStatus } from "../types.ts";
 
 export const PROTOCOL = "changeset-relay/browser@1";
@@ -23,7 +23,10 @@ export interface WorkerOpenOptions {
   tokenFromPage?: boolean;
   /** OPFS file name; ":memory:" for a replica that lives as long as its owner tab. */
   path: string;
+  migrations?: string[][];
   schema?: string[];
+  /** Tables that never replicate (names or `*` patterns), as in the Node openReplica. */
+  local?: string[];
   conflicts?: Omit<ConflictOptions, "onConflict">;
   clientId?: string;
   live?: boolean;
@@ -84,7 +87,7 @@ export interface WireError {
   name: string;
 }
 
-export type EventName = "change" | "sync" | "conflict" | "error" | "connection" | "status" | "owner";
+export type EventName = "change" | "sync" | "progress" | "conflict" | "error" | "connection" | "warning" | "dropped" | "status" | "owner";
 
 /** page → worker */
 export type PageToWorker =
@@ -93,7 +96,13 @@ export type PageToWorker =
   /** The answer to a "token-request": the page's token function ran in the page. */
   | { t: "token"; id: number; ok: true; token: string }
   | { t: "token"; id: number; ok: false; error: WireError }
+  /** A watched query (watch ids are the page's own); it runs where the database is. */
+  | { t: "watch"; id: number; sql: string; params: Params | undefined }
+  | { t: "unwatch"; id: number }
   | { t: "close" };
+
+/** A watch's news: rows that differ from the last ones sent, or its query's error. */
+export type Watched = { rows: Row[] } | { error: WireError };
 
 /** worker → page */
 export type WorkerToPage =
@@ -102,6 +111,7 @@ export type WorkerToPage =
   | { t: "result"; id: number; ok: true; value: unknown; status: BrowserStatus }
   | { t: "result"; id: number; ok: false; error: WireError; status: BrowserStatus | undefined }
   | { t: "event"; name: EventName; payload: unknown; status: BrowserStatus }
+  | { t: "watched"; id: number; result: Watched }
   | { t: "warn"; message: string }
   /** The replica needs a token (at open, before expiry, after unauthorized): the page runs its token function. */
   | { t: "token-request"; id: number }
@@ -116,7 +126,11 @@ export type Peer =
   | { t: "req"; from: string; id: number; method: Method; args: unknown[] }
   | { t: "res"; to: string; id: number; ok: true; value: unknown; status: SharedStatus }
   | { t: "res"; to: string; id: number; ok: false; error: WireError; status: SharedStatus }
-  | { t: "event"; name: EventName; payload: unknown; status: SharedStatus };
+  | { t: "event"; name: EventName; payload: unknown; status: SharedStatus }
+  /** A follower's watches run at the owner; they are sent again to each new owner. */
+  | { t: "watch"; from: string; id: number; sql: string; params: Params | undefined }
+  | { t: "unwatch"; from: string; id: number }
+  | { t: "watched"; to: string; id: number; result: Watched };
 
 export function toWire(e: unknown): WireError {
   if (e instanceof RelayError) return { code: e.code, message: e.message, name: e.name };

@@ -17,6 +17,7 @@
  *      └──"owner" heard──▶ follower ──lock granted (owner gone)──▶ opening ...
  */
 import { RelayError } from "../errors.ts";
+import type { Params } from "../drivers/types.ts";
 import { Host } from "./host.ts";
 import {
   channelName,
@@ -55,6 +56,9 @@ let releaseTabLock: (() => void) | undefined;
 /** Calls forwarded to the owner: sent ones wait for its answer, the rest for an owner. */
 const forwarded = new Map<number, { method: Method; args: unknown[]; sentTo: string | undefined }>();
 
+/** This page's watches, kept to start them again at each new owner. */
+const watches = new Map<number, { sql: string; params: Params | undefined }>();
+
 const post = (m: WorkerToPage) => scope.postMessage(m);
 
 function pageStatus(s: SharedStatus): BrowserStatus {
@@ -79,6 +83,15 @@ scope.addEventListener("message", (e) => {
       else waiting?.reject(fromWire(m.error));
       return;
     }
+    case "watch":
+      watches.set(m.id, { sql: m.sql, params: m.params });
+      startWatch(m.id);
+      return;
+    case "unwatch":
+      watches.delete(m.id);
+      if (host) host.unwatch(tabId, m.id);
+      else if (owner !== undefined) channel?.postMessage({ t: "unwatch", from: tabId, id: m.id } satisfies Peer);
+      return;
     case "close":
       close().finally(() => post({ t: "closed" }));
       return;
@@ -147,6 +160,10 @@ async function becomeOwner(opts: WorkerOpenOptions): Promise<void> {
       channel?.postMessage({ t: "event", name, payload, status } satisfies Peer);
     },
     warn: (message) => post({ t: "warn", message }),
+    watched: (origin, id, result) => {
+      if (origin === tabId) post({ t: "watched", id, result });
+      else channel?.postMessage({ t: "watched", to: origin, id, result } satisfies Peer);
+    },
   });
   host = h;
   owner = tabId;
@@ -159,6 +176,8 @@ async function becomeOwner(opts: WorkerOpenOptions): Promise<void> {
   } else {
     post({ t: "event", name: "owner", payload: { owner: true }, status: { ...status, owner: true } });
   }
+  // Watches that ran at the previous owner died with it.
+  for (const id of watches.keys()) startWatch(id);
   // Calls sent to the previous owner died with it; the unsent ones run here now.
   for (const [id, f] of forwarded) {
     forwarded.delete(id);
@@ -187,6 +206,7 @@ function onPeer(m: Peer): void {
           channel?.postMessage({ t: "req", from: tabId, id, method: f.method, args: f.args } satisfies Peer);
         }
       }
+      for (const id of watches.keys()) startWatch(id);
       if (!opened) {
         opened = true;
         post({ t: "opened", status: pageStatus(m.status), openMs: Math.round(performance.now() - openedAt) });
@@ -218,7 +238,26 @@ function onPeer(m: Peer): void {
       ownerStatus = m.status;
       post({ t: "event", name: m.name as EventName, payload: m.payload, status: pageStatus(m.status) });
       return;
+    case "watch":
+      if (!host) return;
+      watchTab(m.from);
+      host.watch(m.from, m.id, m.sql, m.params);
+      return;
+    case "unwatch":
+      host?.unwatch(m.from, m.id);
+      return;
+    case "watched":
+      if (m.to === tabId && watches.has(m.id)) post({ t: "watched", id: m.id, result: m.result });
+      return;
   }
+}
+
+/** Run watch `id` where the database is: here when this tab owns it, else at the owner (again at each new one). */
+function startWatch(id: number): void {
+  const w = watches.get(id);
+  if (!w || closing) return;
+  if (host) host.watch(tabId, id, w.sql, w.params);
+  else if (owner !== undefined) channel?.postMessage({ t: "watch", from: tabId, id, sql: w.sql, params: w.params } satisfies Peer);
 }
 
 function call(id: number, method: Method, args: unknown[]): void {

@@ -31,12 +31,26 @@ export interface Driver {
   readonly persistent: boolean;
   /** Run one or more SQL statements without parameters. */
   exec(sql: string): void;
-  /** Run one statement with parameters. */
+  /**
+   * Run one statement with parameters, or without parameters one or more.
+   * `changes`: the rows the statements inserted, updated or deleted, as
+   * SQLite's changes() counts them (not rows changed by triggers or foreign
+   * key actions); 0 for a statement that writes no rows (SELECT, DDL, PRAGMA).
+   */
   run(sql: string, params?: Params): { changes: number; lastInsertRowid: number | bigint };
   /** Run one statement and return its rows as plain objects. */
   all(sql: string, params?: Params): Row[];
-  /** Start a session recording changes to every table of the main database. */
-  session(): Session;
+  /**
+   * Start a session recording changes to the given tables of the main
+   * database, or to every table when `tables` is omitted.
+   */
+  session(tables?: readonly string[]): Session;
+  /**
+   * Register a SQL function on this connection (not deterministic, usable in
+   * triggers and DEFAULT clauses). `fn` gets the arguments as `all` returns
+   * values; a thrown error becomes the statement's error.
+   */
+  function(name: string, fn: (...args: SqlValue[]) => SqlValue): void;
   /**
    * sqlite3changeset_apply. The handler gets only the conflict type (that is
    * all node:sqlite offers), so both drivers offer exactly that. Returns false
@@ -44,6 +58,15 @@ export interface Driver {
    * RelayError("apply_failed") when SQLite reports an error (corrupt input, ...).
    */
   applyChangeset(changeset: Uint8Array, onConflict: (type: ConflictType) => Resolution): boolean;
+  /**
+   * The tables one statement reads, as SQLite's authorizer reports them while
+   * it compiles the statement (SQLITE_READ): joins, subqueries and CTEs
+   * included, a view as its base tables (and its own name), at the schema of
+   * now (compiled afresh: a new version can redefine a view). undefined when
+   * this SQLite build cannot tell (node:sqlite without setAuthorizer, before
+   * Node 24.10): callers then assume it reads everything.
+   */
+  tablesRead(sql: string): string[] | undefined;
   /** True while a transaction is open on this connection. */
   readonly inTransaction: boolean;
   close(): void;

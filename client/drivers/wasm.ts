@@ -1,90 +1,13 @@
-import sqlite3InitModule, { type Database, type Sqlite3Static } from "@sqlite.org/sqlite-wasm";
+import type { Database, Sqlite3Static } from "@sqlite.org/sqlite-wasm";
 import type { SqlValue } from "../../protocol/changeset.ts";
 import { RelayError } from "../errors.ts";
+import { StatementCache } from "./cache.ts";
 import { checkResolution, narrow, RESOLUTION, type ConflictType, type Driver, type Params, type Resolution, type Row, type Session } from "./types.ts";
+import { defaultVfs, DONE, loadSqliteWasm, READ, ROW, TRANSIENT, type Exports } from "./wasm-module.ts";
+
+export { installOpfsSahPool, loadSqliteWasm, type LoadOptions, type OpfsPoolOptions } from "./wasm-module.ts";
 
 // No Node-only imports in this file: it also runs in a browser Web Worker.
-
-/** Prepared statements kept per connection; the sync engine reuses a few dozen at most. */
-const STATEMENT_CACHE_SIZE = 64;
-
-let module: Promise<Sqlite3Static> | undefined;
-
-/** The VFS that file paths open on when `openWasm` is given none: set by `installOpfsSahPool`. */
-let persistentVfs: string | undefined;
-
-export interface LoadOptions {
-  /**
-   * Where sqlite3.wasm is served. Default: next to the sqlite-wasm module
-   * (`new URL("sqlite3.wasm", import.meta.url)`), which Vite, webpack and
-   * Rollup rewrite for you; bundlers that do not (esbuild) pass the URL
-   * their file loader gives for "@sqlite.org/sqlite-wasm/sqlite3.wasm".
-   */
-  wasmUrl?: string;
-}
-
-/** The sqlite-wasm module, instantiated once per process (or worker). Options count on the first call only. */
-export function loadSqliteWasm(options: LoadOptions = {}): Promise<Sqlite3Static> {
-  const { wasmUrl } = options;
-  // The published typings declare no argument; the Emscripten module takes the usual Module overrides.
-  const init = sqlite3InitModule as unknown as (module?: { locateFile?: (file: string) => string }) => Promise<Sqlite3Static>;
-  module ??= init(wasmUrl === undefined ? undefined : { locateFile: (file) => (file.endsWith(".wasm") ? wasmUrl : file) }).catch((e: unknown) => {
-    module = undefined; // let a later call retry
-    throw e;
-  });
-  return module;
-}
-
-export interface OpfsPoolOptions {
-  /**
-   * OPFS directory the pool lives in. The pool owns every file in it and
-   * holds all of them open, so only one worker of the origin may use one
-   * directory at a time: the caller serialises that (a Web Lock).
-   */
-  directory: string;
-  /** Attempts while the handles are still held by a closing context (a reloading tab's old worker). Default 20. */
-  attempts?: number;
-  /** First wait between attempts in ms, doubling up to 1 s. Default 25. */
-  retryMs?: number;
-}
-
-/**
- * Installs the "opfs-sahpool" VFS (OPFS through sync access handles: a
- * dedicated Web Worker only, no cross-origin isolation needed) and makes it
- * the VFS file paths open on. Resolves the VFS name; rejects when OPFS is
- * not available here (the caller falls back to ":memory:").
- */
-export async function installOpfsSahPool(options: OpfsPoolOptions): Promise<string> {
-  const opfs = globalThis as { FileSystemFileHandle?: { prototype?: { createSyncAccessHandle?: unknown } }; navigator?: { storage?: { getDirectory?: unknown } } };
-  if (typeof opfs.FileSystemFileHandle?.prototype?.createSyncAccessHandle !== "function" || typeof opfs.navigator?.storage?.getDirectory !== "function") {
-    // Not a dedicated worker in a secure context with OPFS: no retry will change that.
-    throw new Error("OPFS sync access handles are not available in this context");
-  }
-  const sqlite3 = await loadSqliteWasm();
-  const attempts = options.attempts ?? 20;
-  let wait = options.retryMs ?? 25;
-  for (let attempt = 1; ; attempt++) {
-    try {
-      // The typings lack forceReinitIfPreviouslyFailed (documented in the
-      // source): without it a failed first attempt is cached and returned forever.
-      const install = sqlite3.installOpfsSAHPoolVfs.bind(sqlite3) as (opts: Parameters<Sqlite3Static["installOpfsSAHPoolVfs"]>[0] & { forceReinitIfPreviouslyFailed?: boolean }) => ReturnType<Sqlite3Static["installOpfsSAHPoolVfs"]>;
-      const pool = await install({
-        directory: options.directory,
-        // Without it a failed init deletes the pool: a reloading tab whose old
-        // worker still holds the handles would wipe the database.
-        preserveOnInitFailure: true,
-        forceReinitIfPreviouslyFailed: true,
-      });
-      persistentVfs = pool.vfsName;
-      return pool.vfsName;
-    } catch (e) {
-      // A handle still held by a closing context (NoModificationAllowedError) frees up.
-      if (attempt >= attempts) throw e;
-      await new Promise((r) => setTimeout(r, wait));
-      wait = Math.min(wait * 2, 1000);
-    }
-  }
-}
 
 /**
  * Opens ":memory:", or a file on a persistent VFS: `options.vfs`, else the one
@@ -94,7 +17,7 @@ export async function installOpfsSahPool(options: OpfsPoolOptions): Promise<stri
 export async function openWasm(path: string, options: { vfs?: string } = {}): Promise<Driver> {
   const sqlite3 = await loadSqliteWasm();
   const memory = path === ":memory:" || path === "";
-  const vfs = memory ? options.vfs : (options.vfs ?? persistentVfs);
+  const vfs = memory ? options.vfs : (options.vfs ?? defaultVfs());
   if (!memory && vfs === undefined) {
     throw new Error(`wasm driver: "${path}" needs a persistent VFS; only ":memory:" works without one`);
   }
@@ -110,90 +33,128 @@ interface CachedStatement {
   p: number;
   /** Bare parameter names ("id") resolved to their index, see #bindNamed. */
   names: Map<string, number>;
+  /** sqlite3_bind_parameter_count. */
+  params: number;
+  /** The SQL after the first statement when it holds more statements, else "". */
+  tail: string;
   columns?: string[];
   /** SQLITE_STMTSTATUS_REPREPARE when `columns` was read. */
   prepares?: number;
 }
 
+const encoder = new TextEncoder();
+const NO_STATEMENT = new Error("no SQL statement to run (empty or only comments)");
+const decoder = new TextDecoder();
+
 class WasmDriver implements Driver {
   readonly kind = "wasm";
   readonly persistent: boolean;
   #sqlite3: Sqlite3Static;
+  #x: Exports;
   #db: Database;
   #p: number;
-  #statements = new Map<string, CachedStatement>();
+  #statements = new StatementCache<CachedStatement>((stmt) => this.#x.sqlite3_finalize(stmt.p));
   #sessions = new Set<number>();
   #closed = false;
+  /** Heap memory reused for every bound text or blob, and for out-pointers (two pointers at #out). */
+  #scratch: number;
+  #scratchSize = 4096;
+  #out: number;
+  /** "main", as a C string for sqlite3session_create. */
+  #main: number;
+  /** The conflict callback, installed once (installing one compiles a WebAssembly module). */
+  #xConflict: number;
+  /** What the callback dispatches to: the current applyChangeset's handler. */
+  #onConflict: (type: number) => number = () => RESOLUTION.ABORT;
+  /** The authorizer callback, installed once like #xConflict; set on the connection only while tablesRead prepares. */
+  #xAuth: number;
+  /** Where the authorizer records the tables read. */
+  #reads = new Set<string>();
 
   constructor(sqlite3: Sqlite3Static, db: Database, persistent: boolean) {
+    const { wasm } = sqlite3;
     this.#sqlite3 = sqlite3;
+    this.#x = wasm.exports as Exports;
     this.#db = db;
     this.#p = db.pointer!;
     this.persistent = persistent;
+    this.#scratch = wasm.alloc(this.#scratchSize);
+    this.#out = wasm.alloc(16);
+    this.#main = wasm.allocCString("main", false);
+    this.#xConflict = wasm.installFunction("i(pip)", (_ctx: number, type: number, _iter: number) => this.#onConflict(type));
+    this.#xAuth = wasm.installFunction("i(pipppp)", (_ctx: number, action: number, table: number) => {
+      if (action === READ) this.#reads.add(wasm.cstrToJs(table) as string);
+      return 0; // SQLITE_OK
+    });
   }
 
   get inTransaction(): boolean {
     this.#assertOpen(); // a closed connection's pointer is freed memory
-    return this.#sqlite3.capi.sqlite3_get_autocommit(this.#p) === 0;
+    return this.#x.sqlite3_get_autocommit(this.#p) === 0;
   }
 
   exec(sql: string): void {
-    this.#assertOpen();
-    this.#check(this.#sqlite3.capi.sqlite3_exec(this.#p, sql, 0, 0, 0));
+    try {
+      this.run(sql);
+    } catch (e) {
+      if (e !== NO_STATEMENT) throw e; // nothing but comments: nothing to run, as for sqlite3_exec
+    }
   }
 
   run(sql: string, params?: Params): { changes: number; lastInsertRowid: number | bigint } {
-    const { capi } = this.#sqlite3;
-    const stmt = this.#prepare(sql);
-    try {
-      this.#bind(stmt, params);
-      let rc: number;
-      while ((rc = capi.sqlite3_step(stmt.p)) === capi.SQLITE_ROW);
-      if (rc !== capi.SQLITE_DONE) this.#check(rc);
-    } finally {
-      capi.sqlite3_reset(stmt.p); // the error, if any, was already reported by step
+    let stmt = this.#prepare(sql);
+    if (stmt.tail !== "" && params !== undefined) throw new RangeError("parameters bind to one statement: this SQL holds several");
+    let changes = this.#runOne(stmt, params);
+    // A script: the rest runs one statement at a time, each prepared after the
+    // one before ran (it may create what the next uses), as sqlite3_exec does.
+    while (stmt.tail !== "") {
+      stmt = this.#compile(stmt.tail);
+      try {
+        changes += this.#runOne(stmt, undefined);
+      } finally {
+        this.#x.sqlite3_finalize(stmt.p);
+      }
     }
-    return { changes: capi.sqlite3_changes(this.#p), lastInsertRowid: narrow(capi.sqlite3_last_insert_rowid(this.#p)) };
+    return { changes, lastInsertRowid: narrow(this.#x.sqlite3_last_insert_rowid(this.#p)) };
   }
 
   all(sql: string, params?: Params): Row[] {
-    const { capi } = this.#sqlite3;
+    const x = this.#x;
     const stmt = this.#prepare(sql);
     const rows: Row[] = [];
     try {
       this.#bind(stmt, params);
       let names: string[] | undefined;
       let rc: number;
-      while ((rc = capi.sqlite3_step(stmt.p)) === capi.SQLITE_ROW) {
+      while ((rc = x.sqlite3_step(stmt.p)) === ROW) {
         names ??= this.#columnNames(stmt);
         // Null prototype, like node:sqlite's rows (and safe for a column named "__proto__").
         const row: Row = Object.create(null);
         for (let i = 0; i < names.length; i++) row[names[i]!] = this.#column(stmt.p, i);
         rows.push(row);
       }
-      if (rc !== capi.SQLITE_DONE) this.#check(rc);
+      if (rc !== DONE) this.#check(rc);
     } finally {
-      capi.sqlite3_reset(stmt.p);
+      x.sqlite3_reset(stmt.p);
     }
     return rows;
   }
 
-  session(): Session {
-    const { capi, wasm } = this.#sqlite3;
+  session(tables?: readonly string[]): Session {
+    const { wasm } = this.#sqlite3;
+    const x = this.#x;
     this.#assertOpen();
-    const sp = wasm.pstack.pointer;
-    let p: number;
-    try {
-      const pp = wasm.pstack.allocPtr();
-      this.#checkSession(capi.sqlite3session_create(this.#p, "main", pp), "sqlite3session_create");
-      p = wasm.peekPtr(pp);
-    } finally {
-      wasm.pstack.restore(sp);
-    }
-    const rc = capi.sqlite3session_attach(p, 0); // null table name: every table
-    if (rc !== 0) {
-      capi.sqlite3session_delete(p);
-      this.#checkSession(rc, "sqlite3session_attach");
+    this.#checkSession(x.sqlite3session_create(this.#p, this.#main, this.#out), "sqlite3session_create");
+    const p = wasm.peekPtr(this.#out) as number;
+    // A null table name: every table. SQLite copies a given name.
+    for (const table of tables ?? [undefined]) {
+      const name = table === undefined ? 0 : (wasm.allocCString(table, false) as number);
+      const rc = x.sqlite3session_attach(p, name);
+      if (name !== 0) wasm.dealloc(name);
+      if (rc !== 0) {
+        x.sqlite3session_delete(p);
+        this.#checkSession(rc, "sqlite3session_attach");
+      }
     }
     this.#sessions.add(p);
     return {
@@ -202,9 +163,27 @@ class WasmDriver implements Driver {
         return this.#changeset(p);
       },
       close: () => {
-        if (this.#sessions.delete(p)) capi.sqlite3session_delete(p);
+        if (this.#sessions.delete(p)) x.sqlite3session_delete(p);
       },
     };
+  }
+
+  function(name: string, fn: (...args: SqlValue[]) => SqlValue): void {
+    const { capi } = this.#sqlite3;
+    this.#assertOpen();
+    const call = (ctx: number, ...args: unknown[]): void => {
+      try {
+        // The same storage classes as the node driver: safe integers are INTEGER.
+        const v = fn(...args.map((a) => (typeof a === "bigint" ? narrow(a) : (a as SqlValue))));
+        if (typeof v === "number" && Number.isSafeInteger(v)) capi.sqlite3_result_int64(ctx, BigInt(v));
+        else capi.sqlite3_result_js(ctx, v);
+      } catch (e) {
+        capi.sqlite3_result_error(ctx, e instanceof Error ? e.message : String(e), -1);
+      }
+    };
+    // -1: any number of arguments; no SQLITE_DIRECTONLY, so triggers and DEFAULTs may call it.
+    const rc = capi.sqlite3_create_function_v2(this.#p, name, -1, capi.SQLITE_UTF8, 0, call as never, 0, 0, 0);
+    this.#check(rc);
   }
 
   applyChangeset(changeset: Uint8Array, onConflict: (type: ConflictType) => Resolution): boolean {
@@ -213,7 +192,8 @@ class WasmDriver implements Driver {
     // An exception must not unwind through SQLite's C frames: abort the apply, rethrow after.
     let thrown: { error: unknown } | undefined;
     let aborted = false;
-    const handler = (_ctx: number, type: number, _iter: number): Resolution => {
+    const outer = this.#onConflict; // a handler may apply a changeset of its own
+    this.#onConflict = (type) => {
       try {
         const r = checkResolution(onConflict(type as ConflictType));
         if (r === RESOLUTION.ABORT) aborted = true;
@@ -224,14 +204,15 @@ class WasmDriver implements Driver {
       }
     };
     const n = changeset.byteLength;
-    const p = wasm.alloc(Math.max(n, 1));
+    const p = wasm.alloc(Math.max(n, 1)) as number;
     let rc: number;
     try {
       wasm.heap8u().set(changeset, p);
       // One call into C for the whole changeset; JS runs only on conflicts.
-      rc = capi.sqlite3changeset_apply(this.#p, n, p, 0, handler, 0);
+      rc = this.#x.sqlite3changeset_apply(this.#p, n, p, 0, this.#xConflict, 0);
     } finally {
       wasm.dealloc(p);
+      this.#onConflict = outer;
     }
     if (thrown) throw thrown.error;
     if (rc === 0) return true;
@@ -240,67 +221,113 @@ class WasmDriver implements Driver {
     throw new RelayError("apply_failed", `changeset apply failed: ${cause.message}`, { cause });
   }
 
+  /**
+   * Prepares `sql` once more with the authorizer set (it reports while a
+   * statement compiles, so a cached statement cannot tell). Set only for this
+   * prepare: left on, it would be called from JS for every statement
+   * sqlite3changeset_apply prepares on the hot path. Setting it expires the
+   * cached statements, which re-prepare once: watches are created rarely.
+   */
+  tablesRead(sql: string): string[] {
+    this.#assertOpen();
+    const x = this.#x;
+    this.#reads.clear();
+    x.sqlite3_set_authorizer(this.#p, this.#xAuth, 0);
+    try {
+      const stmt = this.#compile(sql);
+      x.sqlite3_finalize(stmt.p);
+    } finally {
+      x.sqlite3_set_authorizer(this.#p, 0, 0);
+    }
+    return [...this.#reads];
+  }
+
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    const { capi } = this.#sqlite3;
+    const { wasm } = this.#sqlite3;
+    const x = this.#x;
     // Sessions must be deleted before their connection is closed.
-    for (const p of this.#sessions) capi.sqlite3session_delete(p);
+    for (const p of this.#sessions) x.sqlite3session_delete(p);
     this.#sessions.clear();
-    for (const stmt of this.#statements.values()) capi.sqlite3_finalize(stmt.p);
     this.#statements.clear();
     this.#db.close();
+    wasm.uninstallFunction(this.#xConflict);
+    wasm.uninstallFunction(this.#xAuth);
+    for (const p of [this.#scratch, this.#out, this.#main]) wasm.dealloc(p);
+  }
+
+  /**
+   * The rows one statement changed: SQLite's changes() when the statement
+   * changed any (total_changes() moved), else 0: changes() still holds the
+   * previous write's count after a SELECT or DDL.
+   */
+  #runOne(stmt: CachedStatement, params: Params | undefined): number {
+    const x = this.#x;
+    const total = x.sqlite3_total_changes(this.#p);
+    try {
+      this.#bind(stmt, params);
+      let rc: number;
+      while ((rc = x.sqlite3_step(stmt.p)) === ROW);
+      if (rc !== DONE) this.#check(rc);
+    } finally {
+      x.sqlite3_reset(stmt.p); // the error, if any, was already reported by step
+    }
+    return x.sqlite3_total_changes(this.#p) !== total ? x.sqlite3_changes(this.#p) : 0;
   }
 
   #changeset(session: number): Uint8Array {
-    const { capi, wasm } = this.#sqlite3;
-    const sp = wasm.pstack.pointer;
-    try {
-      const pn = wasm.pstack.allocPtr();
-      const pp = wasm.pstack.allocPtr();
-      this.#checkSession(capi.sqlite3session_changeset(session, pn, pp), "sqlite3session_changeset");
-      const n = wasm.peek32(pn);
-      const p = wasm.peekPtr(pp);
-      // slice() copies out of the heap, which sqlite3_free may then reuse.
-      const out = wasm.heap8u().slice(p, p + n);
-      capi.sqlite3_free(p);
-      return out;
-    } finally {
-      wasm.pstack.restore(sp);
-    }
+    const { wasm } = this.#sqlite3;
+    const out = this.#out;
+    this.#checkSession(this.#x.sqlite3session_changeset(session, out, out + 8), "sqlite3session_changeset");
+    const n = wasm.peek32(out) as number;
+    const p = wasm.peekPtr(out + 8) as number;
+    // slice() copies out of the heap, which sqlite3_free may then reuse.
+    const bytes = wasm.heap8u().slice(p, p + n);
+    this.#x.sqlite3_free(p);
+    return bytes;
   }
 
   #prepare(sql: string): CachedStatement {
+    return this.#statements.get(sql, (text) => this.#compile(text));
+  }
+
+  /** Prepares the first statement of `sql`; the caller finalizes it. */
+  #compile(sql: string): CachedStatement {
     this.#assertOpen();
-    const { capi, wasm } = this.#sqlite3;
-    let stmt = this.#statements.get(sql);
-    if (stmt) {
-      this.#statements.delete(sql); // re-insert: Map order is the LRU order
-    } else {
-      const sp = wasm.pstack.pointer;
-      try {
-        const pp = wasm.pstack.allocPtr();
-        this.#check(capi.sqlite3_prepare_v2(this.#p, sql, -1, pp, 0));
-        const p = wasm.peekPtr(pp);
-        if (p === 0) throw new Error("no SQL statement to run (empty or only comments)");
-        stmt = { p, names: new Map() };
-      } finally {
-        wasm.pstack.restore(sp);
+    const { wasm } = this.#sqlite3;
+    const [text, n] = wasm.allocCString(sql, true) as [number, number];
+    try {
+      const p = this.#prepareAt(text, n);
+      if (p === 0) throw NO_STATEMENT;
+      const used = (wasm.peekPtr(this.#out + 8) as number) - text;
+      let tail = "";
+      if (used < n) {
+        // More than comments after it? Then it is a script (or an error SQLite reports when it runs).
+        const next = this.#prepareAt(text + used, n - used, true);
+        if (next > 0) this.#x.sqlite3_finalize(next);
+        if (next !== 0) tail = this.#text(text + used, n - used);
       }
-      if (this.#statements.size >= STATEMENT_CACHE_SIZE) {
-        const [oldest, evicted] = this.#statements.entries().next().value!;
-        this.#statements.delete(oldest);
-        capi.sqlite3_finalize(evicted.p);
-      }
+      return { p, names: new Map(), params: this.#sqlite3.capi.sqlite3_bind_parameter_count(p), tail };
+    } finally {
+      wasm.dealloc(text);
     }
-    this.#statements.set(sql, stmt);
-    return stmt;
+  }
+
+  /** sqlite3_prepare_v2 at a C string; the tail pointer lands at #out + 8. With `lenient`, an error is "a statement" (-1) rather than thrown. */
+  #prepareAt(text: number, n: number, lenient = false): number {
+    const rc = this.#x.sqlite3_prepare_v2(this.#p, text, n, this.#out, this.#out + 8);
+    if (rc !== 0) {
+      if (lenient) return -1;
+      this.#check(rc);
+    }
+    return this.#sqlite3.wasm.peekPtr(this.#out) as number;
   }
 
   /** Cached: reading them costs more than a point query. Valid until a schema change re-prepares the statement. */
   #columnNames(stmt: CachedStatement): string[] {
     const { capi } = this.#sqlite3;
-    const prepares = capi.sqlite3_stmt_status(stmt.p, capi.SQLITE_STMTSTATUS_REPREPARE, 0);
+    const prepares = this.#x.sqlite3_stmt_status(stmt.p, 5, 0); // SQLITE_STMTSTATUS_REPREPARE
     if (stmt.columns === undefined || stmt.prepares !== prepares) {
       stmt.columns = [];
       for (let i = 0, n = capi.sqlite3_column_count(stmt.p); i < n; i++) stmt.columns.push(capi.sqlite3_column_name(stmt.p, i));
@@ -310,16 +337,21 @@ class WasmDriver implements Driver {
   }
 
   #bind(stmt: CachedStatement, params: Params | undefined): void {
-    // Unbound parameters are NULL on every run, as with node:sqlite.
-    const { capi } = this.#sqlite3;
-    capi.sqlite3_clear_bindings(stmt.p);
-    if (params === undefined) return;
-    if (isPositional(params)) {
-      if (params.length > capi.sqlite3_bind_parameter_count(stmt.p)) this.#check(capi.SQLITE_RANGE);
-      for (let i = 0; i < params.length; i++) this.#bindOne(stmt.p, i + 1, params[i]!);
+    // Unbound parameters are NULL on every run, as with node:sqlite. Bindings
+    // are kept when every one is bound again: SQLite then reuses their memory.
+    const p = stmt.p;
+    if (params === undefined) {
+      if (stmt.params > 0) this.#x.sqlite3_clear_bindings(p);
       return;
     }
-    for (const key in params) this.#bindOne(stmt.p, this.#paramIndex(stmt, key), params[key]!);
+    if (isPositional(params)) {
+      if (params.length > stmt.params) this.#check(this.#sqlite3.capi.SQLITE_RANGE);
+      if (params.length < stmt.params) this.#x.sqlite3_clear_bindings(p);
+      for (let i = 0; i < params.length; i++) this.#bindOne(p, i + 1, params[i]!);
+      return;
+    }
+    this.#x.sqlite3_clear_bindings(p);
+    for (const key in params) this.#bindOne(p, this.#paramIndex(stmt, key), params[key]!);
   }
 
   /** Keys may carry the prefix (":id", "$id", "@id") or not ("id"), as node:sqlite allows. */
@@ -337,44 +369,70 @@ class WasmDriver implements Driver {
   }
 
   #bindOne(p: number, i: number, v: SqlValue): void {
-    const { capi, wasm } = this.#sqlite3;
+    const x = this.#x;
     let rc: number;
-    // sqlite-wasm binds sqlite3_bind_null as returning void; #bind checked the index already.
-    if (v === null) rc = (capi.sqlite3_bind_null(p, i), 0);
-    // Same rule as the node driver: safe integers are INTEGER, other numbers REAL.
-    else if (typeof v === "number") rc = Number.isSafeInteger(v) ? capi.sqlite3_bind_int64(p, i, BigInt(v)) : capi.sqlite3_bind_double(p, i, v);
-    else if (typeof v === "bigint") {
+    if (v === null) rc = x.sqlite3_bind_null(p, i);
+    else if (typeof v === "number") {
+      // Same rule as the node driver: safe integers are INTEGER, other numbers REAL.
+      if ((v | 0) === v) rc = x.sqlite3_bind_int(p, i, v);
+      else rc = Number.isSafeInteger(v) ? x.sqlite3_bind_int64(p, i, BigInt(v)) : x.sqlite3_bind_double(p, i, v);
+    } else if (typeof v === "bigint") {
       // The int64 binding would silently wrap an out-of-range value.
       if (v < INT64_MIN || v > INT64_MAX) throw new RangeError(`BigInt value is too large to bind: ${v}`);
-      rc = capi.sqlite3_bind_int64(p, i, v);
+      rc = x.sqlite3_bind_int64(p, i, v);
     } else if (typeof v === "string") {
-      // Copied by hand: the 3.54.1 wrapper's JS-string path throws (ReferenceError: pMem).
-      const [ptr, n] = wasm.allocCString(v, true);
-      rc = capi.sqlite3_bind_text(p, i, ptr, n, capi.SQLITE_WASM_DEALLOC); // SQLite frees it, even on error
-    } else if (v.byteLength === 0) {
-      // A zero-byte allocation may be a null pointer, which would bind NULL instead of an empty blob.
-      rc = capi.sqlite3_bind_zeroblob(p, i, 0);
+      const at = this.#room(v.length * 3); // UTF-16 to UTF-8: at most 3 bytes per unit
+      const { written } = encoder.encodeInto(v, this.#sqlite3.wasm.heap8u().subarray(at, at + v.length * 3));
+      rc = x.sqlite3_bind_text(p, i, at, written, TRANSIENT);
     } else {
-      const ptr = wasm.alloc(v.byteLength);
-      wasm.heap8u().set(v, ptr);
-      rc = capi.sqlite3_bind_blob(p, i, ptr, v.byteLength, capi.SQLITE_WASM_DEALLOC);
+      // #room never returns a null pointer, which would bind NULL instead of an empty blob.
+      const at = this.#room(v.byteLength);
+      this.#sqlite3.wasm.heap8u().set(v, at);
+      rc = x.sqlite3_bind_blob(p, i, at, v.byteLength, TRANSIENT);
     }
-    this.#check(rc);
+    if (rc !== 0) this.#check(rc);
+  }
+
+  /** UTF-8 from the heap. Some browsers' TextDecoder refuses a view of shared memory (a build with threads): copy it then. */
+  #text(p: number, n: number): string {
+    const heap = this.#sqlite3.wasm.heap8u();
+    return decoder.decode(heap.buffer instanceof ArrayBuffer ? heap.subarray(p, p + n) : heap.slice(p, p + n));
+  }
+
+  /** The scratch buffer, grown to hold `n` bytes. */
+  #room(n: number): number {
+    if (n > this.#scratchSize) {
+      const { wasm } = this.#sqlite3;
+      const size = Math.max(n, this.#scratchSize * 2);
+      const p = wasm.alloc(size) as number; // throws when out of memory, keeping the old buffer
+      wasm.dealloc(this.#scratch);
+      this.#scratch = p;
+      this.#scratchSize = size;
+    }
+    return this.#scratch;
   }
 
   #column(p: number, i: number): SqlValue {
-    const { capi, wasm } = this.#sqlite3;
-    switch (capi.sqlite3_column_type(p, i)) {
-      case capi.SQLITE_INTEGER:
-        return narrow(capi.sqlite3_column_int64(p, i));
-      case capi.SQLITE_FLOAT:
-        return capi.sqlite3_column_double(p, i);
-      case capi.SQLITE_TEXT:
-        return capi.sqlite3_column_text(p, i);
-      case capi.SQLITE_BLOB: {
-        const ptr = capi.sqlite3_column_blob(p, i); // before _bytes, as SQLite documents
-        const n = capi.sqlite3_column_bytes(p, i);
-        return n === 0 ? new Uint8Array(0) : wasm.heap8u().slice(ptr, ptr + n);
+    const x = this.#x;
+    switch (x.sqlite3_column_type(p, i)) {
+      case 1: {
+        // SQLITE_INTEGER. Exact as a double when it is a safe integer: no bigint in between.
+        const d = x.sqlite3_column_double(p, i);
+        return Number.isSafeInteger(d) ? d : narrow(x.sqlite3_column_int64(p, i));
+      }
+      case 2: // SQLITE_FLOAT
+        return x.sqlite3_column_double(p, i);
+      case 3: {
+        // SQLITE_TEXT, every byte of it (a NUL included, as node:sqlite reads it).
+        const ptr = x.sqlite3_column_text(p, i);
+        const n = x.sqlite3_column_bytes(p, i);
+        return n === 0 ? "" : this.#text(ptr, n);
+      }
+      case 4: {
+        // SQLITE_BLOB
+        const ptr = x.sqlite3_column_blob(p, i); // before _bytes, as SQLite documents
+        const n = x.sqlite3_column_bytes(p, i);
+        return n === 0 ? new Uint8Array(0) : this.#sqlite3.wasm.heap8u().slice(ptr, ptr + n);
       }
       default:
         return null;

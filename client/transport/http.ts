@@ -2,12 +2,14 @@ import { decode, encode } from "../../protocol/codec.ts";
 import { errorFromBody, RelayError } from "../errors.ts";
 import { parsePullResponse, parsePushResponse, type HealthResponse, type PullResponse, type PushEntry, type PushResponse } from "../../protocol/messages.ts";
 import { MSGPACK } from "../../protocol/version.ts";
+import type { SchemaVersion } from "../../protocol/schema.ts";
 import { COMPRESS_MIN_BYTES, GZIP } from "../../protocol/compression.ts";
 import { gzip } from "../gzip.ts";
 
 /** How the sync engine reaches the relay. HTTP here; tests wrap it to inject faults. */
 export interface Transport {
-  push(client: string, entries: PushEntry[], signal?: AbortSignal): Promise<PushResponse>;
+  /** `schema`: versions the log may lack, appended before the entries. */
+  push(client: string, entries: PushEntry[], signal?: AbortSignal, schema?: SchemaVersion[]): Promise<PushResponse>;
   pull(after: number, limit?: number, signal?: AbortSignal): Promise<PullResponse>;
   /** The relay's /v1/health: its limits (optional: a transport without it leaves the defaults). */
   health?(signal?: AbortSignal): Promise<HealthResponse>;
@@ -78,10 +80,10 @@ export function httpTransport(opts: HttpTransportOptions): Transport {
   }
 
   return {
-    async push(client, entries, signal) {
+    async push(client, entries, signal, schema) {
       // Larger bodies go gzipped (see protocol/compression.ts); pull
       // responses come back gzipped when large, and fetch inflates them.
-      const plain = encode({ client, entries });
+      const plain = encode(schema?.length ? { client, schema, entries } : { client, entries });
       const zipped = plain.byteLength >= COMPRESS_MIN_BYTES;
       const body = zipped ? await gzip(plain) : plain;
       const init = (): RequestInit => ({ method: "POST", body, headers: { ...auth(), "content-type": MSGPACK, ...(zipped ? { "content-encoding": GZIP } : {}) } });

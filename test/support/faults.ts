@@ -1,6 +1,7 @@
 import { RelayError } from "../../client/errors.ts";
 import type { PullResponse, PushEntry, PushResponse } from "../../protocol/messages.ts";
 import { httpTransport, type Transport } from "../../client/transport/http.ts";
+import type { SchemaVersion } from "../../protocol/schema.ts";
 
 /**
  * A transport with faults a test arms one at a time, so every failure is
@@ -84,13 +85,13 @@ export class FaultyTransport implements Transport {
     await h.gate.wait();
   }
 
-  async push(client: string, entries: PushEntry[], signal?: AbortSignal): Promise<PushResponse> {
+  async push(client: string, entries: PushEntry[], signal?: AbortSignal, schema?: SchemaVersion[]): Promise<PushResponse> {
     if (this.offline) throw new RelayError("network", "offline (injected)");
     this.calls.push++;
-    let res = await this.transport().push(client, entries, signal);
+    let res = await this.transport().push(client, entries, signal, schema);
     if (this.duplicatedPushes > 0) {
       this.duplicatedPushes--;
-      res = await this.transport().push(client, entries, signal);
+      res = await this.transport().push(client, entries, signal, schema);
     }
     await this.held("push");
     if (this.lostPushResponses > 0) {

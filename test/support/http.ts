@@ -48,7 +48,7 @@ export function pushEarlyAnswer(url: string, db: string, token: string, body: Ui
   });
 }
 
-export function push(url: string, db: string, token: string | undefined, client: string, entries: { cseq: number; changeset: Uint8Array }[]): Promise<Reply> {
+export function push(url: string, db: string, token: string | undefined, client: string, entries: { cseq: number; changeset: Uint8Array; v?: number }[]): Promise<Reply> {
   return pushRaw(url, db, token, encode({ client, entries }));
 }
 

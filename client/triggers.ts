@@ -1,0 +1,235 @@
+import { RelayError } from "./errors.ts";
+import type { Driver } from "./drivers/types.ts";
+import { schemaVersion } from "./store.ts";
+import type { Tables } from "./tables.ts";
+
+/**
+ * Triggers on replay. The session extension records everything a write
+ * transaction changed, trigger effects included, so a log entry already
+ * holds what the origin's triggers did to replicated tables: a trigger that
+ * fired again when the entry is applied (or when pending writes are undone
+ * and redone in a rebase) would do it twice, and replicas would diverge. A
+ * trigger that only keeps a local table (an FTS index) must fire, though,
+ * or local search would never see remote rows.
+ *
+ * So every trigger is classified by what its statements write, and:
+ *   - one whose every statement writes a local table runs always;
+ *   - any other (it writes a replicated table, or only checks with RAISE) is
+ *     rewritten once with `NOT relay_replaying()` ANDed into its WHEN clause:
+ *     it runs on local writes exactly as declared and never during replay;
+ *   - one that writes both is refused (`mixed_trigger`): half of it must run
+ *     on replay and half must not. Splitting it ourselves would change the
+ *     order its statements run in and leave a trigger the app never created
+ *     (and would not drop); the app splits it in two instead.
+ * Why not the other ways: SQLite can switch triggers off only all at once
+ * (SQLITE_DBCONFIG_ENABLE_TRIGGER, which node:sqlite does not expose), and
+ * asking users to write the guard themselves is a rule every app would have
+ * to learn and could forget. Why a tokenizer and not the authorizer: the
+ * authorizer is the driver's, and the part of a trigger this needs (the
+ * header up to BEGIN, and the verb and target table of each statement, which
+ * inside a trigger cannot be schema-qualified) is small and regular; SQLite
+ * parses the rewritten statement, so a mistake is an error at open, not a
+ * silent change. A trigger that already mentions relay_replaying is left as
+ * the app wrote it.
+ */
+export const GUARD = "relay_replaying";
+
+export type Writes = "local" | "replicated" | "mixed";
+
+/** Guard every trigger that must not run on replay. `isLocal`: whether a table is local (see tables.ts). */
+export function guardTriggers(d: Driver, isLocal: (table: string) => boolean): void {
+  const triggers = d.all("SELECT name, sql FROM sqlite_schema WHERE type = 'trigger' AND sql IS NOT NULL ORDER BY name") as { name: string; sql: string }[];
+  for (const { name, sql } of triggers) {
+    const t = parseTrigger(sql);
+    if (t.tokens.some((k) => k.word === GUARD)) continue;
+    const writes = classify(t, isLocal);
+    if (writes === "local") continue;
+    if (writes === "mixed") {
+      throw new RelayError("mixed_trigger", `trigger "${name}" writes both local and replicated tables: split it into one trigger for each (the local one runs when remote changes are applied, the other does not)`);
+    }
+    const guarded = guard(sql, t);
+    d.exec(`DROP TRIGGER "${name.replace(/"/g, '""')}"`);
+    d.exec(guarded);
+  }
+}
+
+/**
+ * After DDL (the app's migrations at open, the log's in a sync step, or DDL
+ * through query()): guard the triggers it created, then read the table list
+ * again at the schema the guards leave.
+ */
+export function guardAfterDdl(d: Driver, tables: Tables): void {
+  const version = schemaVersion(d);
+  guardTriggers(d, (t) => tables.at(version).isLocal(t));
+  tables.at(schemaVersion(d));
+}
+
+interface Token {
+  /** Offset in the SQL text. */
+  at: number;
+  end: number;
+  /** Lower-cased bare word, or the unquoted name of a quoted identifier; undefined for anything else. */
+  word?: string;
+  /** A quoted identifier (never a keyword). */
+  quoted?: boolean;
+  /** Punctuation: "(", ")", ";", ".", ","... */
+  punct?: string;
+}
+
+export interface ParsedTrigger {
+  tokens: Token[];
+  /** Index of the WHEN keyword, or -1. */
+  when: number;
+  /** Index of the BEGIN that opens the body. */
+  begin: number;
+  /** The body's statements, as token index ranges [from, to). */
+  statements: [number, number][];
+}
+
+/** SQL tokens, without whitespace and comments. */
+export function tokenize(sql: string): Token[] {
+  const out: Token[] = [];
+  let i = 0;
+  while (i < sql.length) {
+    const c = sql[i]!;
+    if (/\s/.test(c)) i++;
+    else if (sql.startsWith("--", i)) i = lineEnd(sql, i);
+    else if (sql.startsWith("/*", i)) i = sql.includes("*/", i + 2) ? sql.indexOf("*/", i + 2) + 2 : sql.length;
+    else if (c === "'" || c === '"' || c === "`" || c === "[") {
+      const close = c === "[" ? "]" : c;
+      let j = i + 1;
+      let text = "";
+      for (; j < sql.length; j++) {
+        if (sql[j] === close) {
+          if (close !== "]" && sql[j + 1] === close) {
+            text += close;
+            j++;
+            continue;
+          }
+          break;
+        }
+        text += sql[j];
+      }
+      out.push(c === "'" ? { at: i, end: j + 1, punct: "'" } : { at: i, end: j + 1, word: text.toLowerCase(), quoted: true });
+      i = j + 1;
+    } else if (/[\p{L}\p{N}_$]/u.test(c)) {
+      let j = i + 1;
+      while (j < sql.length && /[\p{L}\p{N}_$]/u.test(sql[j]!)) j++;
+      out.push({ at: i, end: j, word: sql.slice(i, j).toLowerCase() });
+      i = j;
+    } else {
+      out.push({ at: i, end: i + 1, punct: c });
+      i++;
+    }
+  }
+  return out;
+}
+
+function lineEnd(sql: string, i: number): number {
+  const n = sql.indexOf("\n", i);
+  return n === -1 ? sql.length : n;
+}
+
+const keyword = (t: Token | undefined, w: string): boolean => t !== undefined && !t.quoted && t.word === w;
+
+/**
+ * CREATE [TEMP] TRIGGER [IF NOT EXISTS] name [BEFORE|AFTER|INSTEAD OF] event ON table
+ * [FOR EACH ROW] [WHEN expr] BEGIN stmt; ... END
+ * ON is reserved (it cannot be an unquoted name), so the first bare ON is the
+ * one before the table. In the WHEN expression, BEGIN can only be the body's
+ * outside parentheses and CASE ... END (a column is NEW.x or OLD.x there).
+ */
+export function parseTrigger(sql: string): ParsedTrigger {
+  const tokens = tokenize(sql);
+  const fail = (why: string): never => {
+    throw new RelayError("bad_request", `cannot read trigger (${why}): ${sql}`);
+  };
+  let i = tokens.findIndex((t) => keyword(t, "on"));
+  if (i < 0) fail("no ON");
+  i += 2; // ON, the table
+  if (tokens[i]?.punct === ".") i += 2; // schema.table
+  if (keyword(tokens[i], "for")) i += 3; // FOR EACH ROW
+  let when = -1;
+  if (keyword(tokens[i], "when")) {
+    when = i;
+    let depth = 0;
+    let cases = 0;
+    for (i++; i < tokens.length; i++) {
+      const t = tokens[i]!;
+      if (t.punct === "(") depth++;
+      else if (t.punct === ")") depth--;
+      else if (tokens[i - 1]?.punct === ".") continue;
+      else if (keyword(t, "case")) cases++;
+      else if (keyword(t, "end") && cases > 0) cases--;
+      else if (keyword(t, "begin") && depth === 0 && cases === 0) break;
+    }
+  }
+  if (!keyword(tokens[i], "begin")) fail("no BEGIN");
+  const begin = i;
+  const statements: [number, number][] = [];
+  let from = begin + 1;
+  for (let j = from; j < tokens.length; j++) {
+    if (tokens[j]!.punct === ";") {
+      statements.push([from, j]);
+      from = j + 1;
+    }
+  }
+  if (statements.length === 0) fail("empty body");
+  return { tokens, when, begin, statements };
+}
+
+/** What a trigger's statements write: "local" only when every one of them writes a local table. */
+export function classify(t: ParsedTrigger, isLocal: (table: string) => boolean): Writes {
+  let local = 0;
+  for (const [from, to] of t.statements) {
+    const target = writtenTable(t.tokens.slice(from, to));
+    if (target !== undefined && isLocal(target)) local++;
+  }
+  return local === t.statements.length ? "local" : local === 0 ? "replicated" : "mixed";
+}
+
+/**
+ * The table one trigger statement writes, or undefined (SELECT, VALUES: it
+ * writes nothing but may RAISE). A leading WITH clause is skipped: its
+ * statements sit inside parentheses.
+ */
+export function writtenTable(s: Token[]): string | undefined {
+  let depth = 0;
+  for (let i = 0; i < s.length; i++) {
+    const t = s[i]!;
+    if (t.punct === "(") depth++;
+    else if (t.punct === ")") depth--;
+    if (depth !== 0 || t.quoted) continue;
+    let at: number;
+    switch (t.word) {
+      case "insert":
+      case "update":
+        at = keyword(s[i + 1], "or") ? i + 3 : i + 1;
+        if (t.word === "insert") at++; // INTO
+        break;
+      case "replace":
+      case "delete":
+        at = i + 2; // INTO / FROM
+        break;
+      case "select":
+      case "values":
+        return undefined;
+      default:
+        continue;
+    }
+    // Qualified names are not allowed inside triggers; read one anyway.
+    if (s[at + 1]?.punct === ".") at += 2;
+    return s[at]?.word;
+  }
+  return undefined;
+}
+
+/** The trigger's SQL with NOT relay_replaying() ANDed into its WHEN clause. */
+export function guard(sql: string, t: ParsedTrigger): string {
+  const begin = t.tokens[t.begin]!;
+  if (t.when < 0) return `${sql.slice(0, begin.at)}WHEN NOT ${GUARD}() ${sql.slice(begin.at)}`;
+  const when = t.tokens[t.when]!;
+  // Up to the expression's last token: a comment after it could swallow the ")".
+  const exprEnd = t.tokens[t.begin - 1]!.end;
+  return `${sql.slice(0, when.end)} NOT ${GUARD}() AND (${sql.slice(when.end, exprEnd)}) ${sql.slice(exprEnd)}`;
+}
