@@ -10,7 +10,9 @@ import { Miniflare } from "miniflare";
 import { relayOptions } from "../scripts/local-relay.ts";
 
 const inspectorPort = Number(process.env.INSPECTOR_PORT) || undefined;
-const mf = new Miniflare({ ...(await relayOptions()), ...(inspectorPort ? { inspectorPort } : {}) });
+// RELAY_ASSETS: a directory served as static assets (the Chromium bench's page).
+const assets = process.env.RELAY_ASSETS;
+const mf = new Miniflare({ ...(await relayOptions(assets ? { assets } : {})), ...(inspectorPort ? { inspectorPort } : {}) });
 const url = (await mf.ready).toString().replace(/\/$/, "");
 process.send!({ url });
 const stop = async () => {

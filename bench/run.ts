@@ -14,13 +14,14 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { signToken } from "../protocol/token.ts";
-import { LOCAL_SECRET } from "../scripts/local-relay.ts";
+import { freePort, LOCAL_SECRET } from "../scripts/local-relay.ts";
 import type { DriverKind } from "../client/drivers/types.ts";
 import type { Job } from "./child.ts";
 import { W2_POINT_WATCHES, type W2Watch } from "./rows.ts";
 import { cpuMs, findByName, machine, memory, resetPeak } from "./proc.ts";
-import { profileRelay } from "./inspector.ts";
+import { connectInspector, profileRelay, sampleHeap, type HeapSampler } from "./inspector.ts";
 import { figure, fmt, percentile, table, type Figure } from "./stats.ts";
+import { browserBench, buildBrowserBench, journalBench, type W1Sample, type W2Sample } from "./browser.ts";
 
 const here = (f: string) => fileURLToPath(new URL(f, import.meta.url));
 const { values: args } = parseArgs({
@@ -34,17 +35,27 @@ const { values: args } = parseArgs({
     /** Override W1's N list, e.g. --w1 100000 (while profiling). */
     w1: { type: "string" },
     w2: { type: "string" },
+    "w1-big": { type: "string" },
+    "browser-w1": { type: "string" },
+    "browser-w2": { type: "string" },
+    /** "memory": the Chromium replicas off OPFS (to tell storage apart from the rest). */
+    "browser-storage": { type: "string", default: "auto" },
   },
 });
 const quick = args.quick!;
 const RUNS = Number(args.runs ?? 3);
-const only = new Set((args.only ?? "limit,w1,w2,w3,w4").split(","));
+const only = new Set((args.only ?? `limit,w1,w2,browser,browser-journal,${quick ? "" : "w1-big,"}w3,w4,drivers`).split(","));
 const drivers = args.drivers!.split(",") as DriverKind[];
 const profDir = here("profiles");
 const childArgv = args["cpu-prof"] ? (mkdirSync(profDir, { recursive: true }), ["--cpu-prof", `--cpu-prof-dir=${profDir}`]) : [];
 
 const W1_N = args.w1 ? args.w1.split(",").map(Number) : quick ? [1_000, 10_000] : [1_000, 10_000, 100_000];
+const W1_BIG = Number(args["w1-big"] ?? 1_000_000);
+/** The Chromium part's sizes: the largest of W1's and W2's (each run is a fresh browser profile). */
+const BROWSER_W1 = args["browser-w1"] ? args["browser-w1"].split(",").map(Number) : [Math.max(...W1_N)];
 const W2_N = args.w2 ? args.w2.split(",").map(Number) : quick ? [1_000] : [1_000, 10_000];
+/** 1,000 at most by default: on OPFS a browser write costs ~50 ms here (see the browser-journal part), 10,000 would take minutes a run. */
+const BROWSER_W2 = args["browser-w2"] ? args["browser-w2"].split(",").map(Number) : [Math.min(...W2_N)];
 const W3_MS = quick ? 2_000 : 10_000;
 const W3_WRITERS = 20;
 /**
@@ -116,23 +127,30 @@ interface Relay {
   host: Child;
   /** workerd processes (the relay itself; the Node host only supervises). */
   pids: number[];
+  /** The relay's JS heap, through workerd's inspector. */
+  heap: HeapSampler;
   stop(): Promise<void>;
 }
 
-let relays = 0;
-async function startRelay(): Promise<Relay> {
-  const inspectorPort = args["cpu-prof"] ? 9400 + (relays++ % 50) : undefined;
-  const host = new Child("relay-host.ts", [], inspectorPort ? { INSPECTOR_PORT: String(inspectorPort) } : {});
+async function startRelay(assets?: string): Promise<Relay> {
+  // The inspector is always on: the relay's JS heap is reported (and profiled with --cpu-prof).
+  const inspectorPort = await freePort();
+  const host = new Child("relay-host.ts", [], { INSPECTOR_PORT: String(inspectorPort), ...(assets ? { RELAY_ASSETS: assets } : {}) });
   const { url } = await host.next<{ url: string }>();
   const pids = findByName(host.proc.pid!, "workerd");
   if (pids.length === 0) throw new Error("no workerd process found under the relay host");
-  const profiler = inspectorPort ? await profileRelay(inspectorPort) : undefined;
+  const inspector = await connectInspector(inspectorPort);
+  const profiler = args["cpu-prof"] ? await profileRelay(inspector) : undefined;
+  const heap = sampleHeap(inspector);
   return {
     url,
     host,
     pids,
+    heap,
     stop: async () => {
+      heap.stop();
       if (profiler) writeFileSync(`${profDir}/relay-${Date.now()}.cpuprofile`, JSON.stringify(await profiler.stop()));
+      inspector.close();
       await new Promise<void>((resolve) => {
         host.proc.once("exit", () => resolve());
         host.send("stop");
@@ -141,12 +159,15 @@ async function startRelay(): Promise<Relay> {
   };
 }
 
-/** Relay-side measurement around one run: peak RSS (VmHWM reset first) and CPU. */
-async function onRelay<T>(relay: Relay, fn: () => Promise<T>): Promise<T & { relayPeakRss: number; relayCpuMs: number }> {
+/** Relay-side measurement around one run: peak RSS (VmHWM reset first), peak JS heap (sampled every 100 ms) and CPU. */
+async function onRelay<T>(relay: Relay, fn: () => Promise<T>): Promise<T & { relayPeakRss: number; relayPeakHeap: number; relayCpuMs: number }> {
   resetPeak(relay.pids);
+  relay.heap.reset();
+  await relay.heap.current();
   const cpu0 = cpuMs(relay.pids);
   const r = await fn();
-  return { ...r, relayPeakRss: memory(relay.pids).peak, relayCpuMs: cpuMs(relay.pids) - cpu0 };
+  await relay.heap.current();
+  return { ...r, relayPeakRss: memory(relay.pids).peak, relayPeakHeap: relay.heap.peak(), relayCpuMs: cpuMs(relay.pids) - cpu0 };
 }
 
 let dbCounter = 0;
@@ -183,7 +204,8 @@ async function w1Bench(relay: Relay, driver: DriverKind) {
     for (let r = 0; r < RUNS; r++) {
       const db = freshDb(`w1-${driver}-${n}`);
       const res = await onRelay(relay, async () => {
-        const a = await job<{ writeMs: number; pushMs: number; wire: { up: number; down: number } }>({ kind: "w1-write", url: relay.url, db, token: await token("a", db), driver, n });
+        const a = await job<{ writeMs: number; pushMs: number; wire: { up: number; down: number }; error?: string }>({ kind: "w1-write", url: relay.url, db, token: await token("a", db), driver, n });
+        if (a.error) throw new Error(`W1 ${driver} N=${n}: ${a.error}`);
         const b = await job<{ syncMs: number; wire: { up: number; down: number } }>({ kind: "catch-up", url: relay.url, db, token: await token("b", db), driver, rows: n });
         return { a, b };
       });
@@ -203,6 +225,7 @@ async function w1Bench(relay: Relay, driver: DriverKind) {
         clientPeakRss: Math.max(a.peakRss, b.peakRss),
         clientCpuMs: a.cpuMs + b.cpuMs,
         relayPeakRss: res.relayPeakRss,
+        relayPeakHeap: res.relayPeakHeap,
         relayCpuMs: res.relayCpuMs,
       });
     }
@@ -210,6 +233,23 @@ async function w1Bench(relay: Relay, driver: DriverKind) {
     log(`W1 ${driver} N=${n}: total ${fmt(out[n].totalMs!)} ms, ${fmt(out[n].bytesPerRow!, 1)} B/row`);
   }
   return out;
+}
+
+/**
+ * W1 at W1_BIG rows (default 1,000,000), one run per driver: the push of one
+ * transaction that large is refused today (payload_too_large), which is
+ * reported with what it cost, instead of ending the bench.
+ */
+async function w1BigBench(relay: Relay, driver: DriverKind) {
+  const db = freshDb(`w1big-${driver}`);
+  const res = await onRelay(relay, async () => {
+    const a = await job<{ writeMs: number; pushMs: number; pendingAfter: number; error?: string; wire: { up: number; down: number } }>({ kind: "w1-write", url: relay.url, db, token: await token("a", db), driver, n: W1_BIG });
+    if (a.error) return { ...a, pullMs: NaN, totalMs: NaN, clientPeakRss: a.peakRss };
+    const b = await job<{ syncMs: number; wire: { up: number; down: number } }>({ kind: "catch-up", url: relay.url, db, token: await token("b", db), driver, rows: W1_BIG });
+    return { ...a, pullMs: b.syncMs, totalMs: a.writeMs + a.pushMs + b.syncMs, clientPeakRss: Math.max(a.peakRss, b.peakRss) };
+  });
+  log(`W1 ${driver} N=${W1_BIG}: ${res.error ? `push failed after ${res.pushMs.toFixed(0)} ms (write ${res.writeMs.toFixed(0)} ms), ${res.pendingAfter} pending: ${res.error}` : `total ${res.totalMs.toFixed(0)} ms`}`);
+  return { n: W1_BIG, writeMs: res.writeMs, pushMs: res.pushMs, pullMs: res.pullMs, totalMs: res.totalMs, error: res.error ?? null, pendingAfter: res.pendingAfter, clientPeakRss: res.clientPeakRss, relayPeakRss: res.relayPeakRss };
 }
 
 async function w2Run(relay: Relay, driver: DriverKind, n: number, watch?: W2Watch) {
@@ -310,10 +350,10 @@ async function w3Bench(relay: Relay) {
       const db = freshDb(`w3-${name}`);
       const tokens = await Promise.all(Array.from({ length: W3_WRITERS }, (_, w) => token(`w3-${w}`, db)));
       const res = await onRelay(relay, () =>
-        job<{ acceptedPerSec: number; pushesPerSec: number; meanBatch: number; rttP50: number; rttP99: number; gapless: boolean }>({ kind: "w3", url: relay.url, db, tokens, ms: W3_MS, mode, rate }),
+        job<{ acceptedPerSec: number; pushesPerSec: number; meanBatch: number; rttP50: number; rttP99: number; refused: number; gapless: boolean }>({ kind: "w3", url: relay.url, db, tokens, ms: W3_MS, mode, rate }),
       );
       gapless &&= res.gapless;
-      samples.push({ acceptedPerSec: res.acceptedPerSec, pushesPerSec: res.pushesPerSec, meanBatch: res.meanBatch, rttP50: res.rttP50, rttP99: res.rttP99, relayCpuMs: res.relayCpuMs, relayPeakRss: res.relayPeakRss });
+      samples.push({ acceptedPerSec: res.acceptedPerSec, pushesPerSec: res.pushesPerSec, meanBatch: res.meanBatch, rttP50: res.rttP50, rttP99: res.rttP99, refused: res.refused, relayCpuMs: res.relayCpuMs, relayPeakRss: res.relayPeakRss, relayPeakHeap: res.relayPeakHeap });
     }
     const figures = collect(samples);
     out[name] = { figures, gapless, offeredPerSec: mode === "batched" ? rate * W3_WRITERS : null };
@@ -333,12 +373,23 @@ async function w4Bench(relay: Relay) {
       const res = await onRelay(relay, async () =>
         job<{ syncMs: number; wire: { up: number; down: number } }>({ kind: "catch-up", url: relay.url, db, token: await token(`fresh-${r}`, db), driver, rows: seed.rows }),
       );
-      samples.push({ syncMs: res.syncMs, downBytes: res.wire.down, upBytes: res.wire.up, clientPeakRss: res.peakRss, relayPeakRss: res.relayPeakRss, relayCpuMs: res.relayCpuMs });
+      samples.push({ syncMs: res.syncMs, downBytes: res.wire.down, upBytes: res.wire.up, clientPeakRss: res.peakRss, relayPeakRss: res.relayPeakRss, relayPeakHeap: res.relayPeakHeap, relayCpuMs: res.relayCpuMs });
     }
     out[driver] = collect(samples);
     log(`W4 ${driver}: ${fmt(out[driver].syncMs!)} ms, ${fmt(out[driver].downBytes!, 0)} bytes down`);
   }
   return { entries: W4_ENTRIES, rows: seed.rows, ...out };
+}
+
+/** bench/drivers.ts (the client's local paths, no relay) in its own process; its table as printed. */
+async function driversBench(): Promise<string> {
+  const argv = ["--runs", String(Math.max(RUNS, 3)), "--drivers", drivers.join(","), ...(quick ? ["--n", "10000", "--updates", "1000"] : [])];
+  const child = fork(here("drivers.ts"), argv, { stdio: ["ignore", "pipe", "inherit", "ipc"] });
+  let out = "";
+  child.stdout!.on("data", (b: Buffer) => (out += b.toString()));
+  const code = await new Promise<number | null>((resolve) => child.on("exit", resolve));
+  if (code !== 0) throw new Error(`bench/drivers.ts exited with ${code}`);
+  return out.trim();
 }
 
 // ---------------------------------------------------------------- main
@@ -347,8 +398,8 @@ const before = machine();
 log(`bench: ${quick ? "quick" : "full"}, ${RUNS} runs each; ${before.cores} cores (${before.cpu}), load ${before.load1.toFixed(2)} at start`);
 const results: Record<string, unknown> = { date: new Date().toISOString(), quick, runs: RUNS, node: process.version, machine: before };
 
-async function withRelay<T>(fn: (relay: Relay) => Promise<T>): Promise<T> {
-  const relay = await startRelay();
+async function withRelay<T>(fn: (relay: Relay) => Promise<T>, assets?: string): Promise<T> {
+  const relay = await startRelay(assets);
   try {
     return await fn(relay);
   } finally {
@@ -370,7 +421,24 @@ if (only.has("w2")) {
   for (const d of drivers) w2watch[d] = await withRelay((r) => w2WatchBench(r, d));
   results.w2watch = w2watch;
 }
+if (only.has("browser")) {
+  const dist = await buildBrowserBench();
+  results.browser = await withRelay(
+    (r) => browserBench({ url: r.url, w1: BROWSER_W1, w2: BROWSER_W2, runs: RUNS, token, freshDb, log, storage: args["browser-storage"] as "auto" | "memory" }),
+    dist,
+  );
+}
+if (only.has("browser-journal")) {
+  const dist = await buildBrowserBench();
+  results.browserJournal = await withRelay((r) => journalBench(r.url, RUNS), dist);
+}
+if (only.has("w1-big")) {
+  const big: Record<string, unknown> = {};
+  for (const d of drivers) big[d] = await withRelay((r) => w1BigBench(r, d));
+  results.w1Big = big;
+}
 if (only.has("w3")) results.w3 = await withRelay(w3Bench);
+if (only.has("drivers")) results.drivers = await driversBench();
 if (only.has("w4")) results.w4 = await withRelay(w4Bench);
 const after = machine();
 results.loadAtEnd = { load1: after.load1, load5: after.load5 };
@@ -391,16 +459,16 @@ function report(res: Record<string, unknown>): string {
   const w1 = res.w1 as Record<string, Record<number, Record<string, Figure>>> | undefined;
   if (w1 && limit) {
     const rows: string[][] = [];
-    for (const n of W1_N) rows.push(["limit", n.toLocaleString("en-US"), "", "", "", fmt(limit[n]!.totalMs, 1), "1.0", `${fmt(limit[n]!.bytesPerRow, 1)} raw`, "", "", ""]);
+    for (const n of W1_N) rows.push(["limit", n.toLocaleString("en-US"), "", "", "", fmt(limit[n]!.totalMs, 1), "1.0", `${fmt(limit[n]!.bytesPerRow, 1)} raw`, "", "", "", ""]);
     for (const d of Object.keys(w1)) {
       for (const n of W1_N) {
         const f = w1[d]![n]!;
         const ratio = f.totalMs!.median / limit[n]!.totalMs!.median;
-        rows.push([d, n.toLocaleString("en-US"), fmt(f.writeMs), fmt(f.pushMs), fmt(f.pullMs), fmt(f.totalMs), ratio.toFixed(1), `${fmt(f.pushBytesPerRow, 1)} / ${fmt(f.pullBytesPerRow, 1)}`, fmt(f.bytesPerRow, 1), fmt(f.clientPeakRss, 0, MB), fmt(f.relayPeakRss, 0, MB)]);
+        rows.push([d, n.toLocaleString("en-US"), fmt(f.writeMs), fmt(f.pushMs), fmt(f.pullMs), fmt(f.totalMs), ratio.toFixed(1), `${fmt(f.pushBytesPerRow, 1)} / ${fmt(f.pullBytesPerRow, 1)}`, fmt(f.bytesPerRow, 1), fmt(f.clientPeakRss, 0, MB), fmt(f.relayPeakRss, 0, MB), fmt(f.relayPeakHeap, 0, MB)]);
       }
     }
     out.push("\nW1 bulk: A inserts N rows in one transaction and pushes; fresh B syncs them (ms; wire bytes per row: A's push up / B's pull down, and everything both replicas sent and received)");
-    out.push(table(["driver", "N", "A write", "A push", "B pull+apply", "total", "× limit", "wire push / pull", "wire all", "client MB", "relay MB"], rows));
+    out.push(table(["driver", "N", "A write", "A push", "B pull+apply", "total", "× limit", "wire push / pull", "wire all", "client MB", "relay MB", "relay heap MB"], rows));
   }
   const w2 = res.w2 as Record<string, Record<number, Record<string, Figure>>> | undefined;
   if (w2) {
@@ -408,11 +476,11 @@ function report(res: Record<string, unknown>): string {
     for (const d of Object.keys(w2)) {
       for (const n of W2_N) {
         const f = w2[d]![n]!;
-        rows.push([d, n.toLocaleString("en-US"), fmt(f.totalMs), fmt(f.updatesPerSec), fmt(f.p50, 1), fmt(f.p99, 1), fmt(f.max, 1), fmt(f.p99Warm, 1), fmt(f.bytesPerUpdate, 0), fmt(f.clientPeakRss, 0, MB), fmt(f.relayPeakRss, 0, MB)]);
+        rows.push([d, n.toLocaleString("en-US"), fmt(f.totalMs), fmt(f.updatesPerSec), fmt(f.p50, 1), fmt(f.p99, 1), fmt(f.max, 1), fmt(f.p99Warm, 1), fmt(f.bytesPerUpdate, 0), fmt(f.clientPeakRss, 0, MB), fmt(f.relayPeakRss, 0, MB), fmt(f.relayPeakHeap, 0, MB)]);
       }
     }
     out.push("\nW2 chatty: N single-row updates on A, live; latency = exec() resolved on A → \"change\" on B (ms)");
-    out.push(table(["driver", "N", "total", "updates/s", "p50", "p99", "max", "p99 after first 10%", "wire B/update", "client MB", "relay MB"], rows));
+    out.push(table(["driver", "N", "total", "updates/s", "p50", "p99", "max", "p99 after first 10%", "wire B/update", "client MB", "relay MB", "relay heap MB"], rows));
   }
   const w2watch = res.w2watch as Record<string, Record<string, Record<string, Figure>>> | undefined;
   if (w2watch) {
@@ -428,17 +496,53 @@ function report(res: Record<string, unknown>): string {
     out.push(`\nW2 with watches (N = ${W2_N[0]!.toLocaleString("en-US")}): B also watches ${W2_POINT_WATCHES} updated rows with SELECT * FROM todos WHERE id = ? ("point"), or 100 rows of other tables ("unrelated"); added = "change" on B → the watch's callback (ms)`);
     out.push(table(["driver", "B watches", "updates/s", "vs none", "B CPU ms during the run", "vs none", "added p50", "added p99"], rows));
   }
+  const browser = res.browser as { w1: Record<number, W1Sample[]>; w2: Record<number, W2Sample[]>; chromium: string } | undefined;
+  if (browser) {
+    const col = (xs: { [k: string]: number | string | undefined }[], k: string) => figure(xs.map((x) => x[k] as number));
+    const rows: string[][] = [];
+    for (const [n, samples] of Object.entries(browser.w1)) {
+      const failed = samples.find((x) => x.error);
+      const f = (k: keyof W1Sample) => col(samples as never, k);
+      const total = f("totalMs");
+      const limitMs = limit?.[Number(n)]?.totalMs?.median;
+      const wasmMs = w1?.wasm?.[Number(n)]?.totalMs?.median;
+      rows.push([Number(n).toLocaleString("en-US"), fmt(f("writeMs")), failed ? `fails: ${failed.error}` : fmt(f("pushMs")), fmt(f("pullMs")), fmt(total), limitMs ? (total.median / limitMs).toFixed(1) : "–", wasmMs ? (total.median / wasmMs).toFixed(2) : "–"]);
+    }
+    out.push(`\nW1 in Chromium ${browser.chromium} (OPFS, replica in its Web Worker; each tx.exec a round trip page → worker), ms`);
+    out.push(table(["N", "A write", "A push", "B pull+apply", "total", "× node limit", "× Node wasm total"], rows));
+    const rows2: string[][] = [];
+    for (const [n, samples] of Object.entries(browser.w2)) {
+      const f = (k: keyof W2Sample) => col(samples as never, k);
+      const nodeWasm = w2?.wasm?.[Number(n)]?.updatesPerSec?.median;
+      rows2.push([Number(n).toLocaleString("en-US"), fmt(f("totalMs")), fmt(f("updatesPerSec")), fmt(f("p50"), 1), fmt(f("p99"), 1), fmt(f("max"), 1), nodeWasm ? (nodeWasm / f("updatesPerSec").median).toFixed(2) : "–"]);
+    }
+    out.push("\nW2 in Chromium: A and B two browser profiles, live; latency = exec() resolved in A's page → \"change\" in B's page (ms)");
+    out.push(table(["N", "total", "updates/s", "p50", "p99", "max", "Node wasm ÷ browser updates/s"], rows2));
+  }
+  const big = res.w1Big as Record<string, { n: number; writeMs: number; pushMs: number; totalMs: number; error: string | null; pendingAfter: number; clientPeakRss: number; relayPeakRss: number }> | undefined;
+  if (big) {
+    const one = (x: number, scale = 1) => (Number.isNaN(x) ? "–" : Math.round(x * scale).toLocaleString("en-US"));
+    const rows = Object.entries(big).map(([d, b]) => [d, b.n.toLocaleString("en-US"), one(b.writeMs), one(b.pushMs), b.error ? `fails: ${b.error.slice(0, 90)}` : one(b.totalMs), String(b.pendingAfter), one(b.clientPeakRss, MB), one(b.relayPeakRss, MB)]);
+    out.push("\nW1 at 1,000,000 rows in one transaction (one run per driver)");
+    out.push(table(["driver", "N", "A write ms", "A push ms", "total ms", "pending after", "client MB", "relay MB"], rows));
+  }
+  const journal = res.browserJournal as { setting: string; msPerCommit: number[] }[] | undefined;
+  if (journal) {
+    out.push("\nOne single-row write transaction on OPFS (opfs-sahpool) in Chromium, sqlite-wasm alone, by journal setting (ms per commit)");
+    out.push(table(["setting", "ms per commit"], journal.map((j) => [j.setting, fmt(figure(j.msPerCommit), 2)])));
+  }
+  if (typeof res.drivers === "string") out.push(`\n${res.drivers}`);
   const w3 = res.w3 as Record<string, { figures: Record<string, Figure>; gapless: boolean; offeredPerSec: number | null }> | undefined;
   if (w3) {
-    const rows = Object.entries(w3).map(([mode, { figures: f, gapless, offeredPerSec }]) => [mode, offeredPerSec === null ? "as acked" : offeredPerSec.toLocaleString("en-US"), fmt(f.acceptedPerSec), fmt(f.pushesPerSec), fmt(f.meanBatch, 1), fmt(f.rttP50, 1), fmt(f.rttP99, 1), String(gapless), fmt(f.relayPeakRss, 0, MB)]);
+    const rows = Object.entries(w3).map(([mode, { figures: f, gapless, offeredPerSec }]) => [mode, offeredPerSec === null ? "as acked" : offeredPerSec.toLocaleString("en-US"), fmt(f.acceptedPerSec), fmt(f.pushesPerSec), fmt(f.meanBatch, 1), fmt(f.rttP50, 1), fmt(f.rttP99, 1), fmt(f.refused, 0), String(gapless), fmt(f.relayPeakRss, 0, MB), fmt(f.relayPeakHeap, 0, MB)]);
     out.push(`\nW3 fan-in: ${W3_WRITERS} writers push to one Durable Object for ${W3_MS / 1000} s`);
-    out.push(table(["mode", "offered/s", "accepted entries/s", "pushes/s", "entries/push", "ack p50 ms", "ack p99 ms", "gapless", "relay MB"], rows));
+    out.push(table(["mode", "offered/s", "accepted entries/s", "pushes/s", "entries/push", "ack p50 ms", "ack p99 ms", "overloaded", "gapless", "relay MB", "relay heap MB"], rows));
   }
   const w4 = res.w4 as ({ entries: number; rows: number } & Record<string, Record<string, Figure>>) | undefined;
   if (w4) {
-    const rows = drivers.filter((d) => w4[d]).map((d) => [d, fmt(w4[d]!.syncMs), fmt(w4[d]!.downBytes, 0, 1 / 1024), fmt(w4[d]!.upBytes, 0, 1 / 1024), fmt(w4[d]!.clientPeakRss, 0, MB), fmt(w4[d]!.relayPeakRss, 0, MB)]);
+    const rows = drivers.filter((d) => w4[d]).map((d) => [d, fmt(w4[d]!.syncMs), fmt(w4[d]!.downBytes, 0, 1 / 1024), fmt(w4[d]!.upBytes, 0, 1 / 1024), fmt(w4[d]!.clientPeakRss, 0, MB), fmt(w4[d]!.relayPeakRss, 0, MB), fmt(w4[d]!.relayPeakHeap, 0, MB)]);
     out.push(`\nW4 bootstrap: a fresh replica catches up on ${w4.entries.toLocaleString("en-US")} entries (${w4.rows.toLocaleString("en-US")} rows)`);
-    out.push(table(["driver", "time ms", "KiB down", "KiB up", "client MB", "relay MB"], rows));
+    out.push(table(["driver", "time ms", "KiB down", "KiB up", "client MB", "relay MB", "relay heap MB"], rows));
   }
   return out.join("\n");
 }

@@ -1,4 +1,4 @@
-import { changesetTables, decodeChangeset, primaryKey, type Change, type SqlValue, type TableHeader } from "../protocol/changeset.ts";
+import { changesetTables, decodeChangeset, primaryKey, tableBlocks, type Change, type SqlValue, type TableHeader } from "../protocol/changeset.ts";
 import { encodeChangeset } from "./changeset-writer.ts";
 import { RelayError } from "./errors.ts";
 import { CONFLICT, RESOLUTION, type ConflictType, type Driver, type Row } from "./drivers/types.ts";
@@ -67,48 +67,57 @@ export function applyWithPolicy(d: Driver, changeset: Uint8Array, ref: EntryRef,
 }
 
 /**
- * Consecutive log entries applied as one changeset, their bytes
- * concatenated (a changeset is a sequence of table blocks applied in order,
- * and SQLite keeps its prepared statements across blocks of one table), when
- * none of them conflicts with anything. One sqlite3changeset_apply instead of
- * one per entry, whose fixed cost dominated catching up on small entries
- * (~15 µs an entry one by one, ~1 µs together). False, with nothing changed
- * (SQLite rolls the apply back), at the first conflict or error: the caller
- * then applies them one by one under the policy.
+ * Consecutive log entries applied as one changeset, when none of them
+ * conflicts with anything: one sqlite3changeset_apply instead of one per
+ * entry, whose fixed cost dominated catching up on small entries (~15 µs an
+ * entry one by one, ~1 µs together). A changeset is a sequence of table
+ * blocks applied in order, so the entries' blocks are concatenated, and a
+ * block whose header is byte-identical to the block before it loses its
+ * header: a page of small entries on one table becomes one block. Each
+ * distinct header is decoded and checked against the schema once per call
+ * (tableBlocks), not once per entry, and SQLite reads one header instead of
+ * thousands (on sqlite-wasm a repeated header cost ~15 µs an entry).
+ * False, with nothing changed (SQLite rolls the apply back), at the first
+ * conflict or error: the caller then applies them one by one under the
+ * policy.
  */
 export function applyAllClean(d: Driver, changesets: readonly Uint8Array[], schema: SchemaCache): boolean {
+  const ranges: number[] = []; // part, from, to: the bytes that go in, in order
   let size = 0;
-  const headers = new Map<string, string>();
-  for (const c of changesets) {
-    if (c.byteLength > 0) {
-      for (const t of changesetTables(c)) {
-        schema.check(t);
-        // Never blocks of one table with different headers in one apply:
-        // SQLite 3.53.4 (node:sqlite) applies a narrower block's INSERTs with
-        // the wider block's statement, binding the previous row's values to
-        // the missing columns (3.54.1 does not). Entries of one schema
-        // version have one header per table; a log without schema entries
-        // (and the versions' own boundaries) may not.
-        const key = t.name.toLowerCase();
-        const shape = `${t.pkRaw ? t.pkRaw.join(",") : t.pk.join(",")}`;
-        if ((headers.get(key) ?? shape) !== shape) return false;
-        headers.set(key, shape);
-        // Within one apply, SQLite defers a change that fails a constraint
-        // and retries it after the rest: a later entry could then make an
-        // earlier one succeed that fails when applied alone. Replicas group
-        // entries differently (pages, live frames), so only tables whose one
-        // constraint is the primary key (reported as a conflict, never
-        // deferred) may be grouped.
-        if (!schema.onlyKeyConstraints(t.name)) return false;
-      }
+  let last: TableHeader | undefined;
+  let groupable = true;
+  const names = new Set<string>();
+  tableBlocks(changesets, (part, start, body, end, header, first) => {
+    if (first) {
+      schema.check(header);
+      // SQLite tells tables apart by name within one apply: a table's blocks
+      // with two different headers (columns added between entries, a schema
+      // version's boundary) would share the statements prepared for the
+      // first. SQLite 3.53.4 (node:sqlite) then binds the previous row's
+      // values to a narrower block's missing columns (3.54.1 does not).
+      const name = header.name.toLowerCase();
+      if (names.has(name)) groupable = false;
+      names.add(name);
+      // Within one apply, SQLite defers a change that fails a constraint
+      // and retries it after the rest: a later entry could then make an
+      // earlier one succeed that fails when applied alone. Replicas group
+      // entries differently (pages, live frames), so only tables whose one
+      // constraint is the primary key (reported as a conflict, never
+      // deferred) may be grouped.
+      if (!schema.onlyKeyConstraints(header.name)) groupable = false;
     }
-    size += c.byteLength;
-  }
+    const from = header === last ? body : start;
+    last = header;
+    ranges.push(part, from, end);
+    size += end - from;
+  });
+  if (!groupable) return false;
   const all = new Uint8Array(size);
   let at = 0;
-  for (const c of changesets) {
-    all.set(c, at);
-    at += c.byteLength;
+  for (let i = 0; i < ranges.length; i += 3) {
+    const bytes = changesets[ranges[i]!]!.subarray(ranges[i + 1]!, ranges[i + 2]!);
+    all.set(bytes, at);
+    at += bytes.byteLength;
   }
   try {
     return size === 0 || apply(d, all, () => RESOLUTION.ABORT);

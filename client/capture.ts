@@ -2,6 +2,7 @@ import { changesetTables, validateChangeset } from "../protocol/changeset.ts";
 import { RelayError } from "./errors.ts";
 import type { PushEntry } from "../protocol/messages.ts";
 import type { Driver, Params, Row } from "./drivers/types.ts";
+import { nullKeyError } from "./null-keys.ts";
 import * as outbox from "./outbox.ts";
 import type { Step } from "./step.ts";
 import * as store from "./store.ts";
@@ -42,6 +43,9 @@ export async function capture<T>(
   { readOnly = false, maxBytes = Infinity }: { readOnly?: boolean; maxBytes?: number } = {},
 ): Promise<Captured<T>> {
   d.exec("BEGIN IMMEDIATE");
+  // Read before and after (~1-2 µs each): DDL reaches the connection outside
+  // capture too (query(), migrations, the step's trigger guards), so a
+  // remembered version could not tell whether this transaction changed it.
   const schema = store.schemaVersion(d);
   const { fns, tables } = step.sql;
   // Local tables (virtual, shadow, declared) are not recorded at all.
@@ -52,7 +56,12 @@ export async function capture<T>(
     exec: async (sql, params) => {
       if (done) throw new RelayError("closed", "transaction already finished");
       // The driver counts the statement's own rows (SQLite's changes()): no query for it.
-      const n = d.run(sql, params).changes;
+      let n: number;
+      try {
+        n = d.run(sql, params).changes;
+      } catch (e) {
+        throw nullKeyError(e);
+      }
       changes += n;
       return { changes: n };
     },
@@ -77,8 +86,12 @@ export async function capture<T>(
       return { result, entry: undefined, direct: false, tables: [...local] };
     }
     if (readOnly) throw new RelayError("read_only", "this replica is read-only (its token's role is read): writes to replicated tables are refused");
-    // The codec refuses what the relay would refuse (internal tables,
-    // changesets SQLite cannot apply): better now than at push time.
+    // The codec refuses what the relay would refuse, and SQLite's session
+    // does write some of it: an ANALYZE inside the transaction records
+    // sqlite_stat1 rows; changing a key's type only (1 → 1.0) records an
+    // UPDATE of no other column, which fails on every replica. Refused now
+    // (invariant 8), not at push time where it would block the outbox.
+    // ~0.2 µs for a one-row changeset.
     validateChangeset(changeset);
     if (changeset.byteLength > maxBytes) {
       throw new RelayError("write_too_large", `this transaction's changeset is ${changeset.byteLength} bytes; the relay accepts at most ${maxBytes}: nothing was written`);

@@ -11,6 +11,8 @@ export const CLIENT_ERRORS = {
   read_only: { retryable: false },
   /** A table without a PRIMARY KEY (the session extension cannot capture it). */
   no_primary_key: { retryable: false },
+  /** A write put NULL in a primary key column: the session extension would never record the row (client/null-keys.ts). */
+  null_primary_key: { retryable: false },
   /** DDL inside a transaction: schema changes go through the `migrations` (or `schema`) option. */
   ddl_outside_schema: { retryable: false },
   /** A trigger writes both local and replicated tables: it can neither run on replay nor be skipped (client/triggers.ts). */

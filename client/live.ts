@@ -38,6 +38,8 @@ export class Live {
   private heldBytes = 0;
   private heldWait: AbortController | undefined;
   private lastSent = -Infinity;
+  /** After an `overloaded` refusal: no live pushes until the relay's wait is over (see pause). */
+  private paused: AbortController | undefined;
   private nextFrameId = 1;
   /** Acks received and not yet applied: those of one network read are applied in one step. */
   private acks: Ack[] = [];
@@ -120,6 +122,8 @@ export class Live {
     this.socket = undefined;
     socket.stop();
     this.dropHeld();
+    this.paused?.abort();
+    this.paused = undefined;
     return true;
   }
 
@@ -135,7 +139,7 @@ export class Live {
 
   /** Asked by capture before COMMIT: every earlier entry went out on this connection, so this one can follow at once. */
   sendsAtOnce(entry: PushEntry): boolean {
-    return this.connected && !this.loop.blocked && this.flushedUpTo + this.held.length === entry.cseq - 1 && entry.changeset.byteLength <= FRAME_ENTRY_BUDGET && !this.delegate.schemaAhead();
+    return this.connected && !this.loop.blocked && !this.paused && this.flushedUpTo + this.held.length === entry.cseq - 1 && entry.changeset.byteLength <= FRAME_ENTRY_BUDGET && !this.delegate.schemaAhead();
   }
 
   /**
@@ -168,7 +172,7 @@ export class Live {
    * user's open transaction.
    */
   flush(): void {
-    if (!this.connected || this.delegate.isClosed() || this.readOnly) return;
+    if (!this.connected || this.delegate.isClosed() || this.readOnly || this.paused) return;
     this.delegate.locked(() => this.flushNow()).catch((e) => this.delegate.fail(e));
   }
 
@@ -230,15 +234,17 @@ export class Live {
         for (const a of f.acks) this.acks.push(a);
         return;
       case FRAME.error: {
-        const err = new RelayError(f.error.code, f.error.message);
+        const err = new RelayError(f.error.code, f.error.message, f.retryAfterMs === undefined ? undefined : { retryAfterMs: f.retryAfterMs });
         if (f.id !== undefined) {
-          // A refused push stays pending. Retryable: an HTTP sync retries it
+          // A refused push stays pending. Overloaded: no live push until the
+          // relay's wait is over. Otherwise retryable: an HTTP sync retries it
           // soon. Otherwise an HTTP sync at once: `schema_outdated` is routine
           // there (its pull migrates and translates, and it pushes again); a
           // final refusal is held as `blocked`, reported naming the entry,
           // and pulls go on.
           if (!err.retryable) return this.loop.request();
           this.events.emit("error", err);
+          if (err.code === "overloaded") return this.pause(Math.max(this.backoff.baseMs, f.retryAfterMs ?? 0));
           this.loop.retryLater(this.backoff.baseMs);
           return;
         }
@@ -249,6 +255,26 @@ export class Live {
         return;
       }
     }
+  }
+
+  /**
+   * The relay is overloaded and asked for a wait: send nothing live until it
+   * is over, then resend every pending entry from the first, as after a
+   * reconnect. The relay refuses this client's pushes until then, including
+   * those already on the way, so no later cseq lands before a refused one.
+   */
+  private pause(ms: number): void {
+    if (this.paused) return;
+    const wait = (this.paused = new AbortController());
+    this.dropHeld();
+    this.delegate.sleep(ms, wait.signal).then(
+      () => {
+        this.paused = undefined;
+        this.flushedUpTo = 0;
+        this.flush();
+      },
+      () => undefined, // stopped
+    );
   }
 
   private applyAcks(): void {

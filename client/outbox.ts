@@ -40,6 +40,11 @@ export function pending(d: Driver, limit = -1): OutboxRow[] {
   }));
 }
 
+/** The highest cseq queued, 0 when the outbox is empty. */
+export function lastCseq(d: Driver): number {
+  return Number(d.all("SELECT max(cseq) AS m FROM _relay_outbox")[0]?.m ?? 0);
+}
+
 export function pendingCount(d: Driver): number {
   return d.all("SELECT count(*) AS n FROM _relay_outbox")[0]!.n as number;
 }

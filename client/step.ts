@@ -40,8 +40,12 @@ export class Step {
   /** The schema version `schema` was read at. */
   private schemaVersion = -1;
   private readonly fk: boolean;
-  /** Cached _relay_meta values; undefined: read them again. */
-  private cached: { cursor?: number; lastCseq?: number } = {};
+  /**
+   * Cached values; undefined: read them again. `lastCseq`: the last cseq
+   * taken; `storedCseq`: _relay_meta's last_cseq, which may lag behind while
+   * the outbox holds the newer entries (their rows record their cseqs).
+   */
+  private cached: { cursor?: number; lastCseq?: number; storedCseq?: number } = {};
   /** Set by close(): a step queued behind it does nothing. */
   private closed = false;
 
@@ -62,15 +66,23 @@ export class Step {
     return (this.cached.cursor ??= Number(store.getMeta(this.d, "cursor") ?? 0));
   }
 
-  /** The cseq the next captured transaction gets. */
+  /** The cseq the next captured transaction gets: after the last one stored or still in the outbox. */
   nextCseq(): number {
-    return (this.cached.lastCseq ??= Number(store.getMeta(this.d, "last_cseq") ?? 0)) + 1;
+    return (this.cached.lastCseq ??= Math.max(this.storedCseq(), outbox.lastCseq(this.d))) + 1;
   }
 
-  /** Inside a capturing transaction: `cseq` is taken. Call `forget` if that transaction rolls back. */
+  /**
+   * Inside a capturing transaction: `cseq` is taken. The outbox row queued in
+   * the same transaction records it, so nothing more is written per write;
+   * the step stores the number once entries leave the outbox. Call `forget`
+   * if that transaction rolls back.
+   */
   numbered(cseq: number): void {
-    store.setMeta(this.d, "last_cseq", cseq);
     this.cached.lastCseq = cseq;
+  }
+
+  private storedCseq(): number {
+    return (this.cached.storedCseq ??= Number(store.getMeta(this.d, "last_cseq") ?? 0));
   }
 
   /** Drop the cache: a transaction that wrote it rolled back. */
@@ -205,9 +217,13 @@ export class Step {
       for (const c of result.conflicts) store.recordConflict(d, c);
       const last = entries.at(-1)!.seq;
       store.setMeta(d, "cursor", last);
-      // Never number a new transaction like an entry of ours the log holds.
-      const own = lastOwnCseq(this.me, entries);
-      if (own >= this.nextCseq()) this.numbered(own);
+      // Never number a new transaction like an entry of ours the log holds,
+      // nor like one this step takes out of the outbox: stored here.
+      const numbered = Math.max(lastOwnCseq(this.me, entries), this.nextCseq() - 1);
+      if (numbered > this.storedCseq()) {
+        store.setMeta(d, "last_cseq", numbered);
+        this.cached.storedCseq = this.cached.lastCseq = numbered;
+      }
       d.exec("COMMIT");
       this.cached.cursor = last;
     } catch (e) {

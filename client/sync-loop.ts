@@ -1,6 +1,6 @@
 import { asRelayError, RelayError } from "./errors.ts";
 import { PULL_BYTE_BUDGET } from "../protocol/limits.ts";
-import type { Ack, LogEntry, PushEntry, SchemaAck } from "../protocol/messages.ts";
+import type { Ack, LogEntry, PullResponse, PushEntry, SchemaAck } from "../protocol/messages.ts";
 import type { SchemaVersion } from "../protocol/schema.ts";
 import { withRetry, type BackoffOptions, type Clock } from "./backoff.ts";
 import { Mutex, type Emitter } from "./events.ts";
@@ -267,26 +267,50 @@ export class SyncLoop {
     }
   }
 
+  /**
+   * Pull to the head, one sync step per page. Pipelined: the next page is
+   * requested (from the last seq of this one) while this one applies, so the
+   * network and the local apply overlap instead of taking turns; pages still
+   * apply one at a time, in log order. A step that fails or finds a gap
+   * cancels the request in flight (a gap pulls again from the cursor).
+   */
   private async pullAll(signal: AbortSignal): Promise<number> {
     const { delegate } = this;
     let pulled = 0;
     let start: number | undefined;
     try {
+      let next = this.requestPage(await delegate.locked(() => delegate.cursor()), signal);
       for (;;) {
-        const after = await delegate.locked(() => delegate.cursor());
+        const { after, response } = next;
         start ??= after;
-        const page = await this.retry(() => delegate.transport.pull(after, undefined, signal), signal);
+        const page = await response;
+        // A page that arrived before close() (or the caller's abort) is not applied after it.
+        if (signal.aborted) throw new RelayError("aborted", "sync aborted");
         this.seen(page.head);
         // Reported only for a pull of more than one page: a bar that would fill in one step says nothing.
         if (page.more && !this.progress) this.progress = { entries: 0, entriesExpected: 0, bytes: 0, bytesExpected: null };
-        if (page.entries.length > 0) {
-          if (page.entries[0]!.seq !== after + 1) throw new RelayError("internal", `relay skipped from ${after} to ${page.entries[0]!.seq}`);
-          // false only if the socket applied past us meanwhile: the next request starts from the new cursor.
-          await delegate.page(page.entries);
-          pulled += page.entries.length;
+        const entries = page.entries;
+        if (entries.length > 0 && entries[0]!.seq !== after + 1) throw new RelayError("internal", `relay skipped from ${after} to ${entries[0]!.seq}`);
+        if (page.more) next = this.requestPage(entries.at(-1)?.seq ?? after, signal);
+        let inOrder = true;
+        if (entries.length > 0) {
+          try {
+            // The request must leave before the apply holds the thread (undici writes it on a later turn).
+            if (page.more) await nextTurn();
+            // false: they do not follow the cursor (a gap): pull again from it.
+            inOrder = await delegate.page(entries);
+          } catch (e) {
+            if (page.more) next.cancel();
+            throw e;
+          }
+          pulled += entries.length;
         }
-        if (this.progress) this.reportProgress(page.entries, page.head - start);
+        if (this.progress) this.reportProgress(entries, page.head - start);
         if (!page.more) return pulled;
+        if (!inOrder) {
+          next.cancel();
+          next = this.requestPage(await delegate.locked(() => delegate.cursor()), signal);
+        }
       }
     } finally {
       this.progress = null;
@@ -301,4 +325,19 @@ export class SyncLoop {
     this.progress = { entries: entriesDone, entriesExpected: Math.max(expected, entriesDone), bytes, bytesExpected: null };
     this.events.emit("progress", this.progress);
   }
+
+  /** A page request (with its retries) that can be cancelled on its own. */
+  private requestPage(after: number, signal: AbortSignal): { after: number; response: Promise<PullResponse>; cancel(): void } {
+    const own = new AbortController();
+    const both = AbortSignal.any([signal, own.signal]);
+    const response = this.retry(() => this.delegate.transport.pull(after, undefined, both), both);
+    // It may fail while the page before it still applies: handled here, thrown where it is awaited.
+    response.catch(() => undefined);
+    return { after, response, cancel: () => own.abort() };
+  }
+}
+
+/** One turn of the event loop (I/O included), where setImmediate exists; else a zero timeout. */
+function nextTurn(): Promise<void> {
+  return new Promise((resolve) => (typeof setImmediate === "function" ? setImmediate(resolve) : setTimeout(resolve, 0)));
 }

@@ -1,5 +1,6 @@
 import { RelayError } from "./errors.ts";
 import type { Driver } from "./drivers/types.ts";
+import { refuseNullKeys } from "./null-keys.ts";
 import { schemaVersion } from "./store.ts";
 import type { Tables } from "./tables.ts";
 
@@ -55,13 +56,13 @@ export function guardTriggers(d: Driver, isLocal: (table: string) => boolean): v
 
 /**
  * After DDL (the app's migrations at open, the log's in a sync step, or DDL
- * through query()): guard the triggers it created, then read the table list
- * again at the schema the guards leave.
+ * through query()): guard the triggers it created, read the table list
+ * again at the schema the guards leave, and refuse NULL keys on its tables.
  */
 export function guardAfterDdl(d: Driver, tables: Tables): void {
   const version = schemaVersion(d);
   guardTriggers(d, (t) => tables.at(version).isLocal(t));
-  tables.at(schemaVersion(d));
+  refuseNullKeys(d, tables.at(schemaVersion(d)).replicated);
 }
 
 interface Token {

@@ -236,6 +236,32 @@ function readRecord(s: Scan, pos: number, at: Int32Array, allowUndefined: boolea
   return pos;
 }
 
+/**
+ * Which PK positions a header has used, marked with the header's stamp: no
+ * array to allocate and clear per header (a one-row entry is mostly header).
+ */
+const pkSeen = new Uint32Array(256);
+let stampNow = 0;
+function nextStamp(): number {
+  if (stampNow === 0xffffffff) {
+    pkSeen.fill(0);
+    stampNow = 0;
+  }
+  return ++stampNow;
+}
+
+/** Short ASCII names (nearly all of them) without the decoder's call; undefined when not ASCII or long. */
+function asciiString(buf: Uint8Array, from: number, to: number): string | undefined {
+  if (to - from > 64) return undefined;
+  let out = "";
+  for (let i = from; i < to; i++) {
+    const b = buf[i]!;
+    if (b >= 0x80) return undefined;
+    out += String.fromCharCode(b);
+  }
+  return out;
+}
+
 function readTableHeader(s: Scan, pos: number): number {
   const buf = s.buf;
   const len = buf.length;
@@ -254,14 +280,14 @@ function readTableHeader(s: Scan, pos: number): number {
   // sqlite3changeset_apply compares those bytes with the target table and
   // silently skips the whole table when they differ. So the non-zero flags
   // must be exactly 1..k, each once.
-  const seen = new Uint8Array(256);
+  const stamp = nextStamp();
   let k = 0;
   let max = 0;
   for (let i = 0; i < nCol; i++) {
     const f = buf[pos + i]!;
     if (f === 0) continue;
-    if (seen[f] === 1) malformed(pos + i, `table header: primary-key position ${f} appears twice`);
-    seen[f] = 1;
+    if (pkSeen[f] === stamp) malformed(pos + i, `table header: primary-key position ${f} appears twice`);
+    pkSeen[f] = stamp;
     k++;
     if (f > max) max = f;
   }
@@ -276,10 +302,14 @@ function readTableHeader(s: Scan, pos: number): number {
   if (nameEnd === pos) malformed(pos, "table header: empty table name");
   if (startsWithCI(buf, pos, nameEnd, "sqlite_")) malformed(pos, "table header: table name starts with sqlite_ (internal table)");
   if (startsWithCI(buf, pos, nameEnd, "_relay_")) malformed(pos, "table header: table name starts with _relay_ (reserved)");
-  try {
-    s.name = strictUtf8.decode(buf.subarray(pos, nameEnd));
-  } catch {
-    malformed(pos, "table header: table name is not valid UTF-8");
+  const ascii = asciiString(buf, pos, nameEnd);
+  if (ascii !== undefined) s.name = ascii;
+  else {
+    try {
+      s.name = strictUtf8.decode(buf.subarray(pos, nameEnd));
+    } catch {
+      malformed(pos, "table header: table name is not valid UTF-8");
+    }
   }
   s.nCol = nCol;
   s.tableEnd = nameEnd + 1;
@@ -355,12 +385,25 @@ function checkUpdate(s: Scan): void {
   if (!changesColumn) malformed(s.changeStart, "UPDATE changes no non-primary-key column");
 }
 
+function newScan(buf: Uint8Array): Scan {
+  return { buf, tableStart: 0, tableEnd: 0, nCol: 0, pkAt: 0, name: "", changeStart: 0, changeEnd: 0, op: 0, oldAt: new Int32Array(0), newAt: new Int32Array(0) };
+}
+
 /**
  * Runs every rule over `buf`, calling the visitor with each table header and
  * change once it has been checked. The one parser: validate, decode and the
  * client's invert (client/changeset-writer.ts) are visitors over it.
  */
 export function scan(buf: Uint8Array, visitor: Visitor | undefined): { tables: number; changes: number } {
+  return scanWith(newScan(buf), visitor);
+}
+
+/** validateChangeset's parser state, reused: without a visitor nothing can re-enter the scan. */
+const NO_BYTES = new Uint8Array(0);
+const validation = newScan(NO_BYTES) as { -readonly [K in keyof Scan]: Scan[K] };
+
+function scanWith(s: Scan, visitor: Visitor | undefined): { tables: number; changes: number } {
+  const buf = s.buf;
   const len = buf.length;
   // STRICTER: SQLite reads zero bytes as a changeset without changes (and
   // patchsets, below, as changesets without old values); a push carries a
@@ -371,19 +414,6 @@ export function scan(buf: Uint8Array, visitor: Visitor | undefined): { tables: n
     if (first === PATCHSET_TABLE) malformed(0, "this is a patchset ('P'), not a changeset: patchsets are not accepted");
     malformed(0, `does not start with a table header ('T' 0x54) but with ${hex(first)}`);
   }
-  const s: Scan = {
-    buf,
-    tableStart: 0,
-    tableEnd: 0,
-    nCol: 0,
-    pkAt: 0,
-    name: "",
-    changeStart: 0,
-    changeEnd: 0,
-    op: 0,
-    oldAt: new Int32Array(0),
-    newAt: new Int32Array(0),
-  };
   let tables = 0;
   let changes = 0;
   let pos = 0;
@@ -408,7 +438,12 @@ export function scan(buf: Uint8Array, visitor: Visitor | undefined): { tables: n
  * Throws RelayError("malformed_changeset").
  */
 export function validateChangeset(bytes: Uint8Array): { tables: number; changes: number } {
-  return scan(bytes, undefined);
+  validation.buf = bytes;
+  try {
+    return scanWith(validation, undefined);
+  } finally {
+    validation.buf = NO_BYTES; // not kept alive by the parser
+  }
 }
 
 function decodeValue(buf: Uint8Array, view: DataView, start: number): SqlValue | undefined {
@@ -471,6 +506,74 @@ export function changesetTables(bytes: Uint8Array): TableHeader[] {
     change() {},
   });
   return tables;
+}
+
+/** A header seen by tableBlocks, found again by its bytes. */
+interface SeenHeader {
+  buf: Uint8Array;
+  start: number;
+  end: number;
+  pkOffset: number;
+  nCol: number;
+  header: TableHeader;
+}
+
+function sameBytes(a: Uint8Array, aStart: number, aEnd: number, b: Uint8Array, bStart: number): boolean {
+  if (b.length - bStart < aEnd - aStart) return false;
+  for (let i = aStart, j = bStart; i < aEnd; i++, j++) if (a[i] !== b[j]) return false;
+  return true;
+}
+
+/**
+ * The table blocks of several changesets (a page of log entries), in order,
+ * each changeset validated as validateChangeset does, with each distinct
+ * table header decoded once: a header byte-identical to one met before in
+ * this call (a page of small entries repeats the same few) is neither checked
+ * nor decoded again, and its blocks share one TableHeader object. `block`
+ * gets the block's changeset index, the offsets of its 'T' byte, of its first
+ * change and of its end, and `first` when its header is new to this call.
+ */
+export function tableBlocks(
+  parts: readonly Uint8Array[],
+  block: (part: number, start: number, body: number, end: number, header: TableHeader, first: boolean) => void,
+): void {
+  const seen: SeenHeader[] = [];
+  for (let part = 0; part < parts.length; part++) {
+    const buf = parts[part]!;
+    if (buf.length === 0) continue;
+    if (buf[0] !== TABLE) scan(buf, undefined); // throws what validateChangeset throws
+    const s = newScan(buf);
+    let open: { start: number; body: number; header: TableHeader; first: boolean } | undefined;
+    let pos = 0;
+    while (pos < buf.length) {
+      if (buf[pos] !== TABLE) {
+        pos = readChange(s, pos);
+        continue;
+      }
+      if (open) block(part, open.start, open.body, pos, open.header, open.first);
+      const known = seen.find((h) => sameBytes(h.buf, h.start, h.end, buf, pos));
+      if (known) {
+        // The bytes end with the name's NUL, so equal bytes are the whole header.
+        s.tableStart = pos;
+        s.tableEnd = pos + (known.end - known.start);
+        s.pkAt = pos + known.pkOffset;
+        s.nCol = known.nCol;
+        s.name = known.header.name;
+        if (s.oldAt.length <= s.nCol) {
+          s.oldAt = new Int32Array(s.nCol + 1);
+          s.newAt = new Int32Array(s.nCol + 1);
+        }
+        open = { start: pos, body: s.tableEnd, header: known.header, first: false };
+      } else {
+        readTableHeader(s, pos);
+        const header = headerOf(s);
+        seen.push({ buf, start: pos, end: s.tableEnd, pkOffset: s.pkAt - pos, nCol: s.nCol, header });
+        open = { start: pos, body: s.tableEnd, header, first: true };
+      }
+      pos = s.tableEnd;
+    }
+    if (open) block(part, open.start, open.body, buf.length, open.header, open.first);
+  }
 }
 
 export function decodeChangeset(bytes: Uint8Array): Changeset {

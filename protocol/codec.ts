@@ -1,4 +1,4 @@
-import { C1, Packr } from "msgpackr";
+import { Packr } from "msgpackr";
 import { RelayError } from "./errors.ts";
 
 /**
@@ -21,18 +21,71 @@ export function encode(value: unknown): Uint8Array<ArrayBuffer> {
   return packr.pack(value) as Uint8Array<ArrayBuffer>;
 }
 
-/** Decode a msgpack document; anything that is not exactly one is `bad_request`. */
+/**
+ * Decode a msgpack document; anything that is not exactly one document of
+ * plain msgpack types is `bad_request`.
+ */
 export function decode(bytes: Uint8Array): unknown {
   if (bytes.byteLength === 0) throw new RelayError("bad_request", "empty msgpack body");
+  checkPlain(bytes);
   let value: unknown;
   try {
     value = packr.unpack(bytes);
   } catch (cause) {
     throw new RelayError("bad_request", "body is not valid msgpack", { cause });
   }
-  // msgpackr decodes the reserved byte 0xc1 to a marker instead of failing.
-  if (value === C1) throw new RelayError("bad_request", "body is not valid msgpack (0xc1)");
   return value;
+}
+
+/**
+ * Walk the document's structure without building values and refuse any
+ * extension type (ext 8/16/32, fixext 1–16) and the reserved 0xc1. msgpackr
+ * has no switch for this: it decodes its own extensions (typed arrays 0x74,
+ * records, sets, dates…) whatever the Packr's options, so a `changeset` sent
+ * as a typed-array extension would otherwise pass as bytes. The walk skips
+ * over strings and binaries, so it costs per item, not per byte.
+ */
+function checkPlain(bytes: Uint8Array): void {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const end = bytes.byteLength;
+  let at = 0;
+  /** Items still to read: containers add their children as they are met. */
+  let pending = 1;
+  const need = (n: number) => {
+    if (at + n > end) throw new RelayError("bad_request", "body is not valid msgpack (truncated)");
+  };
+  const skip = (n: number) => {
+    at += n;
+  };
+  const len = (size: 1 | 2 | 4) => {
+    need(size);
+    const n = size === 1 ? view.getUint8(at) : size === 2 ? view.getUint16(at) : view.getUint32(at);
+    at += size;
+    return n;
+  };
+  while (pending > 0) {
+    pending--;
+    need(1);
+    const b = bytes[at++]!;
+    if (b <= 0x7f || b >= 0xe0 || b === 0xc0 || b === 0xc2 || b === 0xc3) continue;
+    if (b <= 0x8f) pending += 2 * (b & 0x0f);
+    else if (b <= 0x9f) pending += b & 0x0f;
+    else if (b <= 0xbf) at += b & 0x1f;
+    else if (b === 0xc4 || b === 0xd9) skip(len(1));
+    else if (b === 0xc5 || b === 0xda) skip(len(2));
+    else if (b === 0xc6 || b === 0xdb) skip(len(4));
+    else if (b === 0xca) at += 4;
+    else if (b === 0xcb) at += 8;
+    else if (b >= 0xcc && b <= 0xd3) at += 1 << (b & 0x03); // uint/int 8–64
+    else if (b === 0xdc) pending += len(2);
+    else if (b === 0xdd) pending += len(4);
+    else if (b === 0xde) pending += 2 * len(2);
+    else if (b === 0xdf) pending += 2 * len(4);
+    else if (b === 0xc1) throw new RelayError("bad_request", "body is not valid msgpack (0xc1)");
+    else throw new RelayError("bad_request", `msgpack extension types are not part of the protocol (0x${b.toString(16)} at byte ${at - 1})`);
+    need(0);
+  }
+  if (at !== end) throw new RelayError("bad_request", `body is not valid msgpack (${end - at} bytes after the document)`);
 }
 
 /** Byte-for-byte equality: idempotent pushes and own entries are recognised by their exact bytes. */

@@ -9,6 +9,8 @@ import { map, nonNegativeInt, positiveInt } from "./validate.ts";
  *
  *   client → relay   sub    { t, after }            start live delivery after seq `after`
  *                    push   { t, id, client, entries }   same rules as HTTP push
+ *                    got    { t, bytes }             binary frame bytes read from this socket so
+ *                                                    far (flow control: MAX_UNREAD_SOCKET_BYTES)
  *   relay → client   entries { t, entries, head }   consecutive log entries (live, or the
  *                                                    small backlog right after `sub`)
  *                    head   { t, head }              there is more than was sent: pull over HTTP
@@ -32,6 +34,7 @@ export const FRAME = {
   head: "head",
   ack: "ack",
   error: "error",
+  got: "got",
 } as const;
 
 export const HEARTBEAT_PING = "ping";
@@ -54,11 +57,14 @@ export const CLOSE = {
   expired: 1008,
   tooBig: 1009,
   internal: 1011,
+  /** The client stopped reading: far more was sent than it reported reading (see MAX_UNREAD_SOCKET_BYTES). */
+  tryAgainLater: 1013,
 } as const;
 
 export type ClientFrame =
   | { t: typeof FRAME.sub; after: number }
-  | { t: typeof FRAME.push; id: number; client: string; entries: PushEntry[] };
+  | { t: typeof FRAME.push; id: number; client: string; entries: PushEntry[] }
+  | { t: typeof FRAME.got; bytes: number };
 
 export type RelayFrame =
   | { t: typeof FRAME.entries; entries: LogEntry[]; head: number }
@@ -85,6 +91,8 @@ export function parseClientFrame(v: unknown): ClientFrame {
       if (schema.length > 0) throw new RelayError("bad_request", "schema versions are pushed over HTTP, not the socket");
       return { t: FRAME.push, id: positiveInt(o.id, "id"), client, entries };
     }
+    case FRAME.got:
+      return { t: FRAME.got, bytes: nonNegativeInt(o.bytes, "bytes") };
     default:
       return unknownType(o.t);
   }

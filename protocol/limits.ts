@@ -23,6 +23,12 @@ export const PULL_LIMIT_MAX = 10_000;
 export const PULL_BYTE_BUDGET = 8 * 1024 * 1024;
 /** Durable Object SQLite rows and BLOBs are capped at 2 MB: changesets are stored in chunks of this size. */
 export const STORAGE_CHUNK_BYTES = 1024 * 1024;
+/**
+ * One schema version's statements, as the relay stores them (their JSON
+ * text, UTF-8): a version is one Durable Object row, and a row holds at most
+ * 2 MB. Checked by the client at open and by the relay before any DDL runs.
+ */
+export const MAX_SCHEMA_VERSION_BYTES = 1024 * 1024;
 /** Database names and client ids. */
 export const NAME_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
 /**
@@ -31,5 +37,41 @@ export const NAME_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
  * are refused as `overloaded` until the queue drains.
  */
 export const MAX_QUEUED_PUSH_ENTRIES = 10 * MAX_ENTRIES_PER_PUSH;
-/** The wait an `overloaded` answer asks for (Retry-After over HTTP, retryAfterMs on the socket). */
+/** The wait an `overloaded` answer asks for when the queue is full or the runtime sheds load (Retry-After over HTTP, retryAfterMs on the socket). */
 export const OVERLOADED_RETRY_AFTER_MS = 1000;
+/**
+ * Admission (worker/admission.ts) counts a push's cost to the log object in
+ * units of about 10 µs of its time, from W3 in `npm run bench`: a push
+ * (dispatch, commit) ~10 units, an entry ~1, a 64 KiB of changeset bytes ~1.
+ */
+export const PUSH_UNITS = 10;
+export const UNIT_BYTES = 64 * 1024;
+/**
+ * What one client may take of its database's object: a token bucket of units,
+ * holding at most the burst and refilled at the rate. The burst covers what
+ * the benchmarks offer from one client (W2: 10,000 single-row writes in about
+ * half a second, ~25,000 units; a W3 writer's 10 s, ~45,000); the rate,
+ * ~1% of the object's time, is what one client sustains beyond it while
+ * others keep their latency. A client offering more gets `overloaded` with
+ * the wait until its bucket holds the push, and all its pushes are refused
+ * until then.
+ */
+export const CLIENT_UNITS_PER_SECOND = 1_000;
+export const CLIENT_UNITS_BURST = 60_000;
+/** The same for all clients of one database together: about what one object takes (~100,000 units/s in W3 saturated). */
+export const DATABASE_UNITS_PER_SECOND = 100_000;
+export const DATABASE_UNITS_BURST = 200_000;
+/** An overloaded answer asks for at least this wait. */
+export const MIN_RETRY_AFTER_MS = 100;
+/**
+ * Bytes the relay sends a socket beyond what its client has reported reading
+ * (`got` frames; workerd tells the relay nothing about a socket's send
+ * buffer: WebSocket has no bufferedAmount there). Past it the relay stops
+ * sending that socket entries: it sends one `head` frame instead and skips
+ * entries until the client reports having read back to half the bound; the
+ * client catches up over HTTP. A socket whose answers alone (acks, errors)
+ * pass twice the bound is closed with 1013.
+ */
+export const MAX_UNREAD_SOCKET_BYTES = 4 * 1024 * 1024;
+/** A client reports what it has read (`got`) after this many bytes, and after every `head` frame. */
+export const GOT_EVERY_BYTES = 256 * 1024;

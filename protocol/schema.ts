@@ -1,4 +1,5 @@
 import { RelayError } from "./errors.ts";
+import { MAX_SCHEMA_VERSION_BYTES } from "./limits.ts";
 import { array, bad, map, positiveInt } from "./validate.ts";
 
 /**
@@ -270,17 +271,23 @@ function statementOf(r: Reader): Statement {
 
 /** Every statement of every version, read; the first refusal names its version and statement. */
 export function checkMigrations(versions: readonly Statements[], first = 1): Statement[][] {
-  return versions.map((statements, k) =>
-    statements.map((sql, i) => {
+  return versions.map((statements, k) => {
+    const bytes = utf8.encode(statementsKey(statements)).byteLength;
+    if (bytes > MAX_SCHEMA_VERSION_BYTES) {
+      throw new RelayError("payload_too_large", `version ${first + k}: ${bytes} bytes of statements, at most ${MAX_SCHEMA_VERSION_BYTES} (MAX_SCHEMA_VERSION_BYTES)`);
+    }
+    return statements.map((sql, i) => {
       try {
         return readStatement(sql);
       } catch (e) {
         if (e instanceof RelayError) throw new RelayError(e.code, `version ${first + k}, statement ${i + 1}: ${e.message}`);
         throw e;
       }
-    }),
-  );
+    });
+  });
 }
+
+const utf8 = new TextEncoder();
 
 // ------------------------------------------------------------- table shapes
 

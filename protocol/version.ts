@@ -22,6 +22,13 @@
  *       origin not allowed is 403 `forbidden`.
  *     - `misconfigured` also covers unreadable keys and PUBLIC_ROLE=admin.
  *   v1, package 0.1.0 (unreleased changes since first cut):
+ *     - hostile clients (issue 17): the socket's `got` frame (client → relay,
+ *       flow control; an older relay closes the socket on it (1007),
+ *       an older client never sends it and is stopped at
+ *       MAX_UNREAD_SOCKET_BYTES with a head frame); close code 1013 for a
+ *       socket whose answers alone pass twice that; msgpack extension types
+ *       refused as `bad_request`; `overloaded` from admission (token buckets);
+ *       a schema version past MAX_SCHEMA_VERSION_BYTES is `payload_too_large`.
  *     - the schema in the log (protocol/schema.ts): push entries and log
  *       entries carry `v`, the schema version they were captured under
  *       (absent = 0); a push may carry `schema: [{ version, statements }]`,

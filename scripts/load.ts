@@ -18,7 +18,10 @@
  *   - the relay's memory (RSS of the workerd runtime that runs the Worker
  *     and the Durable Object, sampled every second) is stable: last <= 2 x
  *     the value at 10 s. wrangler dev's own proxy in front of it is
- *     reported, not checked.
+ *     reported, not checked;
+ *   - then the hostile checks of scripts/load-hostile.ts (gzip bombs and
+ *     stalled subscribers), on a relay process of their own;
+ *   - the relay's JS heap (workerd's inspector) stays under 100 MB throughout.
  * Exit code 0 when all hold; a short report either way.
  */
 import { spawn, execFileSync, type ChildProcess } from "node:child_process";
@@ -32,6 +35,11 @@ import { openReplica, RelayError, type Replica } from "../client/index.ts";
 import type { DriverKind } from "../client/drivers/types.ts";
 import { signToken } from "../protocol/token.ts";
 import { freePort, workerBundle } from "./local-relay.ts";
+import { hostileChecks } from "./load-hostile.ts";
+import { connectInspector, sampleHeap } from "../bench/inspector.ts";
+
+/** The relay's JS heap must stay under this during the whole run (issue 17). */
+const HEAP_LIMIT = 100 * 1024 * 1024;
 
 const SECONDS = Number(process.env.LOAD_SECONDS ?? 60);
 const REPLICAS = Number(process.env.LOAD_REPLICAS ?? 50);
@@ -57,13 +65,14 @@ const secret = `load-${randomBytes(16).toString("hex")}`;
 /**
  * The repository's wrangler.toml, pointed at a snapshot of the Worker bundled
  * now (so edits to worker/ during the run do not make wrangler reload it) and
- * without [assets] (the demo is not needed here).
+ * without [assets] and the [build] that makes them (the demo is not needed here).
  */
 async function writeConfig(): Promise<string> {
   writeFileSync(join(relayDir, "worker.js"), await workerBundle());
   const toml = readFileSync(join(root, "wrangler.toml"), "utf8")
     .replace(/^main\s*=.*$/m, `main = "worker.js"`)
-    .replace(/^\[assets\][^[]*/m, "");
+    // Whole sections: [assets] and the [build] that makes it (each up to the next line starting with "[").
+    .replace(/^\[(assets|build)\]\n(?:(?!\[).*\n?)*/gm, "");
   const path = join(relayDir, "wrangler.toml");
   writeFileSync(path, toml);
   // wrangler dev reads the secret from .dev.vars next to the config.
@@ -71,10 +80,11 @@ async function writeConfig(): Promise<string> {
   return path;
 }
 
-async function startWrangler(): Promise<{ child: ChildProcess; url: string; port: number }> {
+async function startWrangler(): Promise<{ child: ChildProcess; url: string; port: number; inspectorPort: number }> {
   const port = await freePort();
+  const inspectorPort = await freePort();
   const wrangler = createRequire(import.meta.url).resolve("wrangler/bin/wrangler.js");
-  const args = [wrangler, "dev", "--local", "--no-bundle", "-c", await writeConfig(), "--ip", "127.0.0.1", "--port", String(port), "--inspector-port", String(await freePort()), "--persist-to", join(dir, "state"), "--show-interactive-dev-session=false", "--log-level", "warn"];
+  const args = [wrangler, "dev", "--local", "--no-bundle", "-c", await writeConfig(), "--ip", "127.0.0.1", "--port", String(port), "--inspector-port", String(inspectorPort), "--persist-to", join(dir, "state"), "--show-interactive-dev-session=false", "--log-level", "warn"];
   const child = spawn(process.execPath, args, { cwd: relayDir, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, WRANGLER_SEND_METRICS: "false", CI: "1" } });
   let output = "";
   child.stdout!.on("data", (b) => (output += b));
@@ -83,7 +93,7 @@ async function startWrangler(): Promise<{ child: ChildProcess; url: string; port
   for (let i = 0; i < 600; i++) {
     if (child.exitCode !== null) throw new Error(`wrangler dev exited (${child.exitCode}):\n${output}`);
     try {
-      if ((await fetch(`${url}/v1/health`)).ok) return { child, url, port };
+      if ((await fetch(`${url}/v1/health`)).ok) return { child, url, port, inspectorPort };
     } catch {
       // not listening yet
     }
@@ -93,12 +103,11 @@ async function startWrangler(): Promise<{ child: ChildProcess; url: string; port
 }
 
 /**
- * RSS in KiB of the workerd processes under wrangler (pid): `relay` is the
- * runtime that runs the Worker and the Durable Object; `proxy` is the one
- * wrangler dev puts on the public port in front of it (its dev-server proxy,
- * not part of a deployed relay).
+ * The workerd processes under wrangler (pid): `relay` runs the Worker and
+ * the Durable Object; `proxy` is the one wrangler dev puts on the public port
+ * in front of it (its dev-server proxy, not part of a deployed relay).
  */
-function rss(pid: number, port: number): { relay: number; proxy: number } {
+function workerd(pid: number, port: number): { relay: { pid: number; rss: number }[]; proxy: { pid: number; rss: number }[] } {
   const rows = execFileSync("ps", ["-e", "-o", "pid=,ppid=,rss=,args="], { encoding: "utf8" })
     .trim()
     .split("\n")
@@ -110,13 +119,19 @@ function rss(pid: number, port: number): { relay: number; proxy: number } {
     grew = false;
     for (const r of rows) if (under.has(r.ppid) && !under.has(r.pid)) (under.add(r.pid), (grew = true));
   }
-  const out = { relay: 0, proxy: 0 };
+  const out: ReturnType<typeof workerd> = { relay: [], proxy: [] };
   for (const r of rows) {
     if (!under.has(r.pid) || !/\bworkerd\b.*\bserve\b/.test(r.args)) continue;
-    if (r.args.includes(`--socket-addr=entry=127.0.0.1:${port} `)) out.proxy += r.rss;
-    else out.relay += r.rss;
+    (r.args.includes(`--socket-addr=entry=127.0.0.1:${port} `) ? out.proxy : out.relay).push({ pid: r.pid, rss: r.rss });
   }
   return out;
+}
+
+/** RSS in KiB of the relay's workerd processes and of wrangler's dev proxy. */
+function rss(pid: number, port: number): { relay: number; proxy: number } {
+  const { relay, proxy } = workerd(pid, port);
+  const sum = (ps: { rss: number }[]) => ps.reduce((n, p) => n + p.rss, 0);
+  return { relay: sum(relay), proxy: sum(proxy) };
 }
 
 // ---------------------------------------------------------------- the load
@@ -130,13 +145,19 @@ interface Worker {
 }
 
 async function main(): Promise<boolean> {
-  const { child, url, port } = await startWrangler();
+  const { child, url, port, inspectorPort } = await startWrangler();
   // A stalled relay must fail the run, not hang it: requests have no timeout of their own.
   setTimeout(() => {
-    console.error(`load: no result ${SECONDS + 180} s after the start: something stalled`);
+    console.error(`load: no result ${SECONDS + 480} s after the start: something stalled`);
     child.kill("SIGTERM");
     process.exit(1);
-  }, (SECONDS + 180) * 1000).unref();
+  }, (SECONDS + 480) * 1000).unref();
+  // The relay's JS heap through wrangler's inspector proxy, sampled for the whole run.
+  const inspector = await connectInspector(inspectorPort).catch((e) => {
+    child.kill("SIGTERM");
+    throw e;
+  });
+  const heap = sampleHeap(inspector);
   const failures: string[] = [];
   const samples: { t: number; kib: number; proxy: number }[] = [];
   const started = Date.now();
@@ -246,6 +267,18 @@ async function main(): Promise<boolean> {
     const mb = (kib: number) => `${(kib / 1024).toFixed(1)} MB`;
     if (last.kib > 2 * at10.kib) failures.push(`relay RSS grew from ${mb(at10.kib)} at ${at10.t.toFixed(0)} s to ${mb(last.kib)}`);
 
+    await heap.current();
+    const loadHeap = heap.peak();
+
+    // The hostile half: gzip bombs and stalled subscribers (scripts/load-hostile.ts).
+    console.error(`load: replicas done; ${failures.length} failures so far`);
+    const hostile = await hostileChecks();
+    failures.push(...hostile.failures);
+    await heap.current();
+    for (const [what, peak] of [["the replicas' load", heap.peak()], ["the hostile checks", hostile.heapPeak]] as const) {
+      if (peak >= HEAP_LIMIT) failures.push(`the relay's JS heap peaked at ${mb(peak / 1024)} during ${what} (limit ${mb(HEAP_LIMIT / 1024)})`);
+    }
+
     const every10 = samples.filter((s, i) => i === 0 || Math.floor(s.t / 10) > Math.floor(samples[i - 1]!.t / 10));
     const writes = workers.reduce((s, w) => s + w.committed.length, 0);
     const syncs = workers.reduce((s, w) => s + w.syncs, 0);
@@ -257,12 +290,16 @@ async function main(): Promise<boolean> {
         `  relay RSS every 10 s    ${every10.map((s) => (s.kib / 1024).toFixed(0)).join(" ")} MB`,
         `  wrangler's dev proxy    ${every10.map((s) => (s.proxy / 1024).toFixed(0)).join(" ")} MB (not checked: not part of the relay)`,
         `  converged               ${diverged === 0 ? `yes, ${REPLICAS} replicas + a fresh replay` : `NO (${diverged} differ)`}`,
+        `  relay JS heap (peak)    ${mb(loadHeap / 1024)} during the replicas' load, ${mb(hostile.heapPeak / 1024)} during the hostile checks (limit ${mb(HEAP_LIMIT / 1024)})`,
+        ...hostile.report,
         failures.length === 0 ? "  OK" : `  FAILED:\n${failures.slice(0, 20).map((f) => `    - ${f}`).join("\n")}`,
       ].join("\n"),
     );
     return failures.length === 0;
   } finally {
     clearInterval(sampler);
+    heap.stop();
+    inspector.close();
     child.kill("SIGTERM");
     await new Promise((r) => (child.exitCode !== null ? r(null) : child.once("exit", r)));
     rmSync(dir, { recursive: true, force: true });

@@ -2,6 +2,7 @@ import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import { conflictKind, landed } from "../client/apply.ts";
+import { capture } from "../client/capture.ts";
 import { openDriver } from "../client/drivers/index.ts";
 import { Emitter } from "../client/events.ts";
 import * as outbox from "../client/outbox.ts";
@@ -129,6 +130,21 @@ describe("the step", () => {
     step.page([{ ...foreign(1, "INSERT INTO todo VALUES ('1', 'a')"), client: "me", cseq: 5 }]);
     assert.equal(step.nextCseq(), 6);
     assert.equal(store.getMeta(d, "last_cseq"), 5);
+    d.close();
+  });
+
+  it("a capture writes no numbering row; a fresh step (a reopen) numbers after the outbox, then after what left it", async () => {
+    const { d, step } = await open();
+    for (const id of ["1", "2"]) await capture(d, step, (tx) => tx.exec("INSERT INTO todo VALUES (?, 'x')", [id]), () => false);
+    assert.deepEqual(outbox.pending(d).map((p) => p.cseq), [1, 2]);
+    assert.equal(store.getMeta(d, "last_cseq"), null, "the outbox rows record the numbers");
+    const reopened = new Step(d, "me", {}, new Emitter<ReplicaEvents>());
+    assert.equal(reopened.nextCseq(), 3);
+    // Both confirmed: they leave the outbox, and the number is stored in the same step.
+    assert.equal(reopened.acked([{ cseq: 1, seq: 1 }, { cseq: 2, seq: 2 }]), true);
+    assert.equal(outbox.pendingCount(d), 0);
+    assert.equal(store.getMeta(d, "last_cseq"), 2);
+    assert.equal(new Step(d, "me", {}, new Emitter<ReplicaEvents>()).nextCseq(), 3);
     d.close();
   });
 });

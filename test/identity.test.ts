@@ -116,6 +116,23 @@ describe("the relay's client → sub bindings (worker/identity.ts over the log's
   });
 });
 
+describe("admission under another's client id", () => {
+  it("pushes refused as another sub's never use up the owner's share: they pay from a bucket of their own", async () => {
+    const db = relay.db("admission-pair");
+    const alice = await relay.token("write", "alice", db);
+    const one = insertChangeset([[1, "x"]]);
+    assert.equal((await push(relay.url, db, alice, "phone", [{ cseq: 1, changeset: one }])).status, 200);
+    // Mallory floods under alice's client id: forbidden while admitted, then overloaded.
+    const mallory = await relay.token("write", "mallory", db);
+    const flood = encode({ client: "phone", entries: Array.from({ length: 1000 }, (_, i) => ({ cseq: i + 2, changeset: one })) });
+    const codes = new Set<string>();
+    for (let i = 0; i < 200 && !codes.has("overloaded"); i++) codes.add((await pushRaw(relay.url, db, mallory, flood)).body.error.code);
+    assert.deepEqual([...codes].sort(), ["forbidden", "overloaded"]);
+    const res = await push(relay.url, db, alice, "phone", [{ cseq: 2, changeset: one }]);
+    assert.equal(res.status, 200, JSON.stringify(res.body));
+  });
+});
+
 describe("schema versions under a client id (schema entries, cseq 0)", () => {
   const V1 = { version: 1, statements: ["CREATE TABLE t(id INTEGER PRIMARY KEY, v)"] };
   const V2 = { version: 2, statements: ["ALTER TABLE t ADD COLUMN w"] };

@@ -65,7 +65,9 @@ const EMPTY: PullResponse = { entries: [], head: 0, more: false };
 const BACKOFF = { baseMs: 100, capMs: 10_000, maxAttempts: 6, random: () => 0.5 };
 
 interface Script {
-  pull?: (after: number) => Promise<PullResponse>;
+  pull?: (after: number, signal?: AbortSignal) => Promise<PullResponse>;
+  /** The sync step over a pulled page (default: moves the cursor to its last seq). */
+  page?: (entries: LogEntry[]) => Promise<boolean>;
   push?: (entries: PushEntry[]) => Promise<PushResponse>;
   pending?: PushEntry[];
   maxAttempts?: number;
@@ -77,9 +79,9 @@ function setup(script: Script = {}) {
   const pending = [...(script.pending ?? [])];
   let cursor = 0;
   const transport: Transport = {
-    pull: (after) => {
+    pull: (after, _limit, signal) => {
       calls.pulls.push(after);
-      return script.pull ? script.pull(after) : Promise.resolve(EMPTY);
+      return script.pull ? script.pull(after, signal) : Promise.resolve(EMPTY);
     },
     push: (_client, entries) => {
       calls.pushes.push(entries.map((e) => e.cseq));
@@ -97,6 +99,7 @@ function setup(script: Script = {}) {
     cursor: () => cursor,
     page: async (entries) => {
       calls.pages.push([...entries]);
+      if (script.page && !(await script.page([...entries]))) return false;
       cursor = entries.at(-1)!.seq;
       return true;
     },
@@ -233,5 +236,125 @@ describe("sync loop", () => {
     const { loop, errors } = setup({ pull: async () => ({ entries: [logEntry(3)], head: 3, more: false }) });
     await assert.rejects(loop.sync(), (e: RelayError) => e.code === "internal");
     assert.deepEqual(errors, ["internal"]);
+  });
+
+  describe("pipelined pulls", () => {
+    /**
+     * A log of `head` entries served two per page, each answered on a later
+     * turn (as a network would) unless its `after` is in `unanswered`; a
+     * request aborted before its answer is recorded in `aborted`.
+     */
+    function pages(head: number, unanswered: number[] = []) {
+      const aborted: number[] = [];
+      const pull = (after: number, signal?: AbortSignal) =>
+        new Promise<PullResponse>((resolve, reject) => {
+          if (signal?.aborted) return reject(new RelayError("aborted", "aborted"));
+          let answered = false;
+          signal?.addEventListener("abort", () => {
+            if (answered) return;
+            aborted.push(after);
+            reject(new RelayError("aborted", "aborted"));
+          }, { once: true });
+          const entries = [after + 1, after + 2].filter((s) => s <= head).map(logEntry);
+          if (unanswered.includes(after)) return;
+          setImmediate(() => {
+            answered = true;
+            resolve({ entries, head, more: after + 2 < head });
+          });
+        });
+      return { pull, aborted };
+    }
+    /** Each apply waits until the test releases it. */
+    function heldSteps(outcome: (n: number) => boolean | Error = () => true) {
+      const waiting: Deferred<void>[] = [];
+      let n = 0;
+      const page = async () => {
+        const d = deferred<void>();
+        waiting.push(d);
+        await d.promise;
+        const r = outcome(++n);
+        if (r instanceof Error) throw r;
+        return r;
+      };
+      return { page, release: () => waiting.shift()!.resolve(), get held() { return waiting.length; } };
+    }
+    const seqs = (pages: LogEntry[][]) => pages.map((p) => p.map((e) => e.seq));
+
+    it("requests the next page while the current one applies, and applies pages in log order", async () => {
+      const log = pages(6);
+      const steps = heldSteps();
+      const { calls, loop } = setup({ pull: log.pull, page: steps.page });
+      const run = loop.sync();
+      await settle();
+      assert.equal(steps.held, 1, "page 1 is applying");
+      assert.deepEqual(calls.pulls, [0, 2], "page 2 was requested before page 1 finished applying");
+      steps.release();
+      await settle();
+      assert.deepEqual(calls.pulls, [0, 2, 4]);
+      assert.deepEqual(seqs(calls.pages), [[1, 2], [3, 4]]);
+      steps.release();
+      await settle();
+      steps.release();
+      const ev = await run;
+      assert.deepEqual(seqs(calls.pages), [[1, 2], [3, 4], [5, 6]]);
+      assert.deepEqual(calls.pulls, [0, 2, 4], "no request after the last page");
+      assert.deepEqual(ev, { pushed: 0, pulled: 6, cursor: 6, head: 6 });
+    });
+
+    it("a page that fails to apply cancels the request in flight and ends the sync with its error", async () => {
+      const log = pages(6, [2]);
+      const steps = heldSteps((n) => (n === 1 ? new RelayError("apply_failed", "poison") : true));
+      const { calls, loop, errors } = setup({ pull: log.pull, page: steps.page });
+      const run = loop.sync();
+      await settle();
+      steps.release();
+      await assert.rejects(run, (e: RelayError) => e.code === "apply_failed");
+      await settle();
+      assert.deepEqual(seqs(calls.pages), [[1, 2]], "nothing applied after the failed page");
+      assert.deepEqual(calls.pulls, [0, 2]);
+      assert.deepEqual(log.aborted, [2], "the prefetched request was cancelled");
+      assert.deepEqual(errors, ["apply_failed"]);
+    });
+
+    it("close() during a pipelined pull cancels the request in flight; nothing applies after the page in progress", async () => {
+      const log = pages(6, [2]);
+      const steps = heldSteps();
+      const { calls, loop, errors } = setup({ pull: log.pull, page: steps.page });
+      const run = loop.sync();
+      await settle();
+      assert.deepEqual(calls.pulls, [0, 2]);
+      const closed = loop.close();
+      steps.release();
+      await assert.rejects(run, (e: RelayError) => e.code === "aborted");
+      await closed;
+      assert.deepEqual(seqs(calls.pages), [[1, 2]]);
+      assert.deepEqual(log.aborted, [2]);
+      assert.deepEqual(errors, [], "an abort is not reported as an error");
+    });
+
+    it("a page received before close() is not applied after it", async () => {
+      const log = pages(6);
+      const steps = heldSteps();
+      const { calls, loop } = setup({ pull: log.pull, page: steps.page });
+      const run = loop.sync();
+      await settle();
+      assert.deepEqual(calls.pulls, [0, 2], "page 2 has arrived meanwhile");
+      const closed = loop.close();
+      steps.release();
+      await assert.rejects(run, (e: RelayError) => e.code === "aborted");
+      await closed;
+      assert.deepEqual(seqs(calls.pages), [[1, 2]]);
+      assert.equal(steps.held, 0);
+    });
+
+    it("a page that does not follow the cursor drops the prefetched page and pulls again from the cursor", async () => {
+      const log = pages(4);
+      // The first step finds a gap (the cursor stays at 0); the rest apply.
+      const { calls, loop } = setup({ pull: log.pull, page: async (entries) => entries[0]!.seq !== 1 || calls.pages.length > 1 });
+      const ev = await loop.sync();
+      assert.deepEqual(calls.pulls, [0, 2, 0, 2], "the page prefetched after the gap is not used");
+      assert.deepEqual(seqs(calls.pages), [[1, 2], [1, 2], [3, 4]]);
+      assert.equal(ev.cursor, 4);
+    });
   });
 });

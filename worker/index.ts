@@ -8,7 +8,8 @@ import { acceptsGzip, COMPRESS_MIN_BYTES, GZIP } from "../protocol/compression.t
 import { MIN_PROTOCOL_VERSION, MSGPACK, PACKAGE_VERSION, PROTOCOL_VERSION } from "../protocol/version.ts";
 import { authorize, checkPush } from "./auth.ts";
 import { checkSocketOrigin, corsHeaders } from "./cors.ts";
-import { readPushBody } from "./body.ts";
+import { discardBody, withPushBody } from "./body.ts";
+import { FrontDoor } from "./admission.ts";
 import { toPushArgs } from "./push-args.ts";
 import { bodyLimit } from "./config.ts";
 import { devTokens } from "./dev-tokens.ts";
@@ -43,14 +44,30 @@ function logFor(env: Env, db: string) {
 }
 
 
+const frontDoor = new FrontDoor();
+
 app.post("/v1/db/:db/push", async (c) => {
   const db = name(c.req.param("db"), "database name");
   const claims = await authorize(c.env, c.req.raw, db, "write");
+  try {
+    frontDoor.check(db, claims.sub);
+  } catch (e) {
+    await discardBody(c.req.raw, bodyLimit(c.env));
+    throw e;
+  }
   const type = c.req.header("content-type") ?? "";
   if (!type.startsWith(MSGPACK)) throw new RelayError("unsupported_media_type", `push bodies must be ${MSGPACK}`);
-  const body = parsePushRequest(decode(await readPushBody(c.req.raw, bodyLimit(c.env))));
-  checkPush(claims, body);
-  const res = unwrap(await logFor(c.env, db).push(body.client, toPushArgs(body.entries), { role: claims.role, sub: claims.sub }, body.schema));
+  // The object has copied the entries (RPC serializes its arguments) by the time push resolves.
+  const res = await withPushBody(c.req.raw, bodyLimit(c.env), async (bytes) => {
+    const body = parsePushRequest(decode(bytes));
+    checkPush(claims, body);
+    try {
+      return unwrap(await logFor(c.env, db).push(body.client, toPushArgs(body.entries), { role: claims.role, sub: claims.sub }, body.schema));
+    } catch (e) {
+      frontDoor.note(db, claims.sub, e);
+      throw e;
+    }
+  });
   return new Response(encode(res), { headers: { "content-type": MSGPACK } });
 });
 

@@ -11,14 +11,15 @@ import { checkPush } from "./auth.ts";
 import { bindClient } from "./identity.ts";
 import * as store from "./log-store.ts";
 import { ShapeCache } from "./schema-store.ts";
-import { framesFor, Outgoing, send } from "./outgoing.ts";
+import { framesFor, NEW_FLOW, noteGot, Outgoing, send, type Flow } from "./outgoing.ts";
 import { PushQueue } from "./push-queue.ts";
 import { errorResponse, outcome, toRelayError, type Outcome } from "./errors.ts";
-import { fromPushArgs, type PushArgs } from "./push-args.ts";
+import { fromPushArgs, pushSize, type PushArgs } from "./push-args.ts";
+import { Admission } from "./admission.ts";
 import type { Env } from "./env.ts";
 
-/** Who a socket belongs to; kept with the socket so it survives hibernation. */
-interface SocketInfo {
+/** Who a socket belongs to, and its flow control (outgoing.ts); kept with the socket so it survives hibernation. */
+interface SocketInfo extends Flow {
   role: Role;
   sub: string;
   /** When its token stops being honoured (ms; null: never): the socket is closed then. */
@@ -46,6 +47,7 @@ export class ChangesetLog extends DurableObject<Env> {
   /** Identifies this in-memory instance: a new value means the object was evicted and rebuilt (the Worker reports it as x-relay-instance). */
   private readonly instance = crypto.randomUUID();
   private readonly queue = new PushQueue<WebSocket>();
+  private readonly admission = new Admission();
   /** Table shapes by schema version (immutable once committed); cleared when a push fails. */
   private readonly shapes = new ShapeCache();
 
@@ -63,6 +65,12 @@ export class ChangesetLog extends DurableObject<Env> {
    * first (their DDL runs here); the caller's role decides whether it may.
    */
   async push(client: string, args: PushArgs, caller: Caller, schema: SchemaVersion[] = []): Promise<Outcome<PushResponse>> {
+    const size = pushSize(args, schema);
+    const admitted = outcome(() => this.admission.admit(admittedAs(client, caller), size.entries, size.bytes));
+    if ("error" in admitted) {
+      if ("bytes" in args) await args.bytes.cancel().catch(() => undefined);
+      return admitted;
+    }
     const entries = await fromPushArgs(args);
     return outcome(() => {
       this.drain(); // socket pushes that arrived first go first
@@ -102,7 +110,7 @@ export class ChangesetLog extends DurableObject<Env> {
     const pair = new WebSocketPair();
     const [client, server] = [pair[0], pair[1]];
     this.ctx.acceptWebSocket(server);
-    server.serializeAttachment({ role, sub, until, subscribed: false } satisfies SocketInfo);
+    server.serializeAttachment({ role, sub, until, subscribed: false, ...NEW_FLOW } satisfies SocketInfo);
     if (until !== null) await this.wakeAt(until);
     // No permessage-deflate: live frames are a few hundred bytes, and deflating
     // each one cost more than it saved (measured with `npm run bench`: ~300 µs
@@ -218,7 +226,9 @@ export class ChangesetLog extends DurableObject<Env> {
       id = typeof (raw as { id?: unknown })?.id === "number" ? (raw as { id: number }).id : undefined;
       const frame = parseClientFrame(raw);
       const info = ws.deserializeAttachment() as SocketInfo;
+      // Every message, reports of reading included: past its token, a socket only gets closed.
       if (this.expired(ws, info)) return;
+      if (frame.t === FRAME.got) return noteGot(ws, frame.bytes);
       if (frame.t === FRAME.sub) {
         this.drain(); // the backlog must include pushes that arrived before
         ws.serializeAttachment({ ...info, subscribed: true } satisfies SocketInfo);
@@ -233,7 +243,17 @@ export class ChangesetLog extends DurableObject<Env> {
       // writers, or one fast one) becomes one batch with one storage commit,
       // which is most of what a push costs (~150 µs of the relay's CPU each,
       // measured). An idle log loses nothing: the timer fires at once.
-      if (this.queue.add({ socket: ws, id: frame.id, client: frame.client, entries: frame.entries })) setTimeout(() => this.drain(), 0);
+      const who = admittedAs(frame.client, info);
+      this.admission.admit(who, frame.entries.length, frame.entries.reduce((n, e) => n + e.changeset.byteLength, 0));
+      let first: boolean;
+      try {
+        first = this.queue.add({ socket: ws, id: frame.id, client: frame.client, entries: frame.entries });
+      } catch (e) {
+        // Refused by the full queue: this client's later pushes must not overtake this one (admission.ts).
+        this.admission.refuse(who, toRelayError(e).retryAfterMs ?? 0);
+        throw e;
+      }
+      if (first) setTimeout(() => this.drain(), 0);
     } catch (e) {
       const err = toRelayError(e);
       send(ws, errorFrame(err, id));
@@ -257,6 +277,16 @@ export class ChangesetLog extends DurableObject<Env> {
   override async webSocketError(): Promise<void> {
     // The runtime closes the socket; the client reconnects with backoff.
   }
+}
+
+/**
+ * Whose bucket a push pays from (admission.ts): the client id as used by
+ * this sub. Admission runs before the client → sub binding is checked
+ * (identity.ts, in the push's transaction), so a bucket keyed by client id
+ * alone could be emptied by anyone pushing under another's id.
+ */
+function admittedAs(client: string, caller: Pick<Caller, "sub">): string {
+  return `${client} of ${caller.sub}`;
 }
 
 /** The claims of a verified upgrade ride in one header, written and read only here; the object has no route of its own. */

@@ -1,4 +1,5 @@
 import type { PushEntry } from "../protocol/messages.ts";
+import type { SchemaVersion } from "../protocol/schema.ts";
 
 /**
  * How a validated push travels from the Worker to the log object. Workers RPC
@@ -27,4 +28,19 @@ export async function fromPushArgs(args: PushArgs): Promise<PushEntry[]> {
   const all = new Uint8Array(await new Response(args.bytes).arrayBuffer());
   let at = 0;
   return args.sizes.map(({ cseq, size, v }) => ({ cseq, changeset: all.subarray(at, (at += size)), v }));
+}
+
+/**
+ * How many entries and bytes a push carries, for admission (worker/admission.ts),
+ * before it is read. A schema version's statements each count as an entry
+ * (each runs DDL in the object) and their text as bytes
+ * (characters: a unit is 64 KiB, so the difference does not matter).
+ */
+export function pushSize(args: PushArgs, schema: readonly SchemaVersion[] = []): { entries: number; bytes: number } {
+  const sizes = "entries" in args ? args.entries.map((e) => e.changeset.byteLength) : args.sizes.map((s) => s.size);
+  const statements = schema.flatMap((s) => s.statements);
+  return {
+    entries: sizes.length + statements.length,
+    bytes: sizes.reduce((n, b) => n + b, 0) + statements.reduce((n, s) => n + s.length, 0),
+  };
 }

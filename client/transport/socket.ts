@@ -1,6 +1,7 @@
 import { decode, encode } from "../../protocol/codec.ts";
 import { RelayError } from "../errors.ts";
-import { HEARTBEAT_PING, HEARTBEAT_PONG, MAX_FRAME_BYTES, parseRelayFrame, type ClientFrame, type RelayFrame } from "../../protocol/frames.ts";
+import { FRAME, HEARTBEAT_PING, HEARTBEAT_PONG, MAX_FRAME_BYTES, parseRelayFrame, type ClientFrame, type RelayFrame } from "../../protocol/frames.ts";
+import { GOT_EVERY_BYTES } from "../../protocol/limits.ts";
 import { backoffDelay, type BackoffOptions } from "../backoff.ts";
 
 /**
@@ -58,6 +59,9 @@ export class LiveSocket {
   private timer: ReturnType<typeof setTimeout> | undefined;
   private heartbeat: ReturnType<typeof setInterval> | undefined;
   private lastHeard = 0;
+  /** Binary bytes read on the current connection, and how many of them the relay has been told of (`got`). */
+  private read = 0;
+  private reported = 0;
   private readonly opts: LiveSocketOptions;
   private readonly delegate: SocketDelegate;
 
@@ -113,6 +117,7 @@ export class LiveSocket {
       if (this.ws !== ws) return;
       this.state = { name: "open" };
       this.lastHeard = Date.now();
+      this.read = this.reported = 0;
       this.startHeartbeat();
       this.delegate.opened((f) => this.send(f));
     };
@@ -122,11 +127,19 @@ export class LiveSocket {
       if (ev.data === HEARTBEAT_PONG) return;
       let frame: RelayFrame;
       try {
-        frame = parseRelayFrame(decode(toBytes(ev.data)));
+        const bytes = toBytes(ev.data);
+        frame = parseRelayFrame(decode(bytes));
+        this.read += bytes.byteLength;
       } catch {
         // A relay that does not speak our protocol: reconnecting will not help
         // soon, but backoff keeps it cheap.
         return ws.close(4001, "bad frame");
+      }
+      // Flow control: the relay sends this socket only so much more than we
+      // report reading; after a `head` it waits for the report to resume.
+      if (frame.t === FRAME.head || this.read - this.reported >= GOT_EVERY_BYTES) {
+        this.reported = this.read;
+        this.send({ t: FRAME.got, bytes: this.read });
       }
       this.delegate.frame(frame);
     };

@@ -23,10 +23,10 @@ export async function pushRaw(url: string, db: string, token: string | undefined
 }
 
 /**
- * A push with node:http that reads the answer even when the relay answers
- * before the body is sent and closes the connection (what refusing a body
- * early looks like): fetch() reports that as a write error and loses the
- * response.
+ * A push that declares the whole body's length but sends only its first
+ * 64 KiB, then waits for the answer: a relay that refuses by the declared
+ * length answers without reading the body. (Sending all of it races the
+ * answer against the connection reset the relay's early close causes.)
  */
 export function pushEarlyAnswer(url: string, db: string, token: string, body: Uint8Array): Promise<Reply> {
   return new Promise((resolve, reject) => {
@@ -39,12 +39,14 @@ export function pushEarlyAnswer(url: string, db: string, token: string, body: Ui
       res.on("data", (c: Buffer) => chunks.push(c));
       res.on("end", () => {
         const text = Buffer.concat(chunks).toString("utf8");
+        req.destroy();
         resolve({ status: res.statusCode ?? 0, body: res.headers["content-type"]?.startsWith("application/json") ? JSON.parse(text) : text });
       });
     });
-    // Writing after the relay has answered and hung up fails; the answer is what counts.
-    req.on("error", (e) => setTimeout(() => reject(e), 1000));
-    req.end(body);
+    req.on("error", reject);
+    // A relay that waits for the rest never answers: fail instead of hanging.
+    req.setTimeout(10_000, () => req.destroy(new Error("no answer while the body was incomplete")));
+    req.write(body.subarray(0, 64 * 1024));
   });
 }
 
