@@ -163,7 +163,7 @@ async function w2Writer(job: Extract<Job, { kind: "w2-writer" }>) {
 /** W2, replica B: live, already holding the seed; records every remote "change" event (cursor, time), and what its watches saw. */
 async function w2Reader(job: Extract<Job, { kind: "w2-reader" }>) {
   const unrelated = Array.from({ length: 10 }, (_, t) => `CREATE TABLE IF NOT EXISTS other${t}(id INTEGER PRIMARY KEY, v TEXT)`);
-  const b = job.watch === "unrelated" ? await openReplica({ url: job.url, db: job.db, token: job.token, driver: job.driver, schema: [TODOS_SCHEMA, ...unrelated], live: true }) : await open(job, true);
+  const b = job.watch === "unrelated" ? await openReplica({ url: job.url, db: job.db, token: job.token, driver: job.driver, migrations: [[TODOS_SCHEMA], unrelated], live: true }) : await open(job, true);
   await b.sync();
   await until(() => b.status().connected, "B connected");
   const events: number[] = [];

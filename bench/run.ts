@@ -9,6 +9,7 @@
  * Also: --drivers node,wasm; --w1 / --w2 with a list of N; --out FILE;
  * BENCH_DEBUG=1 prints how W2's latency moves through each run.
  */
+import { w5, w5Report, type W5Result } from "./w5.ts";
 import { fork, type ChildProcess } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
@@ -44,7 +45,7 @@ const { values: args } = parseArgs({
 });
 const quick = args.quick!;
 const RUNS = Number(args.runs ?? 3);
-const only = new Set((args.only ?? `limit,w1,w2,browser,browser-journal,${quick ? "" : "w1-big,"}w3,w4,drivers`).split(","));
+const only = new Set((args.only ?? `limit,w1,w2,browser,browser-journal,${quick ? "" : "w1-big,"}w3,w4,w5,drivers`).split(","));
 const drivers = args.drivers!.split(",") as DriverKind[];
 const profDir = here("profiles");
 const childArgv = args["cpu-prof"] ? (mkdirSync(profDir, { recursive: true }), ["--cpu-prof", `--cpu-prof-dir=${profDir}`]) : [];
@@ -440,6 +441,11 @@ if (only.has("w1-big")) {
 if (only.has("w3")) results.w3 = await withRelay(w3Bench);
 if (only.has("drivers")) results.drivers = await driversBench();
 if (only.has("w4")) results.w4 = await withRelay(w4Bench);
+if (only.has("w5")) {
+  const r = await w5(quick ? 5_000 : 50_000);
+  results.w5 = r;
+  log(`W5: bootstrap ${r.before.ms.toFixed(0)} ms / ${r.before.bytes} B before compaction, ${r.after.ms.toFixed(0)} ms / ${r.after.bytes} B after; state-only ${r.stateOnly.ms.toFixed(0)} ms / ${r.stateOnly.bytes} B`);
+}
 const after = machine();
 results.loadAtEnd = { load1: after.load1, load5: after.load5 };
 results.seconds = (Date.now() - started) / 1000;
@@ -544,5 +550,6 @@ function report(res: Record<string, unknown>): string {
     out.push(`\nW4 bootstrap: a fresh replica catches up on ${w4.entries.toLocaleString("en-US")} entries (${w4.rows.toLocaleString("en-US")} rows)`);
     out.push(table(["driver", "time ms", "KiB down", "KiB up", "client MB", "relay MB", "relay heap MB"], rows));
   }
+  if (res.w5) out.push(w5Report(res.w5 as W5Result));
   return out.join("\n");
 }

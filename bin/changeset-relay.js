@@ -29,7 +29,13 @@ const usage = `usage: changeset-relay <command> [options] [-- wrangler options]
            signed with $RELAY_SECRET, else RELAY_SECRET in ./.dev.vars (HS256),
            or with --key FILE: a private key, PEM (PKCS#8) or JWK, EC P-256
            (ES256), Ed25519 (EdDSA) or RSA (RS256); the relay holds the public
-           key in RELAY_JWKS. --kid names the key (JWKS entry or RELAY_SECRETS)`;
+           key in RELAY_JWKS. --kid names the key (JWKS entry or RELAY_SECRETS)
+  compact  --url URL --db NAME   build a snapshot (through a replica), upload it, trim the log
+  export   --url URL --db NAME --at SEQ --out FILE
+           a plain SQLite database of the state at SEQ
+  status   --url URL --db NAME   head, retained log, snapshots, entry and byte counts, sockets
+           (these three: $RELAY_TOKEN, else admin tokens minted as the token command does,
+            --key/--kid/--iss/--aud included, a fresh one whenever one expires)`;
 
 const options = /** @type {const} */ ({
   db: { type: "string" },
@@ -44,6 +50,9 @@ const options = /** @type {const} */ ({
   iss: { type: "string" },
   aud: { type: "string" },
   name: { type: "string", default: "changeset-relay" },
+  url: { type: "string" },
+  at: { type: "string" },
+  out: { type: "string" },
   help: { type: "boolean", short: "h" },
 });
 
@@ -107,7 +116,7 @@ async function main(argv) {
   const passed = split < 0 ? [] : argv.slice(split + 1);
   const { positionals, values } = parseArgs({ args: split < 0 ? argv : argv.slice(0, split), allowPositionals: true, options });
   const command = positionals[0];
-  if (values.help || !command || !["dev", "deploy", "token"].includes(command)) {
+  if (values.help || !command || !["dev", "deploy", "token", "compact", "export", "status"].includes(command)) {
     console.log(usage);
     return values.help ? 0 : 2;
   }
@@ -125,6 +134,14 @@ async function main(argv) {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  }
+  if (command === "compact" || command === "export" || command === "status") {
+    if (!values.url || !values.db) throw new Error(`${command} needs --url and --db`);
+    const { lifetime } = await import("./lifetime.js");
+    const claims = { db: values.db, role: /** @type {const} */ ("admin"), sub: "changeset-relay-cli", ...(values.iss ? { iss: values.iss } : {}), ...(values.aud ? { aud: values.aud } : {}) };
+    // A function: a long compact or export gets a new token before this one expires.
+    const token = process.env.RELAY_TOKEN || (() => signToken(claims, signingKey(values), parseTtl("10m")));
+    return lifetime(command, { url: values.url, db: values.db, token, at: values.at, out: values.out });
   }
   if (!values.db || !values.role || !values.sub) throw new Error(usage);
   const role = ROLES.find((r) => r === values.role);

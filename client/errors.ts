@@ -27,6 +27,8 @@ export const CLIENT_ERRORS = {
   closed: { retryable: false },
   /** The caller's AbortSignal fired. */
   aborted: { retryable: false },
+  /** A snapshot cannot be built now (the local tables are at a schema version the log lacks): sync first. */
+  snapshot_unavailable: { retryable: false },
 } as const satisfies Record<string, { retryable: boolean }>;
 
 export type ClientErrorCode = keyof typeof CLIENT_ERRORS;

@@ -8,6 +8,8 @@ export { Replica } from "./replica.ts";
 export type { ReplicaOptions, ReplicaStatus, ReplicaEvents, ReplicaWarning, ChangeEvent, SyncEvent, SyncProgress, Tx, DroppedEvent } from "./types.ts";
 export type { WatchOptions } from "./watch.ts";
 export type { ConflictInfo, ConflictKind, ConflictOptions, ConflictRecord, Resolution, TablePolicy } from "./conflicts.ts";
+export type { Snapshot } from "./snapshot.ts";
+export type { DivergenceEvent } from "./types.ts";
 export type { DriverKind, Params, Row } from "./drivers/types.ts";
 export type { Transport } from "./transport/http.ts";
 export { httpTransport } from "./transport/http.ts";

@@ -27,6 +27,8 @@ export type LiveDelegate = Pick<SyncDelegate, "locked" | "cursor" | "page" | "ac
   isClosed(): boolean;
   /** An error of a background step: reported, and live sync stops if it is final. */
   fail(e: unknown): void;
+  /** The relay asks for a snapshot (or this replica's hash) at `seq` (snapshot frames). */
+  snapshotAsked(seq: number, build: boolean): void;
 };
 
 export class Live {
@@ -218,6 +220,7 @@ export class Live {
 
   private onFrame(f: RelayFrame): void {
     if (this.delegate.isClosed()) return;
+    if (f.t === FRAME.snapshot) return this.delegate.snapshotAsked(f.seq, f.build);
     if (f.t !== FRAME.error) this.loop.seen(f.head);
     switch (f.t) {
       case FRAME.entries:
@@ -251,6 +254,8 @@ export class Live {
         // The relay closes a socket whose token expired (1008 follows): with a
         // token function that is routine, and the reconnect asks it for a new one.
         if (err.code === "unauthorized" && this.tokens.refreshable) return void this.tokens.refresh();
+        // Behind the compacted log: the HTTP sync resets onto the snapshot.
+        if (err.code === "snapshot_required") return this.loop.request();
         this.events.emit("error", err);
         return;
       }

@@ -8,14 +8,17 @@ import { Emitter, Mutex } from "./events.ts";
 import type { FileLock } from "./file-lock.ts";
 import { Live, type LiveDelegate } from "./live.ts";
 import * as outbox from "./outbox.ts";
+import { sha256Hex, type Snapshot } from "./snapshot.ts";
 import { Step, type ReplicaSql } from "./step.ts";
+import { snapshotClient, type SnapshotClient } from "./transport/snapshots.ts";
 import * as store from "./store.ts";
 import { PUSH_BYTE_BUDGET, SyncLoop, type SyncDelegate } from "./sync-loop.ts";
 import type { TokenSource } from "./token.ts";
 import { httpTransport, type Transport } from "./transport/http.ts";
-import type { DroppedEvent, ReplicaEvents, ReplicaOptions, ReplicaStatus, ReplicaWarning, SyncEvent, Tx } from "./types.ts";
+import type { DivergenceEvent, DroppedEvent, ReplicaEvents, ReplicaOptions, ReplicaStatus, ReplicaWarning, SyncEvent, Tx } from "./types.ts";
 import { Watches, type WatchOptions } from "./watch.ts";
 
+export type { Snapshot } from "./snapshot.ts";
 export type { ChangeEvent, ReplicaEvents, ReplicaOptions, ReplicaStatus, ReplicaWarning, SyncEvent, SyncProgress, Tx } from "./types.ts";
 export type { WatchOptions } from "./watch.ts";
 
@@ -47,6 +50,8 @@ export class Replica {
   private readonly live: Live;
   private readonly watches: Watches;
   private readonly sql: ReplicaSql;
+  private readonly snaps: SnapshotClient;
+  private divergence: DivergenceEvent | null = null;
   /** Raised at open, before anyone could listen: given to each listener of the event as it subscribes. */
   private readonly atOpen: AtOpen;
   private readonly tokens: TokenSource;
@@ -75,6 +80,7 @@ export class Replica {
       ...(opts.fetch ? { fetch: opts.fetch } : {}),
       ...(opts.requestTimeoutMs === undefined ? {} : { timeoutMs: opts.requestTimeoutMs }),
     });
+    this.snaps = snapshotClient({ url: opts.url, db: opts.db, token: () => tokens.current(), refreshToken: () => tokens.refresh(), ...(opts.fetch ? { fetch: opts.fetch } : {}) });
     this.step = new Step(d, clientId, opts.conflicts ?? {}, this.events, sql);
     const step = this.step;
     const delegate: SyncDelegate & LiveDelegate = {
@@ -97,6 +103,8 @@ export class Replica {
       fatal: () => this.liveOffAfterFatal(),
       prepare: (signal) => (this.limitsKnown ? Promise.resolve() : this.learnLimits(transport, signal)),
       fail: (e) => this.fail(e),
+      snapshotReset: (required, signal) => this.resetOntoSnapshot(required, signal),
+      snapshotAsked: (seq, build) => void this.snapshotAsked(seq, build).catch((e: unknown) => this.fail(e)),
     };
     this.loop = new SyncLoop(delegate, this.events, { clientId, readOnly, backoff });
     this.live = new Live(delegate, this.loop, this.events, opts, { clientId, readOnly, backoff, tokens });
@@ -234,6 +242,7 @@ export class Replica {
       blocked: this.loop.blocked ?? null,
       schemaVersion: this.closed ? 0 : this.step.versions.local(),
       progress: this.loop.progress,
+      divergence: this.divergence,
     };
   }
 
@@ -244,6 +253,76 @@ export class Replica {
       for (const x of raised) queueMicrotask(() => this.events.deliver(fn, x, event));
     }
     return off;
+  }
+
+  /**
+   * The canonical snapshot of the confirmed state at the cursor (pending
+   * local writes left out): same state, same bytes and hash on every driver.
+   */
+  snapshot(): Promise<Snapshot> {
+    return this.local.run(async () => {
+      this.assertOpen();
+      const s = this.step.confirmed();
+      return { ...s, hash: await sha256Hex(s.bytes) };
+    });
+  }
+
+  /**
+   * Download the relay's newest usable snapshot (progress events per part,
+   * its hash checked) and reset onto it in one sync step (step.ts reset).
+   * Unless `required`, only when it is ahead of the cursor.
+   */
+  private async resetOntoSnapshot(required: boolean, signal: AbortSignal): Promise<boolean> {
+    // A bootstrap that cannot reach the snapshot routes (an older relay, a
+    // custom transport) replays the log instead: the snapshot only saves time.
+    const latest = required ? await this.snaps.latest(this.clientId, signal) : await this.snaps.latest(this.clientId, signal).catch(() => undefined);
+    if (!latest) {
+      if (required) throw new RelayError("snapshot_required", "the relay trimmed the log behind this replica's cursor but serves no snapshot");
+      return false;
+    }
+    if (!required && latest.seq <= this.step.cursor()) return false;
+    const bytes = await this.snaps.download(latest, signal, (done) =>
+      this.events.emit("progress", { entries: 0, entriesExpected: latest.head - latest.seq, bytes: done, bytesExpected: latest.size }));
+    if ((await sha256Hex(bytes)) !== latest.hash) throw new RelayError("internal", `snapshot ${latest.id} does not hash to what the relay says`);
+    await this.local.run(() => this.step.reset({ seq: latest.seq, version: latest.version, bytes, schema: latest.schema, ownCseq: latest.clientCseq }));
+    this.loop.seen(latest.head);
+    return true;
+  }
+
+  /**
+   * The relay asks for a snapshot at `seq` (a snapshot frame): only a replica
+   * at exactly that seq with nothing pending answers — it uploads one
+   * (`build`) or reports its hash — and learns whether a snapshot the relay
+   * holds there says otherwise (a divergence).
+   */
+  private async snapshotAsked(seq: number, build: boolean): Promise<void> {
+    const snap = await this.local.run(async () => {
+      if (this.closed || this.step.cursor() !== seq || outbox.pendingCount(this.d) > 0 || this.step.versions.ahead()) return undefined;
+      const s = this.step.confirmed();
+      return { ...s, hash: await sha256Hex(s.bytes) };
+    });
+    if (!snap) return;
+    let there = build ? [await this.snaps.upload(snap)] : await this.snaps.report(seq, snap.hash);
+    // The replica asked to build may still be uploading: look again, a few times.
+    for (let i = 0; i < 10 && there.length === 0 && !this.closed; i++) {
+      await new Promise((r) => setTimeout(r, 100 * (i + 1)));
+      there = await this.snaps.report(seq, snap.hash);
+    }
+    const other = there.find((x) => x.hash !== snap.hash);
+    if (!other) return;
+    this.divergence = { seq, local: snap.hash, snapshot: other.hash, agreeing: other.agreeing };
+    this.events.emit("divergence", this.divergence);
+  }
+
+  /**
+   * Repair: replace the confirmed state with the relay's newest usable
+   * snapshot (pending writes kept and re-applied, the conflict log kept),
+   * then sync as usual. For a replica that reported a divergence.
+   */
+  async resetToSnapshot(signal?: AbortSignal): Promise<SyncEvent> {
+    const ev = await this.loop.resetAndSync(signal);
+    this.divergence = null;
+    return ev;
   }
 
   /** Conflicts recorded so far, oldest first. */

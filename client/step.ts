@@ -8,7 +8,8 @@ import type { Emitter } from "./events.ts";
 import { RelayFunctions } from "./functions.ts";
 import * as outbox from "./outbox.ts";
 import { SchemaState } from "./migrate.ts";
-import { lastOwnCseq, rebase } from "./rebase.ts";
+import { lastOwnCseq, rebase, type RebaseResult } from "./rebase.ts";
+import { confirmedState, resetOnto, type SnapshotToApply } from "./snapshot.ts";
 import * as store from "./store.ts";
 import { Tables } from "./tables.ts";
 import { guardAfterDdl } from "./triggers.ts";
@@ -178,13 +179,54 @@ export class Step {
 
   /** `entries` directly follow the cursor. */
   private run(entries: readonly LogEntry[]): void {
+    const last = entries.at(-1)!.seq;
+    const { result, ddl, tablesBefore } = this.transact(last, entries.some((e) => e.schema !== undefined), () => lastOwnCseq(this.me, entries), () =>
+      rebase(this.d, this.me, entries, this.policy, this.schema, this.versions));
+    const tables = ddl ? new Set([...tablesBefore, ...allTables(this.sql.tables), ...tablesOf(entries)]) : [...tablesOf(entries), ...this.sql.tables.local];
+    this.emitResult(result, last, [...tables]);
+  }
+
+  /**
+   * Reset onto a snapshot (snapshot.ts resetOnto): the confirmed state
+   * becomes the snapshot's and the cursor its seq; pending writes are
+   * re-applied on top, the conflict log stays. Used to bootstrap, and when
+   * the cursor is older than the relay's retained log.
+   */
+  reset(snap: SnapshotToApply): void {
+    if (this.closed) return;
+    const { result, tablesBefore } = this.transact(snap.seq, true, () => snap.ownCseq, () =>
+      resetOnto(this.d, this.me, snap, this.policy, this.schema, this.versions, this.sql.tables.at(store.schemaVersion(this.d)).replicated));
+    this.emitResult(result, snap.seq, [...new Set([...tablesBefore, ...allTables(this.sql.tables)])]);
+  }
+
+  /**
+   * The confirmed state at the cursor, canonical (snapshot.ts), read under
+   * replay's rules: pending writes are undone with triggers on replicated
+   * tables held still, as in a sync step (a delete trigger's audit row would
+   * otherwise land in the snapshot).
+   */
+  confirmed(): { seq: number; version: number; bytes: Uint8Array } {
+    this.sql.fns.replaying = true;
+    try {
+      return confirmedState(this.d, this.cursor(), this.versions, this.sql.tables);
+    } finally {
+      this.sql.fns.replaying = false;
+    }
+  }
+
+  /**
+   * One local write transaction that applies what `body` does and leaves the
+   * cursor at `last`, all or nothing. `schemaMayChange`: list the tables
+   * before, for the change event.
+   */
+  private transact(last: number, schemaMayChange: boolean, own: () => number, body: () => RebaseResult): { result: RebaseResult; ddl: boolean; tablesBefore: readonly string[] } {
     const d = this.d;
     // Replicated state may legitimately break a foreign key (a child row
     // inserted concurrently with its parent's deletion): enforcing it mid-apply
     // would make SQLite refuse the commit on every replica, so it is relaxed
     // while log entries are applied (outside BEGIN: the pragma is a no-op inside).
     if (this.fk) store.setForeignKeys(d, false);
-    let result: ReturnType<typeof rebase>;
+    let result: RebaseResult;
     // A version from the log that runs here may change any table (a rename
     // rewrites the views and triggers over it): its step names all of them,
     // before and after.
@@ -192,6 +234,8 @@ export class Step {
     let tablesBefore: readonly string[] = [];
     try {
       d.exec("BEGIN IMMEDIATE");
+      // Read before the body takes entries out of the outbox (the number may live only there).
+      const taken = this.nextCseq() - 1;
       // Table definitions are read again only when the schema changed (DDL can
       // still come through query()): one PRAGMA per step instead of five
       // queries per table, which weighed on live steps of a few entries.
@@ -204,22 +248,21 @@ export class Step {
       }
       this.schemaVersion = version;
       const versionBefore = this.versions.local();
-      if (entries.some((e) => e.schema !== undefined)) tablesBefore = allTables(this.sql.tables);
+      if (schemaMayChange) tablesBefore = allTables(this.sql.tables);
       // Triggers that write replicated tables stay still meanwhile (triggers.ts).
       this.sql.fns.replaying = true;
       try {
-        result = rebase(d, this.me, entries, this.policy, this.schema, this.versions);
+        result = body();
       } finally {
         this.sql.fns.replaying = false;
       }
       ddl = this.versions.local() !== versionBefore;
       this.sql.fns.save(d);
       for (const c of result.conflicts) store.recordConflict(d, c);
-      const last = entries.at(-1)!.seq;
       store.setMeta(d, "cursor", last);
       // Never number a new transaction like an entry of ours the log holds,
       // nor like one this step takes out of the outbox: stored here.
-      const numbered = Math.max(lastOwnCseq(this.me, entries), this.nextCseq() - 1);
+      const numbered = Math.max(own(), taken);
       if (numbered > this.storedCseq()) {
         store.setMeta(d, "last_cseq", numbered);
         this.cached.storedCseq = this.cached.lastCseq = numbered;
@@ -236,11 +279,13 @@ export class Step {
     } finally {
       if (this.fk) store.setForeignKeys(d, true);
     }
+    return { result, ddl, tablesBefore };
+  }
+
+  private emitResult(result: RebaseResult, last: number, tables: string[]): void {
     for (const c of result.conflicts) this.events.emit("conflict", c);
     for (const x of result.dropped) this.events.emit("dropped", x);
-    if (result.applied === 0) return;
-    const tables = ddl ? new Set([...tablesBefore, ...allTables(this.sql.tables), ...tablesOf(entries)]) : [...tablesOf(entries), ...this.sql.tables.local];
-    this.events.emit("change", { source: "remote", cursor: entries.at(-1)!.seq, tables: [...tables] });
+    if (result.applied > 0) this.events.emit("change", { source: "remote", cursor: last, tables });
   }
 }
 

@@ -45,6 +45,11 @@ export interface SyncDelegate extends Clock {
   page(entries: readonly LogEntry[]): Promise<boolean>;
   /** A sync step over our own acknowledged entries; false when they do not follow the cursor. */
   acked(acks: readonly Ack[], schema?: readonly SchemaAck[]): Promise<boolean>;
+  /**
+   * Reset onto the relay's newest snapshot (bootstrap, or a cursor older than
+   * the retained log: `required`). False when there is none worth taking.
+   */
+  snapshotReset(required: boolean, signal: AbortSignal): Promise<boolean>;
   /** A background sync failed for good (auth, a refused entry...): stop live sync. */
   fatal(): void;
   /** Runs first in every sync run (the replica learns the relay's limits here); honours `signal`. */
@@ -85,6 +90,8 @@ export class SyncLoop {
    * (pushMigrating()).
    */
   blocked: Blocked | undefined;
+  /** resetAndSync() asked for a reset the next pull has not done yet. */
+  private resetNext = false;
   /** The pull in progress, when it takes more than one page. */
   progress: SyncProgress | null = null;
   private state: LoopState = { name: "idle" };
@@ -152,9 +159,12 @@ export class SyncLoop {
   /**
    * Push everything pending. `schema_outdated` means the log moved to a newer
    * schema: pulling applies it and translates what is pending, which is then
-   * pushed again — a step of syncing, never a refusal to hold. Only if the
-   * pull brought nothing new does it stand (held as blocked like any
-   * refusal): pulling cannot fix it, and retrying would spin.
+   * pushed again — a step of syncing, never a refusal to hold. So does
+   * `snapshot_required` on a push: entries of ours were compacted before we
+   * heard they landed, and the pull resets onto the snapshot, which holds
+   * them. Only if the pull did not move the cursor (entries, or a reset onto
+   * a snapshot) does the refusal stand (held as blocked like any refusal):
+   * pulling cannot fix it, and retrying would spin.
    */
   private async pushMigrating(signal: AbortSignal): Promise<{ pushed: number; pulled: number }> {
     let pulled = 0;
@@ -162,10 +172,10 @@ export class SyncLoop {
       try {
         return { pushed: await this.pushAll(signal), pulled };
       } catch (e) {
-        if (!(e instanceof PushFailed && e.error.code === "schema_outdated")) throw e;
-        const n = await this.pullAll(signal);
-        if (n === 0) throw e;
-        pulled += n;
+        if (!(e instanceof PushFailed && (e.error.code === "schema_outdated" || e.error.code === "snapshot_required"))) throw e;
+        const before = this.delegate.cursor();
+        pulled += await this.pullAll(signal);
+        if (this.delegate.cursor() === before) throw e;
       }
     }
   }
@@ -191,6 +201,12 @@ export class SyncLoop {
     const named = new RelayError(err.code, `local write ${cseq} (and those after it) cannot be pushed, held until the next sync(): ${err.message}`, { cause: err });
     this.blocked = { cseq, code: err.code, message: err.message };
     return named;
+  }
+
+  /** Reset onto the relay's newest snapshot at the start of the next sync's pull, then sync as usual (a repair). */
+  resetAndSync(signal?: AbortSignal): Promise<SyncEvent> {
+    this.resetNext = true;
+    return this.sync(signal);
   }
 
   /** Run a background sync soon; requests made while one runs coalesce into one more run. Errors become "error" events. */
@@ -278,12 +294,30 @@ export class SyncLoop {
     const { delegate } = this;
     let pulled = 0;
     let start: number | undefined;
+    if (this.resetNext) {
+      this.resetNext = false;
+      await delegate.snapshotReset(true, signal);
+    }
+    // An empty cursor starts from the newest snapshot: bootstrap costs the state, not the history.
+    if ((await delegate.locked(() => delegate.cursor())) === 0) await delegate.snapshotReset(false, signal);
+    let forced = false;
     try {
       let next = this.requestPage(await delegate.locked(() => delegate.cursor()), signal);
       for (;;) {
         const { after, response } = next;
         start ??= after;
-        const page = await response;
+        let page: PullResponse;
+        try {
+          page = await response;
+        } catch (e) {
+          // Behind the retained log: the snapshot replaces what was trimmed (once: it moves the cursor past the cut).
+          if (!(e instanceof RelayError && e.code === "snapshot_required") || forced) throw e;
+          forced = true;
+          await delegate.snapshotReset(true, signal);
+          start = undefined;
+          next = this.requestPage(await delegate.locked(() => delegate.cursor()), signal);
+          continue;
+        }
         // A page that arrived before close() (or the caller's abort) is not applied after it.
         if (signal.aborted) throw new RelayError("aborted", "sync aborted");
         this.seen(page.head);

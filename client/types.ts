@@ -79,6 +79,17 @@ export interface ReplicaStatus {
   schemaVersion: number;
   /** The pull in progress when it takes more than one page (a first sync, a long time offline), else null. */
   progress: SyncProgress | null;
+  /** Set when this replica's confirmed state differed from a snapshot of the log at the same seq (see "divergence"). */
+  divergence: DivergenceEvent | null;
+}
+
+/** This replica's state at `seq` hashes to `local`, a snapshot the relay holds at that seq to `snapshot`. */
+export interface DivergenceEvent {
+  seq: number;
+  local: string;
+  snapshot: string;
+  /** Token subjects that reported the snapshot's hash. */
+  agreeing: number;
 }
 
 /**
@@ -135,6 +146,8 @@ export interface ReplicaEvents {
   connection: { connected: boolean; live: boolean };
   /** Raised at open; every listener gets those, whenever it subscribes. */
   warning: ReplicaWarning;
+  /** This replica's confirmed state differs from a snapshot of the log at the same seq. */
+  divergence: DivergenceEvent;
 }
 
 export interface Tx {

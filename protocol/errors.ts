@@ -29,6 +29,12 @@ export const WIRE_ERRORS = {
   schema_conflict: { status: 409, retryable: false },
   /** A migration statement that is not a schema statement, uses a reserved name, or SQLite refuses (its message says why). */
   schema_refused: { status: 400, retryable: false },
+  /**
+   * The cursor is older than the retained log (entries before it were
+   * compacted into a snapshot): the replica resets onto the latest snapshot,
+   * keeping its pending writes, and pulls from there.
+   */
+  snapshot_required: { status: 410, retryable: false },
   /** The database's object sheds load; comes with Retry-After. */
   overloaded: { status: 503, retryable: true },
   /** A bug or a transient runtime failure on the relay. */

@@ -16,6 +16,9 @@ import { map, nonNegativeInt, positiveInt } from "./validate.ts";
  *                    head   { t, head }              there is more than was sent: pull over HTTP
  *                    ack    { t, id, acks, head }
  *                    error  { t, id?, error: { code, message }, retryAfterMs? }
+ *                    snapshot { t, seq, build }     (v2) if you are at `seq` with nothing pending:
+ *                                                    build a snapshot and upload it (`build`), or
+ *                                                    report your state's hash at `seq`
  *
  * The socket never carries the whole log: a subscriber further behind than one
  * frame, or an entry larger than a frame, gets a `head` frame and catches up
@@ -34,6 +37,7 @@ export const FRAME = {
   head: "head",
   ack: "ack",
   error: "error",
+  snapshot: "snapshot",
   got: "got",
 } as const;
 
@@ -70,7 +74,8 @@ export type RelayFrame =
   | { t: typeof FRAME.entries; entries: LogEntry[]; head: number }
   | { t: typeof FRAME.head; head: number }
   | { t: typeof FRAME.ack; id: number; acks: Ack[]; head: number }
-  | { t: typeof FRAME.error; id?: number; error: { code: WireErrorCode; message: string }; retryAfterMs?: number };
+  | { t: typeof FRAME.error; id?: number; error: { code: WireErrorCode; message: string }; retryAfterMs?: number }
+  | { t: typeof FRAME.snapshot; seq: number; build: boolean };
 
 function frame(v: unknown): Record<string, unknown> {
   return map(v, "frame");
@@ -116,6 +121,8 @@ export function parseRelayFrame(v: unknown): RelayFrame {
       if (o.retryAfterMs !== undefined) f.retryAfterMs = nonNegativeInt(o.retryAfterMs, "retryAfterMs");
       return f;
     }
+    case FRAME.snapshot:
+      return { t: FRAME.snapshot, seq: nonNegativeInt(o.seq, "seq"), build: o.build === true };
     default:
       return unknownType(o.t);
   }

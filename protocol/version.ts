@@ -22,6 +22,12 @@
  *       origin not allowed is 403 `forbidden`.
  *     - `misconfigured` also covers unreadable keys and PUBLIC_ROLE=admin.
  *   v1, package 0.1.0 (unreleased changes since first cut):
+     - snapshots and compaction (issue 15): the snapshot routes
+       (worker/snapshots.ts; JSON metadata, raw 1 MiB parts), the relay
+       frame `snapshot { seq, build }` (an older client fails to parse it:
+       relays that ask need clients of this version, or SNAPSHOT_EVERY=0),
+       and `snapshot_required` (410): pulls behind the trimmed log, and a
+       push retrying an entry that was compacted.
  *     - hostile clients (issue 17): the socket's `got` frame (client → relay,
  *       flow control; an older relay closes the socket on it (1007),
  *       an older client never sends it and is stopped at

@@ -40,8 +40,18 @@ describe("CORS on the HTTP routes", () => {
     assert.equal(no.headers.get("access-control-allow-origin"), null);
   });
 
+  it("a snapshot part upload (PUT) from an allowed origin passes its preflight", async () => {
+    const res = await fetch(`${relay.url}/v1/db/x/snapshots/1/parts/0`, {
+      method: "OPTIONS",
+      headers: { origin: APP, "access-control-request-method": "PUT", "access-control-request-headers": "authorization, content-type" },
+    });
+    assert.equal(res.status, 204);
+    assert.equal(res.headers.get("access-control-allow-origin"), APP);
+    assert.match(res.headers.get("access-control-allow-methods")!, /PUT/);
+  });
+
   it("responses, errors included, carry the origin and expose Retry-After", async () => {
-    for (const path of ["/v1/health", "/v1/db/x/pull"]) {
+    for (const path of ["/v1/health", "/v1/db/x/pull", "/v1/db/x/snapshot"]) {
       const res = await fetch(`${relay.url}${path}`, { headers: { origin: APP } });
       assert.equal(res.headers.get("access-control-allow-origin"), APP, path);
       assert.match(res.headers.get("access-control-expose-headers")!, /retry-after/i, path);

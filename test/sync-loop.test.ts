@@ -89,6 +89,7 @@ function setup(script: Script = {}) {
     },
   };
   const delegate: SyncDelegate = {
+    snapshotReset: () => Promise.resolve(false),
     now: clock.now,
     sleep: clock.sleep,
     transport,

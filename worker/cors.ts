@@ -28,7 +28,7 @@ function allowed(origin: string, env: CorsEnv): boolean {
 export function corsHeaders(): MiddlewareHandler<{ Bindings: CorsEnv }> {
   const handler = cors({
     origin: (origin, c) => (allowed(origin, c.env as CorsEnv) ? origin : null),
-    allowMethods: ["GET", "POST"],
+    allowMethods: ["GET", "POST", "PUT"], // PUT: snapshot parts (snapshots.ts)
     allowHeaders: ["authorization", "content-type", "content-encoding"],
     exposeHeaders: ["retry-after", "x-relay-instance"],
     maxAge: 86400,

@@ -19,6 +19,16 @@ export interface Env {
   PUBLIC_ROLE?: string;
   /** Role a token needs to add a schema version ("write", the default, or "admin"). */
   SCHEMA_ROLE?: string;
+  /** Role a token needs to upload a snapshot ("write", the default, or "admin"). */
+  SNAPSHOT_ROLE?: string;
+  /** Distinct token subjects that must report a snapshot's hash before the log is trimmed behind it (default 1). */
+  SNAPSHOT_QUORUM?: string;
+  /** Ask a caught-up replica for a snapshot after this many entries since the last one (default 10000; 0: never). */
+  SNAPSHOT_EVERY?: string;
+  /** Entries always kept, newest first, whatever snapshots exist (default 10000). */
+  RETAIN_ENTRIES?: string;
+  /** Entries younger than this many seconds are always kept (default 86400). */
+  RETAIN_SECONDS?: string;
   /** "1" enables POST /v1/dev/token on loopback hosts (local development only; `npm start` sets it). */
   DEV_TOKENS?: string;
 }

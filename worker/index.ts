@@ -17,6 +17,7 @@ import { errorResponse, unwrap } from "./errors.ts";
 import type { Env } from "./env.ts";
 
 import { subscribeRequest } from "./log.ts";
+import { routes as snapshotRoutes } from "./snapshots.ts";
 
 export { ChangesetLog } from "./log.ts";
 
@@ -97,6 +98,8 @@ app.get("/v1/db/:db/ws", async (c) => {
   const claims = await authorize(c.env, c.req.raw, db, "read", { queryToken: true });
   return logFor(c.env, db).fetch(subscribeRequest(claims));
 });
+
+app.route("/", snapshotRoutes);
 
 // Local development only (DEV_TOKENS=1): tokens for the demo, see dev-tokens.ts.
 app.route("/v1/dev", devTokens);

@@ -4,6 +4,7 @@ import { PULL_BYTE_BUDGET, STORAGE_CHUNK_BYTES } from "../protocol/limits.ts";
 import type { Ack, LogEntry, PushEntry, PushResponse } from "../protocol/messages.ts";
 import type { SchemaVersion } from "../protocol/schema.ts";
 import * as schemaStore from "./schema-store.ts";
+import * as snapshotStore from "./snapshot-store.ts";
 
 /**
  * The rules of the log, as plain functions over a Durable Object SQL handle.
@@ -62,6 +63,8 @@ const STEPS: ((sql: Sql) => void)[] = [
   `),
   // 3: the schema in the log (schema-store.ts).
   (sql) => schemaStore.migrate(sql),
+  // 4: snapshots and compaction (snapshot-store.ts).
+  (sql) => snapshotStore.migrate(sql),
 ];
 
 /** Bring this object's tables to the last step; cheap when they are there already. */
@@ -74,9 +77,9 @@ export function migrate(sql: Sql): void {
   }
 }
 
-/** Data entries and schema entries share the one sequence of seqs. */
+/** Data entries and schema entries share the one sequence of seqs (compaction may have removed every entry up to the head). */
 export function head(sql: Sql): number {
-  return sql.exec<{ h: number }>("SELECT max(coalesce((SELECT max(seq) FROM relay_log), 0), coalesce((SELECT max(seq) FROM relay_schema), 0)) AS h").one().h;
+  return sql.exec<{ h: number }>("SELECT max(coalesce((SELECT max(seq) FROM relay_log), 0), coalesce((SELECT max(seq) FROM relay_schema), 0), coalesce((SELECT value FROM relay_meta WHERE key = 'trimmed'), 0)) AS h").one().h;
 }
 
 function readChangeset(sql: Sql, seq: number, size: number, chunks: number, body: ArrayBuffer | null): Uint8Array {
@@ -145,7 +148,7 @@ export function push(sql: Sql, client: string, entries: readonly PushEntry[], no
     cache.added(version);
   }
   const shapes = version === 0 ? undefined : () => cache.get(sql, version);
-  let maxCseq = sql.exec<{ m: number | null }>("SELECT max(cseq) AS m FROM relay_log WHERE client = ?", client).one().m ?? 0;
+  let maxCseq = Math.max(sql.exec<{ m: number | null }>("SELECT max(cseq) AS m FROM relay_log WHERE client = ?", client).one().m ?? 0, snapshotStore.clientFloor(sql, client));
   const acks: Ack[] = [];
   for (const entry of entries) {
     // Only a cseq at or below the client's highest can be a retry: new
@@ -155,7 +158,11 @@ export function push(sql: Sql, client: string, entries: readonly PushEntry[], no
         .exec<{ seq: number; size: number; chunks: number; body: ArrayBuffer | null }>(
           "SELECT seq, size, chunks, body FROM relay_log WHERE client = ? AND cseq = ?", client, entry.cseq)
         .toArray()[0];
-      if (!prior) throw new RelayError("cseq_conflict", `cseq ${entry.cseq} is not above client ${client}'s highest cseq ${maxCseq}`);
+      if (!prior) {
+        // A retry of an entry compacted since (its ack was lost): the snapshot holds it.
+        if (entry.cseq <= snapshotStore.clientFloor(sql, client)) throw new RelayError("snapshot_required", `cseq ${entry.cseq} of client ${client} was compacted into a snapshot: reset onto it`);
+        throw new RelayError("cseq_conflict", `cseq ${entry.cseq} is not above client ${client}'s highest cseq ${maxCseq}`);
+      }
       if (!sameBytes(readChangeset(sql, prior.seq, prior.size, prior.chunks, prior.body), entry.changeset)) {
         throw new RelayError("cseq_conflict", `client ${client} already pushed cseq ${entry.cseq} with different bytes (seq ${prior.seq})`);
       }
@@ -178,6 +185,7 @@ export function push(sql: Sql, client: string, entries: readonly PushEntry[], no
  * `budget` changeset bytes (but never empty while entries remain).
  */
 export function pull(sql: Sql, after: number, limit: number, budget = PULL_BYTE_BUDGET): { entries: LogEntry[]; head: number; more: boolean } {
+  snapshotStore.checkRetained(sql, after);
   const h = head(sql);
   const entries: LogEntry[] = [];
   let bytes = 0;

@@ -17,6 +17,7 @@ import { errorResponse, outcome, toRelayError, type Outcome } from "./errors.ts"
 import { fromPushArgs, pushSize, type PushArgs } from "./push-args.ts";
 import { Admission } from "./admission.ts";
 import type { Env } from "./env.ts";
+import { call as snapshotCall, snapshotDue, type SnapshotCall } from "./snapshots.ts";
 
 /** Who a socket belongs to, and its flow control (outgoing.ts); kept with the socket so it survives hibernation. */
 interface SocketInfo extends Flow {
@@ -50,6 +51,8 @@ export class ChangesetLog extends DurableObject<Env> {
   private readonly admission = new Admission();
   /** Table shapes by schema version (immutable once committed); cleared when a push fails. */
   private readonly shapes = new ShapeCache();
+  /** The head at which replicas were last asked for a snapshot. */
+  private asked = 0;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -80,6 +83,7 @@ export class ChangesetLog extends DurableObject<Env> {
       const out = new Outgoing();
       for (const ws of this.subscribers()) out.entries(ws, appended, res.head);
       out.flush();
+      this.askForSnapshot(res.head);
       return res;
     });
   }
@@ -96,6 +100,19 @@ export class ChangesetLog extends DurableObject<Env> {
       return new Response(encode(store.pull(this.sql, after, limit)), { headers });
     } catch (e) {
       return errorResponse(e);
+    }
+  }
+
+  /** RPC: snapshot uploads, downloads, hash reports, status and compaction (snapshots.ts), authorized by the Worker. */
+  async snapshots(c: SnapshotCall, sub: string): Promise<Outcome<unknown>> {
+    try {
+      this.drain();
+      const host = { sql: this.sql, env: this.env, transaction: <T>(fn: () => T) => this.ctx.storage.transactionSync(fn), sockets: () => this.ctx.getWebSockets().length };
+      return { ok: await snapshotCall(host, c, sub) };
+    } catch (e) {
+      return outcome(() => {
+        throw e;
+      });
     }
   }
 
@@ -148,6 +165,23 @@ export class ChangesetLog extends DurableObject<Env> {
       }
     }
     out.flush();
+    if (head !== undefined) this.askForSnapshot(head);
+  }
+
+  /**
+   * Every SNAPSHOT_EVERY entries, ask the connected replicas (after the
+   * entries they were just sent) for a snapshot at the head: one that may
+   * upload builds it, the others report their hash, each only if it is at
+   * that seq with nothing pending. Not asked again before another
+   * SNAPSHOT_EVERY entries (in memory: an evicted object may ask once more).
+   */
+  private askForSnapshot(head: number): void {
+    const role = snapshotDue(this.sql, this.env, head, this.asked);
+    if (!role) return;
+    this.asked = head;
+    const subs = this.subscribers();
+    const builder = subs.find((ws) => roleAtLeast((ws.deserializeAttachment() as SocketInfo).role, role));
+    for (const ws of subs) send(ws, { t: FRAME.snapshot, seq: head, build: ws === builder });
   }
 
   /**

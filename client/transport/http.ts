@@ -5,6 +5,7 @@ import { MSGPACK } from "../../protocol/version.ts";
 import type { SchemaVersion } from "../../protocol/schema.ts";
 import { COMPRESS_MIN_BYTES, GZIP } from "../../protocol/compression.ts";
 import { gzip } from "../gzip.ts";
+import { bearer, withRefresh, type TokenOptions } from "./auth.ts";
 
 /** How the sync engine reaches the relay. HTTP here; tests wrap it to inject faults. */
 export interface Transport {
@@ -15,13 +16,9 @@ export interface Transport {
   health?(signal?: AbortSignal): Promise<HealthResponse>;
 }
 
-export interface HttpTransportOptions {
+export interface HttpTransportOptions extends TokenOptions {
   url: string;
   db: string;
-  /** The token, or a getter read on every request (see client/token.ts). */
-  token?: string | undefined | (() => string | undefined);
-  /** After an `unauthorized` answer: resolves true when a new token arrived, and the request is sent once more with it. */
-  refreshToken?: () => Promise<boolean>;
   fetch?: typeof fetch;
   /** Give up on a request after this long (default 30 s): a relay that accepts and never answers must not stall sync. */
   timeoutMs?: number;
@@ -30,22 +27,11 @@ export interface HttpTransportOptions {
 export function httpTransport(opts: HttpTransportOptions): Transport {
   const base = `${opts.url.replace(/\/+$/, "")}/v1/db/${encodeURIComponent(opts.db)}`;
   const doFetch = opts.fetch ?? globalThis.fetch.bind(globalThis);
-  const token = typeof opts.token === "function" ? opts.token : () => opts.token as string | undefined;
-  const auth = (): Record<string, string> => {
-    const t = token();
-    return t ? { authorization: `Bearer ${t}` } : {};
-  };
+  const auth = bearer(opts);
 
   const timeoutMs = opts.timeoutMs ?? 30_000;
 
-  async function call(path: string, init: () => RequestInit, caller?: AbortSignal): Promise<unknown> {
-    try {
-      return await once(path, init(), caller);
-    } catch (e) {
-      if (!(e instanceof RelayError && e.code === "unauthorized" && opts.refreshToken && (await opts.refreshToken()))) throw e;
-      return once(path, init(), caller);
-    }
-  }
+  const call = (path: string, init: () => RequestInit, caller?: AbortSignal): Promise<unknown> => withRefresh(opts, () => once(path, init(), caller));
 
   async function once(path: string, init: RequestInit, caller?: AbortSignal): Promise<unknown> {
     const timeout = AbortSignal.timeout(timeoutMs);

@@ -60,9 +60,9 @@ export async function pull(url: string, db: string, token: string | undefined, a
 }
 
 /** Every entry of the log, following `more`. */
-export async function pullAll(url: string, db: string, token: string): Promise<any[]> {
+export async function pullAll(url: string, db: string, token: string, from = 0): Promise<any[]> {
   const all: any[] = [];
-  for (let after = 0; ; ) {
+  for (let after = from; ; ) {
     const r = await pull(url, db, token, after);
     if (r.status !== 200) throw new Error(`pull failed: ${r.status} ${JSON.stringify(r.body)}`);
     all.push(...r.body.entries);
