@@ -4,7 +4,8 @@
 // its own; it uses the compiled protocol module from dist/ and the app's
 // wrangler (an optional peer dependency: only relay operators need it).
 import { spawn } from "node:child_process";
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { createPrivateKey } from "node:crypto";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -24,12 +25,17 @@ const usage = `usage: changeset-relay <command> [options] [-- wrangler options]
            --name NAME       the Worker's name, default changeset-relay
            then once: npx wrangler secret put RELAY_SECRET --name NAME
   token    --db NAME|* --role ${ROLES.join("|")} --sub ID [--ttl ${DEFAULT_TTL}|30m|7d|never]
-           signed with $RELAY_SECRET, else RELAY_SECRET in ./.dev.vars
+           [--iss ISSUER] [--aud AUDIENCE] [--kid KID]
+           signed with $RELAY_SECRET, else RELAY_SECRET in ./.dev.vars (HS256),
+           or with --key FILE: a private key, PEM (PKCS#8) or JWK, EC P-256
+           (ES256), Ed25519 (EdDSA) or RSA (RS256); the relay holds the public
+           key in RELAY_JWKS. --kid names the key (JWKS entry or RELAY_SECRETS)
   compact  --url URL --db NAME   build a snapshot (through a replica), upload it, trim the log
   export   --url URL --db NAME --at SEQ --out FILE
            a plain SQLite database of the state at SEQ
   status   --url URL --db NAME   head, retained log, snapshots, entry and byte counts, sockets
-           (these three: $RELAY_TOKEN, else an admin token minted from the secret)`;
+           (these three: $RELAY_TOKEN, else admin tokens minted as the token command does,
+            --key/--kid/--iss/--aud included, a fresh one whenever one expires)`;
 
 const options = /** @type {const} */ ({
   db: { type: "string" },
@@ -39,12 +45,33 @@ const options = /** @type {const} */ ({
   port: { type: "string", default: process.env.PORT ?? "8787" },
   "persist-to": { type: "string", default: process.env.RELAY_PERSIST_TO ?? ".relay" },
   secret: { type: "string" },
+  key: { type: "string" },
+  kid: { type: "string" },
+  iss: { type: "string" },
+  aud: { type: "string" },
   name: { type: "string", default: "changeset-relay" },
   url: { type: "string" },
   at: { type: "string" },
   out: { type: "string" },
   help: { type: "boolean", short: "h" },
 });
+
+/**
+ * The signing key: a private key file (PEM or JWK; the algorithm follows
+ * from its type), else the HS256 secret.
+ * @param {{ key?: string, kid?: string }} values
+ * @returns {string | import("../dist/protocol/token.js").SigningKey}
+ */
+function signingKey(values) {
+  const kid = values.kid ? { kid: values.kid } : {};
+  if (!values.key) return values.kid ? { alg: "HS256", key: new TextEncoder().encode(secret()), ...kid } : secret();
+  const text = readFileSync(values.key, "utf8");
+  const key = text.trimStart().startsWith("{") ? createPrivateKey({ key: JSON.parse(text), format: "jwk" }) : createPrivateKey(text);
+  const type = key.asymmetricKeyType;
+  const alg = type === "ec" && key.asymmetricKeyDetails?.namedCurve === "prime256v1" ? "ES256" : type === "ed25519" ? "EdDSA" : type === "rsa" ? "RS256" : undefined;
+  if (!alg) throw new Error(`--key must be an EC P-256, Ed25519 or RSA private key (got ${type})`);
+  return { alg, key, ...kid };
+}
 
 function secret() {
   const found = process.env.RELAY_SECRET || devVarsSecret();
@@ -111,14 +138,17 @@ async function main(argv) {
   if (command === "compact" || command === "export" || command === "status") {
     if (!values.url || !values.db) throw new Error(`${command} needs --url and --db`);
     const { lifetime } = await import("./lifetime.js");
-    const token = process.env.RELAY_TOKEN || (await signToken({ db: values.db, role: "admin", sub: "changeset-relay-cli" }, secret(), parseTtl("10m")));
+    const claims = { db: values.db, role: /** @type {const} */ ("admin"), sub: "changeset-relay-cli", ...(values.iss ? { iss: values.iss } : {}), ...(values.aud ? { aud: values.aud } : {}) };
+    // A function: a long compact or export gets a new token before this one expires.
+    const token = process.env.RELAY_TOKEN || (() => signToken(claims, signingKey(values), parseTtl("10m")));
     return lifetime(command, { url: values.url, db: values.db, token, at: values.at, out: values.out });
   }
   if (!values.db || !values.role || !values.sub) throw new Error(usage);
   const role = ROLES.find((r) => r === values.role);
   if (!role) throw new Error(`--role must be one of ${ROLES.join(", ")}`);
   const ttl = values.ttl === "never" ? undefined : parseTtl(values.ttl);
-  console.log(await signToken({ db: values.db, role, sub: values.sub }, secret(), ttl));
+  const claims = { db: values.db, role, sub: values.sub, ...(values.iss ? { iss: values.iss } : {}), ...(values.aud ? { aud: values.aud } : {}) };
+  console.log(await signToken(claims, signingKey(values), ttl));
   return 0;
 }
 

@@ -6,15 +6,34 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { httpTransport, openReplica } from "../dist/client/index.js";
+import { TokenSource } from "../dist/client/token.js";
 import { snapshotClient } from "../dist/client/transport/snapshots.js";
 
 /**
  * @param {"compact" | "export" | "status"} command
- * @param {{ url: string, db: string, token: string, at?: string | undefined, out?: string | undefined }} o
+ * @param {{ url: string, db: string, token: import("../dist/client/token.js").TokenOption, at?: string | undefined, out?: string | undefined }} o
+ *   token: a string, or a function called for a fresh one (as a replica's)
  * @returns {Promise<number>}
  */
 export async function lifetime(command, o) {
-  const relay = snapshotClient({ url: o.url, db: o.db, token: o.token });
+  const tokens = new TokenSource(o.token);
+  await tokens.init();
+  try {
+    return await run(command, o, tokens);
+  } finally {
+    tokens.close();
+  }
+}
+
+/**
+ * @param {"compact" | "export" | "status"} command
+ * @param {{ url: string, db: string, token: import("../dist/client/token.js").TokenOption, at?: string | undefined, out?: string | undefined }} o
+ * @param {TokenSource} tokens
+ * @returns {Promise<number>}
+ */
+async function run(command, o, tokens) {
+  const auth = { token: () => tokens.current(), refreshToken: () => tokens.refresh() };
+  const relay = snapshotClient({ url: o.url, db: o.db, ...auth });
   if (command === "status") {
     const s = await relay.status();
     console.log(`head ${s.head}, oldest retained seq ${s.trimmed + 1} (trimmed through ${s.trimmed})`);
@@ -42,7 +61,7 @@ export async function lifetime(command, o) {
   if (at > s.head) throw new Error(`seq ${at} is past the log's head ${s.head}`);
   const dir = mkdtempSync(join(tmpdir(), "changeset-relay-export-"));
   try {
-    const http = httpTransport({ url: o.url, db: o.db, token: o.token });
+    const http = httpTransport({ url: o.url, db: o.db, ...auth });
     /** @type {import("../dist/client/index.js").Transport} */
     const transport = {
       push: http.push,

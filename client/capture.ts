@@ -31,9 +31,17 @@ export interface Captured<T> {
 /**
  * `sendAtOnce`: whether the caller will send this entry as soon as it commits
  * (asked before COMMIT). `readOnly`: refuse the transaction if it writes a
- * replicated table (local tables stay writable).
+ * replicated table (local tables stay writable). `maxBytes`: the largest
+ * changeset the relay accepts; a larger one could never be pushed, so it
+ * never commits.
  */
-export async function capture<T>(d: Driver, step: Step, fn: (tx: Tx) => Promise<T> | T, sendAtOnce: (entry: PushEntry) => boolean, readOnly = false): Promise<Captured<T>> {
+export async function capture<T>(
+  d: Driver,
+  step: Step,
+  fn: (tx: Tx) => Promise<T> | T,
+  sendAtOnce: (entry: PushEntry) => boolean,
+  { readOnly = false, maxBytes = Infinity }: { readOnly?: boolean; maxBytes?: number } = {},
+): Promise<Captured<T>> {
   d.exec("BEGIN IMMEDIATE");
   // Read before and after (~1-2 µs each): DDL reaches the connection outside
   // capture too (query(), migrations, the step's trigger guards), so a
@@ -85,6 +93,9 @@ export async function capture<T>(d: Driver, step: Step, fn: (tx: Tx) => Promise<
     // (invariant 8), not at push time where it would block the outbox.
     // ~0.2 µs for a one-row changeset.
     validateChangeset(changeset);
+    if (changeset.byteLength > maxBytes) {
+      throw new RelayError("write_too_large", `this transaction's changeset is ${changeset.byteLength} bytes; the relay accepts at most ${maxBytes}: nothing was written`);
+    }
     const entry = { cseq: step.nextCseq(), changeset, v: step.versions.local() };
     // Sent right after COMMIT, so marked sent in the same transaction: that
     // spares a flush its query, its second write (a second commit, an fsync

@@ -19,6 +19,10 @@ export const CLIENT_ERRORS = {
   mixed_trigger: { retryable: false },
   /** SQLite refused to apply a changeset. */
   apply_failed: { retryable: false },
+  /** A local write larger than the relay accepts (its advertised maxEntryBytes): refused before it committed. */
+  write_too_large: { retryable: false },
+  /** The database file is open in another replica (this process or another): one opener at a time. */
+  database_locked: { retryable: false },
   /** The replica, or the transaction, is already closed. */
   closed: { retryable: false },
   /** The caller's AbortSignal fired. */

@@ -7,6 +7,7 @@ import type { Driver } from "./drivers/types.ts";
 import type { Emitter } from "./events.ts";
 import * as outbox from "./outbox.ts";
 import type { SyncDelegate, SyncLoop } from "./sync-loop.ts";
+import type { TokenSource } from "./token.ts";
 import { LiveSocket, socketUrl } from "./transport/socket.ts";
 import type { ReplicaEvents, ReplicaOptions } from "./types.ts";
 
@@ -51,8 +52,15 @@ export class Live {
   private readonly clientId: string;
   private readonly readOnly: boolean;
   private readonly backoff: BackoffOptions;
+  private readonly tokens: TokenSource;
 
-  constructor(delegate: LiveDelegate, loop: SyncLoop, events: Emitter<ReplicaEvents>, opts: ReplicaOptions, ids: { clientId: string; readOnly: boolean; backoff: BackoffOptions }) {
+  constructor(
+    delegate: LiveDelegate,
+    loop: SyncLoop,
+    events: Emitter<ReplicaEvents>,
+    opts: ReplicaOptions,
+    ids: { clientId: string; readOnly: boolean; backoff: BackoffOptions; tokens: TokenSource },
+  ) {
     this.delegate = delegate;
     this.loop = loop;
     this.events = events;
@@ -60,6 +68,7 @@ export class Live {
     this.clientId = ids.clientId;
     this.readOnly = ids.readOnly;
     this.backoff = ids.backoff;
+    this.tokens = ids.tokens;
   }
 
   /** Switched on (it may still be connecting). */
@@ -75,7 +84,8 @@ export class Live {
     if (this.socket) return;
     this.socket = new LiveSocket(
       {
-        url: socketUrl(this.opts.url, this.opts.db, this.opts.token),
+        // Asked on every connection: a reconnect carries the newest token.
+        url: async () => socketUrl(this.opts.url, this.opts.db, await this.tokens.fresh()),
         backoff: { ...this.backoff, maxAttempts: Infinity },
         ...(this.opts.heartbeatMs === undefined ? {} : { heartbeatMs: this.opts.heartbeatMs }),
         ...(this.opts.createWebSocket ? { createWebSocket: this.opts.createWebSocket } : {}),
@@ -84,13 +94,19 @@ export class Live {
         opened: (send) => {
           this.flushedUpTo = 0;
           this.dropHeld();
-          this.events.emit("connection", { connected: true, live: true });
+          if (!this.moving) this.events.emit("connection", { connected: true, live: true });
+          this.moving = false;
           send({ t: FRAME.sub, after: this.delegate.cursor() });
           this.flush();
         },
         frame: (f) => this.onFrame(f),
         closed: (attempt) => {
-          if (attempt === 0) this.events.emit("connection", { connected: false, live: this.socket !== undefined });
+          if (attempt === 0 && !this.moving) this.events.emit("connection", { connected: false, live: this.socket !== undefined });
+          if (attempt > 0 && this.moving) {
+            // The new connection failed: now it is a disconnection after all.
+            this.moving = false;
+            this.events.emit("connection", { connected: false, live: this.socket !== undefined });
+          }
           // The handshake cannot tell us why it failed (browsers hide the
           // status): an HTTP sync surfaces auth errors, and fatal ones stop
           // live sync instead of retrying forever.
@@ -113,9 +129,19 @@ export class Live {
     return true;
   }
 
+  /** Set while moving to a new token: that drop is not a disconnection to report. */
+  private moving = false;
+
+  /** A new token: connect again with it (from the cursor; pending entries are sent again), before the relay closes the old socket at its expiry. */
+  reconnect(): void {
+    if (!this.connected) return;
+    this.moving = true;
+    this.socket?.interrupt();
+  }
+
   /** Asked by capture before COMMIT: every earlier entry went out on this connection, so this one can follow at once. */
   sendsAtOnce(entry: PushEntry): boolean {
-    return this.connected && !this.paused && this.flushedUpTo + this.held.length === entry.cseq - 1 && entry.changeset.byteLength <= FRAME_ENTRY_BUDGET && !this.delegate.schemaAhead();
+    return this.connected && !this.loop.blocked && !this.paused && this.flushedUpTo + this.held.length === entry.cseq - 1 && entry.changeset.byteLength <= FRAME_ENTRY_BUDGET && !this.delegate.schemaAhead();
   }
 
   /**
@@ -173,7 +199,8 @@ export class Live {
   }
 
   private flushNow(): void {
-    if (!this.connected || this.delegate.isClosed()) return;
+    // Held entries wait for sync() or a new token (SyncLoop.blocked); others' entries still arrive.
+    if (!this.connected || this.delegate.isClosed() || this.loop.blocked) return;
     this.sendHeld(); // they come first, and must not go out twice
     // Schema versions the log lacks go over HTTP, ahead of what needs them.
     if (this.delegate.schemaAhead()) return this.loop.request();
@@ -211,16 +238,25 @@ export class Live {
         return;
       case FRAME.error: {
         const err = new RelayError(f.error.code, f.error.message, f.retryAfterMs === undefined ? undefined : { retryAfterMs: f.retryAfterMs });
+        if (f.id !== undefined) {
+          // A refused push stays pending. Overloaded: no live push until the
+          // relay's wait is over. Otherwise retryable: an HTTP sync retries it
+          // soon. Otherwise an HTTP sync at once: `schema_outdated` is routine
+          // there (its pull migrates and translates, and it pushes again); a
+          // final refusal is held as `blocked`, reported naming the entry,
+          // and pulls go on.
+          if (!err.retryable) return this.loop.request();
+          this.events.emit("error", err);
+          if (err.code === "overloaded") return this.pause(Math.max(this.backoff.baseMs, f.retryAfterMs ?? 0));
+          this.loop.retryLater(this.backoff.baseMs);
+          return;
+        }
+        // The relay closes a socket whose token expired (1008 follows): with a
+        // token function that is routine, and the reconnect asks it for a new one.
+        if (err.code === "unauthorized" && this.tokens.refreshable) return void this.tokens.refresh();
         // Behind the compacted log: the HTTP sync resets onto the snapshot.
         if (err.code === "snapshot_required") return this.loop.request();
         this.events.emit("error", err);
-        if (f.id === undefined) return;
-        if (err.code === "overloaded") return this.pause(Math.max(this.backoff.baseMs, f.retryAfterMs ?? 0));
-        // A refused push stays pending; an HTTP sync retries it and reports
-        // for good if the refusal is final. An outdated one needs the sync
-        // at once: its pull migrates and translates, and it pushes again.
-        if (err.code === "schema_outdated") this.loop.request();
-        else if (err.retryable) this.loop.retryLater(this.backoff.baseMs);
         return;
       }
     }

@@ -170,7 +170,7 @@ export function migrateAtOpen(d: Driver, migrations: readonly Statements[], me: 
     const pending = outbox.pending(d);
     undo(d, pending);
     for (let v = have + 1; v <= migrations.length; v++) state.run(v, migrations[v - 1]!);
-    return redo(d, me, pending, policy, new SchemaCache(d, sql.tables), state);
+    return redo(d, me, pending, policy, new SchemaCache(d, sql.tables), state).dropped;
   } finally {
     sql.fns.replaying = false;
   }

@@ -1,12 +1,13 @@
 import { RelayError } from "./errors.ts";
 import { isName } from "../protocol/validate.ts";
-import { readTokenClaims } from "../protocol/token.ts";
 import { defaultDriverKind, openDriver } from "./drivers/index.ts";
+import { lockDatabaseFile, type FileLock } from "./file-lock.ts";
 import { migrateAtOpen } from "./migrate.ts";
 import { Replica } from "./replica.ts";
 import { RelayFunctions } from "./functions.ts";
 import * as store from "./store.ts";
 import { rowidKeyed, Tables } from "./tables.ts";
+import { TokenSource } from "./token.ts";
 import { guardAfterDdl } from "./triggers.ts";
 import type { ReplicaOptions, ReplicaWarning } from "./types.ts";
 
@@ -20,9 +21,21 @@ import type { ReplicaOptions, ReplicaWarning } from "./types.ts";
  */
 export async function openReplica(opts: ReplicaOptions): Promise<Replica> {
   if (!isName(opts.db)) throw new RelayError("invalid_name", `db must match [A-Za-z0-9_-]{1,64}`);
-  const claims = opts.token ? readTokenClaims(opts.token) : undefined;
+  if (opts.clientId !== undefined && !isName(opts.clientId)) throw new RelayError("invalid_name", "clientId must match [A-Za-z0-9_-]{1,64}");
   if (opts.migrations && opts.schema) throw new RelayError("bad_request", "give `migrations` or `schema` (one version), not both");
-  const d = await openDriver(opts.driver ?? defaultDriverKind(), opts.path ?? ":memory:");
+  const tokens = new TokenSource(opts.token);
+  await tokens.init();
+  const claims = tokens.claims();
+  const kind = opts.driver ?? defaultDriverKind();
+  const path = opts.path ?? ":memory:";
+  const lock: FileLock | undefined = kind === "node" && path !== ":memory:" && path !== "" ? lockDatabaseFile(path) : undefined;
+  let d;
+  try {
+    d = await openDriver(kind, path);
+  } catch (e) {
+    lock?.release();
+    throw e;
+  }
   // Migrations run with foreign keys off, as the sync step runs the log's
   // (a DROP TABLE must not cascade on some replicas only); the pragma is a
   // no-op inside a transaction.
@@ -31,11 +44,21 @@ export async function openReplica(opts: ReplicaOptions): Promise<Replica> {
   try {
     d.exec("BEGIN IMMEDIATE");
     store.migrate(d);
+    // The client id is the database's, made with it: a new database (a
+    // `:memory:` one each time it opens) is a new replica with its own cseqs.
+    // Never the token's sub: one person has many devices, and a database
+    // recreated under an old id would reuse cseqs the log already holds.
+    const persisted = store.getMeta(d, "client_id") as string | null;
+    if (persisted && opts.clientId && persisted !== opts.clientId) {
+      throw new RelayError("bad_request", `this database belongs to client "${persisted}", not "${opts.clientId}"`);
+    }
+    const clientId = persisted ?? opts.clientId ?? randomClientId();
+    if (!persisted) store.setMeta(d, "client_id", clientId);
     // Before the migrations: the pending writes they re-apply are replayed under relay_replaying().
     const fns = RelayFunctions.install(d);
     const tables = new Tables(d, opts.local);
     const migrations = opts.migrations ?? (opts.schema ? [opts.schema] : []);
-    const dropped = migrateAtOpen(d, migrations, String(store.getMeta(d, "client_id") ?? ""), opts.conflicts ?? {}, { fns, tables });
+    const dropped = migrateAtOpen(d, migrations, clientId, opts.conflicts ?? {}, { fns, tables });
     // Triggers made by DDL through query(), or before this library guarded them.
     guardAfterDdl(d, tables);
     const noPk = tables.replicated.filter((t) => !store.tableInfo(d, t)!.pk.some((p) => p > 0));
@@ -50,27 +73,21 @@ export async function openReplica(opts: ReplicaOptions): Promise<Replica> {
         `Insert relay_id() as the id (INSERT INTO "${table}"(id, ...) VALUES (relay_id(), ...)), or declare the key with DEFAULT (relay_id()) in a WITHOUT ROWID table.`,
     }));
     fns.save(d);
-    const persisted = store.getMeta(d, "client_id") as string | null;
-    const wanted = opts.clientId ?? (claims?.role !== "admin" && isName(claims?.sub) ? claims.sub : undefined);
-    if (persisted && wanted && persisted !== wanted) {
-      throw new RelayError("bad_request", `this database belongs to client "${persisted}", not "${wanted}"`);
-    }
-    const clientId = persisted ?? wanted ?? randomId();
-    if (!isName(clientId)) throw new RelayError("invalid_name", "clientId must match [A-Za-z0-9_-]{1,64}");
-    if (!persisted) store.setMeta(d, "client_id", clientId);
     d.exec("COMMIT");
     if (fk) store.setForeignKeys(d, true);
-    const replica = new Replica(d, clientId, opts, opts.readOnly ?? claims?.role === "read", { fns, tables }, { warning: warnings, dropped });
+    const replica = new Replica(d, clientId, opts, opts.readOnly ?? claims?.role === "read", { fns, tables }, tokens, { warning: warnings, dropped }, lock);
     if (opts.live) replica.setLive(true);
     return replica;
   } catch (e) {
     if (d.inTransaction) d.exec("ROLLBACK");
     d.close();
+    lock?.release();
     throw e;
   }
 }
 
-function randomId(): string {
-  const b = crypto.getRandomValues(new Uint8Array(12));
-  return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+/** 128 random bits, base64url (22 characters). */
+export function randomClientId(): string {
+  const b = crypto.getRandomValues(new Uint8Array(16));
+  return btoa(String.fromCharCode(...b)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
 }

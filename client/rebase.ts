@@ -63,7 +63,7 @@ export function rebase(d: Driver, me: string, entries: readonly LogEntry[], poli
       k = end;
       pending = applyRun(d, me, run, policy, schema, versions, pending, result);
     }
-    result.dropped = redo(d, me, pending, policy, schema, versions);
+    result.dropped = redo(d, me, pending, policy, schema, versions).dropped;
   }
   return result;
 }
@@ -105,11 +105,13 @@ function applyRun(d: Driver, me: string, run: readonly LogEntry[], policy: Confl
  * holds. An entry's bytes may be rewritten when they are not fixed: it was
  * never sent, or the log is past the version it was captured under (so the
  * relay never took it and never will). Returns what translation dropped
- * from entries so rewritten.
+ * from entries so rewritten, and the conflicts met (a rebase leaves them:
+ * the log's entries are what it records).
  */
-export function redo(d: Driver, me: string, pending: readonly OutboxRow[], policy: ConflictOptions, schema: SchemaCache, versions: SchemaState): Dropped[] {
+export function redo(d: Driver, me: string, pending: readonly OutboxRow[], policy: ConflictOptions, schema: SchemaCache, versions: SchemaState): { dropped: Dropped[]; conflicts: ConflictRecord[] } {
   const local = versions.local();
   const dropped: Dropped[] = [];
+  const conflicts: ConflictRecord[] = [];
   for (const p of pending) {
     const rewrite = !p.sent || p.v < versions.log();
     let bytes = p.changeset;
@@ -120,13 +122,13 @@ export function redo(d: Driver, me: string, pending: readonly OutboxRow[], polic
     }
     const session = d.session(schema.replicated.sessionTables());
     try {
-      applyWithPolicy(d, bytes, { seq: 0, client: me, cseq: p.cseq }, policy, schema);
+      conflicts.push(...applyWithPolicy(d, bytes, { seq: 0, client: me, cseq: p.cseq }, policy, schema));
       outbox.recapture(d, p, session.changeset(), rewrite ? local : undefined);
     } finally {
       session.close();
     }
   }
-  return dropped;
+  return { dropped, conflicts };
 }
 
 /**

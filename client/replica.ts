@@ -1,10 +1,11 @@
 import { asRelayError, RelayError } from "./errors.ts";
-import { MAX_ENTRIES_PER_PUSH } from "../protocol/limits.ts";
+import { MAX_BODY_BYTES_DEFAULT, MAX_ENTRIES_PER_PUSH, maxEntryBytes } from "../protocol/limits.ts";
 import { DEFAULT_BACKOFF, realClock } from "./backoff.ts";
 import { capture, plain } from "./capture.ts";
 import type { ConflictRecord } from "./conflicts.ts";
 import type { Driver, Params, Row } from "./drivers/types.ts";
 import { Emitter, Mutex } from "./events.ts";
+import type { FileLock } from "./file-lock.ts";
 import { Live, type LiveDelegate } from "./live.ts";
 import * as outbox from "./outbox.ts";
 import { sha256Hex, type Snapshot } from "./snapshot.ts";
@@ -12,7 +13,8 @@ import { Step, type ReplicaSql } from "./step.ts";
 import { snapshotClient, type SnapshotClient } from "./transport/snapshots.ts";
 import * as store from "./store.ts";
 import { PUSH_BYTE_BUDGET, SyncLoop, type SyncDelegate } from "./sync-loop.ts";
-import { httpTransport } from "./transport/http.ts";
+import type { TokenSource } from "./token.ts";
+import { httpTransport, type Transport } from "./transport/http.ts";
 import type { DivergenceEvent, DroppedEvent, ReplicaEvents, ReplicaOptions, ReplicaStatus, ReplicaWarning, SyncEvent, Tx } from "./types.ts";
 import { Watches, type WatchOptions } from "./watch.ts";
 
@@ -52,24 +54,33 @@ export class Replica {
   private divergence: DivergenceEvent | null = null;
   /** Raised at open, before anyone could listen: given to each listener of the event as it subscribes. */
   private readonly atOpen: AtOpen;
+  private readonly tokens: TokenSource;
+  private readonly lock: FileLock | undefined;
+  /** The largest changeset the relay accepts: learned from it (limits.ts), kept in the database for offline opens. */
+  private maxEntryBytes: number;
+  private limitsKnown = false;
   private closed = false;
 
   /** Use `openReplica`. */
-  constructor(d: Driver, clientId: string, opts: ReplicaOptions, readOnly: boolean, sql: ReplicaSql, atOpen: AtOpen = { warning: [], dropped: [] }) {
+  constructor(d: Driver, clientId: string, opts: ReplicaOptions, readOnly: boolean, sql: ReplicaSql, tokens: TokenSource, atOpen: AtOpen = { warning: [], dropped: [] }, lock?: FileLock) {
     this.d = d;
     this.clientId = clientId;
     this.readOnly = readOnly;
     this.sql = sql;
     this.atOpen = atOpen;
+    this.tokens = tokens;
+    this.lock = lock;
+    this.maxEntryBytes = Number(store.getMeta(d, "max_entry_bytes") ?? maxEntryBytes(MAX_BODY_BYTES_DEFAULT));
     const backoff = { ...DEFAULT_BACKOFF, ...opts.backoff };
     const transport = opts.transport ?? httpTransport({
       url: opts.url,
       db: opts.db,
-      token: opts.token,
+      token: () => tokens.current(),
+      refreshToken: () => tokens.refresh(),
       ...(opts.fetch ? { fetch: opts.fetch } : {}),
       ...(opts.requestTimeoutMs === undefined ? {} : { timeoutMs: opts.requestTimeoutMs }),
     });
-    this.snaps = snapshotClient({ url: opts.url, db: opts.db, token: opts.token, ...(opts.fetch ? { fetch: opts.fetch } : {}) });
+    this.snaps = snapshotClient({ url: opts.url, db: opts.db, token: () => tokens.current(), refreshToken: () => tokens.refresh(), ...(opts.fetch ? { fetch: opts.fetch } : {}) });
     this.step = new Step(d, clientId, opts.conflicts ?? {}, this.events, sql);
     const step = this.step;
     const delegate: SyncDelegate & LiveDelegate = {
@@ -90,12 +101,19 @@ export class Replica {
       page: (entries) => this.local.run(() => step.page(entries)),
       acked: (acks, schema) => this.local.run(() => step.acked(acks, schema)),
       fatal: () => this.liveOffAfterFatal(),
+      prepare: (signal) => (this.limitsKnown ? Promise.resolve() : this.learnLimits(transport, signal)),
       fail: (e) => this.fail(e),
       snapshotReset: (required, signal) => this.resetOntoSnapshot(required, signal),
       snapshotAsked: (seq, build) => void this.snapshotAsked(seq, build).catch((e: unknown) => this.fail(e)),
     };
     this.loop = new SyncLoop(delegate, this.events, { clientId, readOnly, backoff });
-    this.live = new Live(delegate, this.loop, this.events, opts, { clientId, readOnly, backoff });
+    this.live = new Live(delegate, this.loop, this.events, opts, { clientId, readOnly, backoff, tokens });
+    tokens.onError = (e) => this.events.emit("error", e);
+    // A new token: held pushes may now be allowed, and the socket moves to it before the old one expires.
+    tokens.onChange(() => {
+      this.loop.unblock();
+      this.live.reconnect();
+    });
     this.watches = new Watches((fn) =>
       this.local.run(() => {
         this.assertOpen();
@@ -115,6 +133,27 @@ export class Replica {
     });
   }
 
+  /**
+   * Ask the relay how large an entry may be (once per open, in the first
+   * sync that reaches it); offline, the last answer (or the default) stands.
+   */
+  private async learnLimits(transport: Transport, signal: AbortSignal): Promise<void> {
+    let max: unknown;
+    try {
+      max = (await transport.health?.(signal))?.limits?.maxEntryBytes;
+    } catch {
+      if (signal.aborted) throw new RelayError("aborted", "sync aborted");
+      return; // unreachable now: the push will say so; the next sync asks again
+    }
+    this.limitsKnown = true;
+    if (typeof max !== "number" || !Number.isSafeInteger(max) || max <= 0 || max === this.maxEntryBytes) return;
+    await this.local.run(() => {
+      if (this.closed) return;
+      this.maxEntryBytes = max;
+      store.setMeta(this.d, "max_entry_bytes", max);
+    });
+  }
+
   /** Run one write transaction (one or more statements); it becomes one changeset. */
   exec(sql: string, params?: Params): Promise<{ changes: number }> {
     return this.transaction((tx) => tx.exec(sql, params));
@@ -128,7 +167,8 @@ export class Replica {
   transaction<T>(fn: (tx: Tx) => Promise<T> | T): Promise<T> {
     return this.local.run(async () => {
       this.assertOpen();
-      const { result, entry, direct, tables } = await capture(this.d, this.step, fn, (e) => this.live.sendsAtOnce(e), this.readOnly);
+      const opts = { readOnly: this.readOnly, maxBytes: this.maxEntryBytes };
+      const { result, entry, direct, tables } = await capture(this.d, this.step, fn, (e) => this.live.sendsAtOnce(e), opts);
       if (entry) this.events.emit("change", { source: "local", cursor: this.step.cursor(), tables });
       // A write to local tables alone replicates nothing (no "change" event), but it changed what watches may read.
       else if (tables.length > 0) this.watches.changed(tables);
@@ -163,9 +203,30 @@ export class Replica {
     return this.watches.add(sql, params, callback, options);
   }
 
-  /** Push everything pending, pull to the head of the log, rebase. Concurrent calls queue. */
+  /**
+   * Push everything pending, pull to the head of the log, rebase. Concurrent
+   * calls queue. Entries the relay refuses for good are held (status().blocked)
+   * and the pull still runs; the call then rejects with the refusal.
+   */
   sync(signal?: AbortSignal): Promise<SyncEvent> {
     return this.loop.sync(signal);
+  }
+
+  /**
+   * Drop the write the relay refused for good (status().blocked) and undo it
+   * locally; the writes after it stay pending, re-applied without it, and go
+   * out with the next sync. The one way a pending write is ever discarded.
+   * Resolves its cseq, or null when nothing is blocked.
+   */
+  discardBlocked(): Promise<number | null> {
+    return this.local.run(() => {
+      this.assertOpen();
+      const blocked = this.loop.blocked;
+      if (!blocked) return null;
+      this.step.discard(blocked.cseq);
+      this.loop.unblock();
+      return blocked.cseq;
+    });
   }
 
   status(): ReplicaStatus {
@@ -178,6 +239,7 @@ export class Replica {
       live: this.live.on,
       driver: this.d.kind,
       readOnly: this.readOnly,
+      blocked: this.loop.blocked ?? null,
       schemaVersion: this.closed ? 0 : this.step.versions.local(),
       progress: this.loop.progress,
       divergence: this.divergence,
@@ -286,12 +348,14 @@ export class Replica {
   async close(): Promise<void> {
     if (this.closed) return;
     this.live.stop();
+    this.tokens.close();
     this.watches.close();
     await this.loop.close();
     await this.local.run(() => {
       this.closed = true;
       this.step.close();
       this.d.close();
+      this.lock?.release();
     });
   }
 

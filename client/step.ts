@@ -1,6 +1,7 @@
 import { changesetTables } from "../protocol/changeset.ts";
 import type { Ack, LogEntry, SchemaAck } from "../protocol/messages.ts";
 import { SchemaCache } from "./apply.ts";
+import { discardPending } from "./discard.ts";
 import type { ConflictOptions } from "./conflicts.ts";
 import type { Driver } from "./drivers/types.ts";
 import type { Emitter } from "./events.ts";
@@ -144,6 +145,38 @@ export class Step {
     return this.page(entries);
   }
 
+  /** Drop pending entry `cseq` and what it did locally, in one transaction (discard.ts); only when the app asks. */
+  discard(cseq: number): void {
+    const d = this.d;
+    if (this.fk) store.setForeignKeys(d, false); // as for log entries: re-applied writes may meet a broken reference
+    let res: ReturnType<typeof discardPending>;
+    try {
+      d.exec("BEGIN IMMEDIATE");
+      this.schema.clear();
+      guardAfterDdl(d, this.sql.tables);
+      // Re-applied writes already hold their triggers' effects (triggers.ts).
+      this.sql.fns.replaying = true;
+      try {
+        res = discardPending(d, this.me, cseq, this.policy, this.schema, this.versions);
+      } finally {
+        this.sql.fns.replaying = false;
+      }
+      this.sql.fns.save(d);
+      d.exec("COMMIT");
+    } catch (e) {
+      if (d.inTransaction) d.exec("ROLLBACK");
+      this.forget();
+      this.schemaVersion = -1;
+      this.sql.tables.reset();
+      throw e;
+    } finally {
+      if (this.fk) store.setForeignKeys(d, true);
+    }
+    for (const c of res.conflicts) this.events.emit("conflict", c);
+    for (const x of res.dropped) this.events.emit("dropped", x);
+    if (res.touched.length > 0) this.events.emit("change", { source: "local", cursor: this.cursor(), tables: [...tablesOf(res.touched), ...this.sql.tables.local] });
+  }
+
   /** `entries` directly follow the cursor. */
   private run(entries: readonly LogEntry[]): void {
     const last = entries.at(-1)!.seq;
@@ -262,7 +295,7 @@ function allTables(tables: Tables): string[] {
 }
 
 /** The tables a step's entries change (what watches are invalidated by). Runs after COMMIT, so it must not throw. */
-function tablesOf(entries: readonly LogEntry[]): string[] {
+function tablesOf(entries: readonly { changeset: Uint8Array }[]): string[] {
   const tables = new Set<string>();
   for (const e of entries) {
     try {

@@ -52,6 +52,8 @@ export interface SyncDelegate extends Clock {
   snapshotReset(required: boolean, signal: AbortSignal): Promise<boolean>;
   /** A background sync failed for good (auth, a refused entry...): stop live sync. */
   fatal(): void;
+  /** Runs first in every sync run (the replica learns the relay's limits here); honours `signal`. */
+  prepare?(signal: AbortSignal): Promise<void>;
 }
 
 export interface SyncLoopOptions {
@@ -60,9 +62,34 @@ export interface SyncLoopOptions {
   backoff: BackoffOptions;
 }
 
+/** A push the relay refused for good: the entry it starts with, and why (status().blocked). */
+export interface Blocked {
+  cseq: number;
+  code: string;
+  message: string;
+}
+
+/** A push request that failed: why, and the first entry it carried (undefined: schema versions alone). */
+class PushFailed {
+  readonly error: RelayError;
+  readonly cseq: number | undefined;
+  constructor(error: RelayError, cseq: number | undefined) {
+    this.error = error;
+    this.cseq = cseq;
+  }
+}
+
 export class SyncLoop {
   /** Last log seq the relay reported. */
   head = 0;
+  /**
+   * Set when the relay refuses a push for good (forbidden, too large...):
+   * that entry and every later one are held, never dropped; background syncs
+   * and the socket only pull until an explicit sync() or a new token
+   * (unblock()) tries again. `schema_outdated` is not such a refusal
+   * (pushMigrating()).
+   */
+  blocked: Blocked | undefined;
   /** resetAndSync() asked for a reset the next pull has not done yet. */
   private resetNext = false;
   /** The pull in progress, when it takes more than one page. */
@@ -89,35 +116,91 @@ export class SyncLoop {
     this.head = Math.max(this.head, head);
   }
 
-  /** Push everything pending, pull to the head of the log. Concurrent calls queue. */
-  sync(signal?: AbortSignal): Promise<SyncEvent> {
+  /**
+   * Push everything pending, pull to the head of the log. Concurrent calls
+   * queue. A push refused for good does not stop the pull: the entries stay
+   * pending (`blocked`), an "error" event names the first, and an explicit
+   * call (`retryBlocked`) then rejects with that error once it has pulled.
+   */
+  sync(signal?: AbortSignal, retryBlocked = true): Promise<SyncEvent> {
     return this.runs.run(async () => {
       this.delegate.assertOpen();
       // close() ends a sync in flight (a request, a backoff wait) rather than waiting it out.
       const stop = signal ? AbortSignal.any([signal, this.stopping.signal]) : this.stopping.signal;
+      let refused: RelayError | undefined;
       try {
+        await this.delegate.prepare?.(stop);
         let pushed = 0;
         let pulled = 0;
-        try {
-          pushed = this.opts.readOnly ? 0 : await this.pushAll(stop);
-        } catch (e) {
-          // The log moved to a newer schema: pulling applies it and
-          // translates what is pending, which can then be pushed.
-          // Or entries of ours were compacted before we heard they landed: the pull resets onto the snapshot, which holds them.
-          if (!(e instanceof RelayError && (e.code === "schema_outdated" || e.code === "snapshot_required"))) throw e;
-          pulled = await this.pullAll(stop);
-          pushed = await this.pushAll(stop);
+        if (!this.opts.readOnly && (retryBlocked || !this.blocked)) {
+          try {
+            ({ pushed, pulled } = await this.pushMigrating(stop));
+            this.blocked = undefined;
+          } catch (e) {
+            refused = this.refusedForGood(e);
+          }
         }
         pulled += await this.pullAll(stop);
+        if (refused) {
+          this.events.emit("error", refused);
+          if (retryBlocked) throw refused;
+        }
         const ev: SyncEvent = { pushed, pulled, cursor: this.delegate.cursor(), head: this.head };
         this.events.emit("sync", ev);
         return ev;
       } catch (e) {
         const err = asRelayError(e);
-        if (err.code !== "aborted") this.events.emit("error", err);
+        if (err.code !== "aborted" && err !== refused) this.events.emit("error", err);
         throw err;
       }
     });
+  }
+
+  /**
+   * Push everything pending. `schema_outdated` means the log moved to a newer
+   * schema: pulling applies it and translates what is pending, which is then
+   * pushed again — a step of syncing, never a refusal to hold. So does
+   * `snapshot_required` on a push: entries of ours were compacted before we
+   * heard they landed, and the pull resets onto the snapshot, which holds
+   * them. Only if the pull did not move the cursor (entries, or a reset onto
+   * a snapshot) does the refusal stand (held as blocked like any refusal):
+   * pulling cannot fix it, and retrying would spin.
+   */
+  private async pushMigrating(signal: AbortSignal): Promise<{ pushed: number; pulled: number }> {
+    let pulled = 0;
+    for (;;) {
+      try {
+        return { pushed: await this.pushAll(signal), pulled };
+      } catch (e) {
+        if (!(e instanceof PushFailed && (e.error.code === "schema_outdated" || e.error.code === "snapshot_required"))) throw e;
+        const before = this.delegate.cursor();
+        pulled += await this.pullAll(signal);
+        if (this.delegate.cursor() === before) throw e;
+      }
+    }
+  }
+
+  /** Try blocked entries again on the next background run (a new token may be allowed what the old one was not). */
+  unblock(): void {
+    if (!this.blocked) return;
+    this.blocked = undefined;
+    this.request();
+  }
+
+  /**
+   * A push error that retrying cannot fix becomes `blocked`, with the entry
+   * named; anything else is rethrown. A request of schema versions alone
+   * (no write waits on them yet) holds nothing: it is reported, pulls go on,
+   * and the next sync tries it again.
+   */
+  private refusedForGood(e: unknown): RelayError {
+    if (!(e instanceof PushFailed)) throw e;
+    const { error: err, cseq } = e;
+    if (err.retryable || err.code === "aborted" || err.code === "closed") throw err;
+    if (cseq === undefined) return new RelayError(err.code, `this replica's schema versions cannot be pushed yet: ${err.message}`, { cause: err });
+    const named = new RelayError(err.code, `local write ${cseq} (and those after it) cannot be pushed, held until the next sync(): ${err.message}`, { cause: err });
+    this.blocked = { cseq, code: err.code, message: err.message };
+    return named;
   }
 
   /** Reset onto the relay's newest snapshot at the start of the next sync's pull, then sync as usual (a repair). */
@@ -135,7 +218,7 @@ export class SyncLoop {
       return;
     }
     this.state = { name: "running", again: false };
-    this.sync().then(
+    this.sync(undefined, false).then(
       () => this.settled(),
       (e: unknown) => {
         if (e instanceof RelayError && !e.retryable && e.code !== "closed" && e.code !== "aborted") this.delegate.fatal();
@@ -185,7 +268,12 @@ export class SyncLoop {
         if (acks.length > 0 || schemaAcks.length > 0) await delegate.acked(acks, schemaAcks);
         return pushed;
       }
-      const res = await this.retry(() => delegate.transport.push(this.opts.clientId, batch, signal, schema), signal);
+      let res;
+      try {
+        res = await this.retry(() => delegate.transport.push(this.opts.clientId, batch, signal, schema), signal);
+      } catch (e) {
+        throw new PushFailed(asRelayError(e), batch[0]?.cseq);
+      }
       this.seen(res.head);
       acks.push(...res.acks);
       schemaAcks.push(...(res.schema ?? []));

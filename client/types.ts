@@ -3,6 +3,8 @@ import type { BackoffOptions } from "./backoff.ts";
 import type { ConflictOptions, ConflictRecord } from "./conflicts.ts";
 import type { Dropped } from "./translate.ts";
 import type { DriverKind, Params, Row } from "./drivers/types.ts";
+import type { Blocked } from "./sync-loop.ts";
+import type { TokenOption } from "./token.ts";
 import type { Transport } from "./transport/http.ts";
 import type { WebSocketLike } from "./transport/socket.ts";
 
@@ -12,8 +14,12 @@ export interface ReplicaOptions {
   url: string;
   /** Database name on the relay ([A-Za-z0-9_-]{1,64}). */
   db: string;
-  /** A JWT from the relay's operator; optional only when the relay grants a public role. */
-  token?: string;
+  /**
+   * A JWT, or a function (sync or async) returning one: called at open,
+   * shortly before the token's `exp`, and after an `unauthorized` answer.
+   * Optional only when the relay grants a public role.
+   */
+  token?: TokenOption;
   /** A file (node driver) or ":memory:" (default). */
   path?: string;
   /** Default: "node" on Node >= 22.13, "wasm" elsewhere. */
@@ -36,7 +42,7 @@ export interface ReplicaOptions {
    */
   local?: string[];
   conflicts?: ConflictOptions;
-  /** Default: the one persisted in the database, else the token's sub, else random. */
+  /** Default: the one persisted in the database, else 128 random bits made when the database is created. Never the token's sub. */
   clientId?: string;
   /** Stay connected over a WebSocket: push each commit at once, apply others' entries as they land. */
   live?: boolean;
@@ -67,6 +73,8 @@ export interface ReplicaStatus {
   live: boolean;
   driver: DriverKind;
   readOnly: boolean;
+  /** A push the relay refused for good: that entry (cseq) and those after it are held, not dropped, until sync() or a new token; null otherwise. */
+  blocked: Blocked | null;
   /** The schema version of the local tables (the app's migrations, or the log's when it is ahead). */
   schemaVersion: number;
   /** The pull in progress when it takes more than one page (a first sync, a long time offline), else null. */

@@ -57,6 +57,8 @@ export const CLOSE = {
   normal: 1000,
   /** A frame that is not a protocol message: the peer does not speak v1. */
   badPayload: 1007,
+  /** The socket's token expired (an `unauthorized` error frame comes first): reconnect with a fresh one. */
+  expired: 1008,
   tooBig: 1009,
   internal: 1011,
   /** The client stopped reading: far more was sent than it reported reading (see MAX_UNREAD_SOCKET_BYTES). */

@@ -3,6 +3,16 @@
  * (body size) take their default from here; the rest are fixed by protocol v1.
  */
 export const MAX_BODY_BYTES_DEFAULT = 32 * 1024 * 1024;
+/** Room a push body needs besides its changeset: the msgpack envelope (client id, keys, lengths). */
+export const PUSH_ENVELOPE_BYTES = 4096;
+/**
+ * The largest changeset a relay with this body limit accepts: what it
+ * advertises as `limits.maxEntryBytes` on /v1/health, and what clients refuse
+ * at commit above (a larger write could never be pushed).
+ */
+export function maxEntryBytes(bodyLimit: number): number {
+  return bodyLimit - PUSH_ENVELOPE_BYTES;
+}
 /** Entries in one push request or socket frame. */
 export const MAX_ENTRIES_PER_PUSH = 1000;
 /** Columns in one changeset table header (SQLite's own SQLITE_MAX_COLUMN default). */

@@ -37,6 +37,8 @@ export interface HealthResponse {
   ok: true;
   version: string;
   protocol: { min: number; max: number };
+  /** The largest changeset one entry may hold (bytes); absent from relays before 0.1.0's identity changes. */
+  limits?: { maxEntryBytes: number };
 }
 
 /** The schema version an entry was captured under (protocol/schema.ts); 0, or absent: a log without schema entries. */

@@ -6,6 +6,21 @@
  * error code it maps to `internal`) do not.
  *
  * Changelog (newest first):
+ *   v1, package 0.1.0, identity and tokens (issue 12), all additions an
+ *   older peer ignores or already handles:
+ *     - a push's `client` no longer has to equal the token's `sub`: the first
+ *       sub to push under a client id owns it (another sub: 403 `forbidden`,
+ *       as before for a mismatch); the log records each entry's sub (stored
+ *       only: pulled entries are unchanged on the wire).
+ *     - /v1/health adds `limits: { maxEntryBytes }`; clients refuse larger
+ *       writes at commit (older relays omit it: clients keep the default).
+ *     - tokens may carry `nbf`, `iss`, `aud` and a `kid`, and be ES256, EdDSA
+ *       or RS256 (RELAY_JWKS) besides HS256.
+ *     - close code 1008 is sent again: a socket whose token expired, after an
+ *       `unauthorized` error frame.
+ *     - CORS headers and preflights (ALLOWED_ORIGINS); a WebSocket from an
+ *       origin not allowed is 403 `forbidden`.
+ *     - `misconfigured` also covers unreadable keys and PUBLIC_ROLE=admin.
  *   v1, package 0.1.0 (unreleased changes since first cut):
      - snapshots and compaction (issue 15): the snapshot routes
        (worker/snapshots.ts; JSON metadata, raw 1 MiB parts), the relay

@@ -5,6 +5,7 @@
  * `snapshot_required`, resets onto the snapshot and keeps its pending writes
  * and its conflict log.
  */
+import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { httpTransport, openReplica, RelayError, type Replica, type ReplicaOptions, type SyncProgress, type Transport } from "../client/index.ts";
@@ -132,6 +133,37 @@ describe("compaction", () => {
     await writer.sync();
     assert.equal(await dump(unlucky), await dump(writer));
     assert.deepEqual(await writer.query("SELECT n FROM todo WHERE id = 't1'"), [{ n: 101 }], "applied once");
+  });
+
+  it("a reset onto a snapshot keeps a write the relay refused for good held (status().blocked) and the database's client id", async () => {
+    const db = trimming.db("blocked-reset");
+    const path = join(trimming.dir, "blocked-reset.db");
+    const writer = await open(trimming, db, "writer", "node");
+    const A = await open(trimming, db, "mine", "node", [V1, V2], { path, token: await trimming.token("write", "alice", db) });
+    await A.exec("INSERT INTO todo(id, title, n) VALUES ('a1', 'bound', 1)");
+    await A.sync(); // the client id is now alice's
+    await A.close();
+    // Bob's token on alice's database file: its next write is refused for good.
+    const B = await open(trimming, db, "mine", "node", [V1, V2], { path, token: await trimming.token("write", "bob", db) });
+    await B.exec("INSERT INTO todo(id, title, n) VALUES ('a2', 'held', 2)");
+    await assert.rejects(B.sync(), (e: RelayError) => e.code === "forbidden");
+    assert.equal(B.status().blocked?.cseq, 2);
+    const behind = B.status().cursor;
+
+    await writes(writer, 0, 10);
+    await (await uploader(trimming, db, "writer")).upload(await writer.snapshot());
+    const trimmed = (await snapshotClient({ url: trimming.url, db, token: await trimming.token("admin", "ops", db) }).status()).trimmed;
+    assert.ok(behind < trimmed, "the log was trimmed past its cursor");
+
+    await assert.rejects(B.sync(), (e: RelayError) => e.code === "forbidden");
+    const st = B.status();
+    assert.equal(st.cursor, st.head, "reset onto the snapshot and pulled the rest");
+    assert.equal(st.clientId, "mine");
+    assert.equal(st.blocked?.cseq, 2, "still held");
+    assert.equal(st.pending, 1, "not dropped");
+    assert.deepEqual(await B.query("SELECT title FROM todo WHERE id = 'a2'"), [{ title: "held" }], "and still applied locally");
+    await writer.sync();
+    assert.deepEqual(await writer.query("SELECT id FROM todo WHERE id IN ('a1', 'a2')"), [{ id: "a1" }]);
   });
 
   it("never trims what no snapshot covers", async () => {

@@ -11,6 +11,7 @@ import { DatabaseSync } from "node:sqlite";
 import { promisify } from "node:util";
 import { openReplica, type Replica } from "../client/index.ts";
 import { useRelay } from "./support/fixture.ts";
+import { TEST_SECRET } from "./support/relay.ts";
 
 const relay = useRelay({ bindings: { RETAIN_ENTRIES: "3", RETAIN_SECONDS: "0" } });
 const run = promisify(execFile);
@@ -20,7 +21,10 @@ const opened: Replica[] = [];
 after(() => Promise.all(opened.map((r) => r.close())));
 
 async function cli(db: string, ...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const env = { ...process.env, RELAY_TOKEN: await relay.token("admin", "ops", db) };
+  return cliWith({ ...process.env, RELAY_TOKEN: await relay.token("admin", "ops", db) }, db, ...args);
+}
+
+async function cliWith(env: NodeJS.ProcessEnv, db: string, ...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   try {
     const { stdout, stderr } = await run(process.execPath, ["bin/changeset-relay.js", ...args, "--url", relay.url, "--db", db], { env });
     return { code: 0, stdout, stderr };
@@ -84,5 +88,23 @@ describe("changeset-relay compact / export / status", () => {
     const late = await cli(db, "export", "--at", String(head + 1), "--out", out);
     assert.equal(late.code, 0, late.stderr);
     assert.deepEqual(rowsOf(out).length, states.get(head)!.length + 1, "snapshot plus one entry of the tail");
+  });
+
+  it("without RELAY_TOKEN it mints its own admin tokens from the secret (a token function), which the relay's jose verification takes", async () => {
+    const db = relay.db("cli-minted");
+    const w = await openReplica({ url: relay.url, db, token: await relay.token("write", "w", db), driver: "node", schema: SCHEMA });
+    opened.push(w);
+    await w.exec("INSERT INTO todo VALUES ('a', 'x', 1)");
+    await w.sync();
+    const env: NodeJS.ProcessEnv = { ...process.env, RELAY_SECRET: TEST_SECRET };
+    delete env.RELAY_TOKEN;
+    const compacted = await cliWith(env, db, "compact");
+    assert.equal(compacted.code, 0, compacted.stderr);
+    const status = await cliWith(env, db, "status");
+    assert.equal(status.code, 0, status.stderr);
+    assert.match(status.stdout, new RegExp(`snapshot seq ${w.status().cursor} v1 .* agreeing subs 1`));
+    const wrong = await cliWith({ ...env, RELAY_SECRET: "not-the-relay-secret-at-all-0123456789" }, db, "status");
+    assert.equal(wrong.code, 1);
+    assert.match(wrong.stderr, /unauthorized|signature/i);
   });
 });

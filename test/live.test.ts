@@ -178,8 +178,11 @@ describe("socket protocol", () => {
     assert.equal(bad.t, "error");
     assert.equal(bad.id, 3);
     assert.equal(bad.error.code, "malformed_changeset");
-    ws.send(encode({ t: "push", id: 4, client: "someone-else", entries: [{ cseq: 9, changeset }] }));
-    assert.equal((await next(ws)).error.code, "forbidden");
+    // Client id "c" is bound to sub "c" by its first push: another sub may not write under it.
+    const other = await open(db, await relay.token("write", "d", db));
+    other.send(encode({ t: "push", id: 4, client: "c", entries: [{ cseq: 9, changeset }] }));
+    assert.equal((await next(other)).error.code, "forbidden");
+    other.close();
     ws.send("ping");
     assert.equal(await next(ws), "pong");
     ws.close();

@@ -249,15 +249,17 @@ describe("auth", () => {
     assert.equal(basic.status, 401);
   });
 
-  it("wrong database, read role pushing, sub mismatch: 403 forbidden", async () => {
+  it("wrong database, read role pushing, a client id that belongs to another sub: 403 forbidden", async () => {
     const other = await relay.token("write", "x", "otherdb");
     const reader = await relay.token("read", "x", db);
-    const writer = await relay.token("write", "x", db);
+    const writer = await relay.token("write", "x", "authbind");
+    // The first push under client id "y" binds it to sub "y".
+    assert.equal((await push(relay.url, "authbind", await relay.token("write", "y", "authbind"), "y", body())).status, 200);
     for (const [what, r] of [
       ["wrong db push", await push(relay.url, db, other, "x", body())],
       ["wrong db pull", await pull(relay.url, db, other)],
       ["read pushing", await push(relay.url, db, reader, "x", body())],
-      ["sub mismatch", await push(relay.url, db, writer, "y", body())],
+      ["another sub's client id", await push(relay.url, "authbind", writer, "y", [{ cseq: 2, changeset: cs(2) }])],
     ] as const) {
       assert.equal(r.status, 403, what);
       assert.equal(r.body.error.code, "forbidden", what);

@@ -338,8 +338,11 @@ describe("guards", () => {
     await closeAll(W, B);
   });
 
-  it("a token for another client id is refused by the relay with forbidden", async () => {
+  it("a client id that another sub pushed first is refused by the relay with forbidden", async () => {
     const db = relay.db("sub");
+    const M = await replica(relay, db, "mallory", "node");
+    await M.exec("INSERT INTO todo(id) VALUES ('0')");
+    await M.sync();
     const A = await openReplica({ url: relay.url, db, token: await relay.token("write", "alice", db), clientId: "mallory", schema: TODO_SCHEMA, driver: "node" });
     await A.exec("INSERT INTO todo(id) VALUES ('1')");
     await assert.rejects(A.sync(), (e: unknown) => e instanceof RelayError && e.code === "forbidden");

@@ -9,8 +9,8 @@ import { errorResponse } from "./errors.ts";
  * Local development only: `POST /v1/dev/token?db=NAME` mints a write token
  * for one database with a fresh random `sub`, so the demo (or any local app)
  * gets a client id of its own without a secret shipped to the browser.
- * Every writer needs its own sub: a push's client must equal it, and cseqs
- * are per client, so one shared "anonymous" writer identity cannot work.
+ * Each browser is a user of its own: with one shared sub, any of them could
+ * write under another's client id (worker/identity.ts binds ids to subs).
  *
  * Off unless the relay has `DEV_TOKENS = "1"` (`npm start` passes it to
  * wrangler dev; never set it in production: anyone who can reach the relay

@@ -2,8 +2,17 @@ import type { ChangesetLog } from "./log.ts";
 
 export interface Env {
   LOG: DurableObjectNamespace<ChangesetLog>;
-  /** HS256 secret for tokens: `.dev.vars` locally, `wrangler secret put RELAY_SECRET` in production. */
+  /** HS256 secret for tokens without a kid: `.dev.vars` locally, `wrangler secret put RELAY_SECRET` in production. */
   RELAY_SECRET?: string;
+  /** HS256 secrets by kid, JSON (see worker/keys.ts). */
+  RELAY_SECRETS?: string;
+  /** Public keys for ES256/EdDSA/RS256 tokens, a JWKS as JSON (see worker/keys.ts). */
+  RELAY_JWKS?: string;
+  /** Required `iss` / `aud` of tokens, when set. */
+  TOKEN_ISSUER?: string;
+  TOKEN_AUDIENCE?: string;
+  /** Origins whose pages may call the relay: comma-separated, or "*" (see worker/cors.ts). */
+  ALLOWED_ORIGINS?: string;
   /** Request body limit in bytes (default 32 MiB). */
   MAX_BODY_BYTES?: string;
   /** Role granted to requests without a token ("read" or "write"); unset: tokens are required. */

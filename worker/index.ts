@@ -1,12 +1,13 @@
 import { Hono } from "hono";
 import { decode, encode } from "../protocol/codec.ts";
 import { RelayError } from "../protocol/errors.ts";
-import { parsePullQuery, parsePushRequest } from "../protocol/messages.ts";
-import { PULL_LIMIT_DEFAULT, PULL_LIMIT_MAX } from "../protocol/limits.ts";
+import { parsePullQuery, parsePushRequest, type HealthResponse } from "../protocol/messages.ts";
+import { maxEntryBytes, PULL_LIMIT_DEFAULT, PULL_LIMIT_MAX } from "../protocol/limits.ts";
 import { name } from "../protocol/validate.ts";
 import { acceptsGzip, COMPRESS_MIN_BYTES, GZIP } from "../protocol/compression.ts";
 import { MIN_PROTOCOL_VERSION, MSGPACK, PACKAGE_VERSION, PROTOCOL_VERSION } from "../protocol/version.ts";
 import { authorize, checkPush } from "./auth.ts";
+import { checkSocketOrigin, corsHeaders } from "./cors.ts";
 import { discardBody, withPushBody } from "./body.ts";
 import { FrontDoor } from "./admission.ts";
 import { toPushArgs } from "./push-args.ts";
@@ -28,8 +29,15 @@ export { ChangesetLog } from "./log.ts";
  */
 const app = new Hono<{ Bindings: Env }>();
 
+app.use("/v1/*", corsHeaders());
+
 app.get("/v1/health", (c) =>
-  c.json({ ok: true, version: PACKAGE_VERSION, protocol: { min: MIN_PROTOCOL_VERSION, max: PROTOCOL_VERSION } }),
+  c.json({
+    ok: true,
+    version: PACKAGE_VERSION,
+    protocol: { min: MIN_PROTOCOL_VERSION, max: PROTOCOL_VERSION },
+    limits: { maxEntryBytes: maxEntryBytes(bodyLimit(c.env)) },
+  } satisfies HealthResponse),
 );
 
 function logFor(env: Env, db: string) {
@@ -55,7 +63,7 @@ app.post("/v1/db/:db/push", async (c) => {
     const body = parsePushRequest(decode(bytes));
     checkPush(claims, body);
     try {
-      return unwrap(await logFor(c.env, db).push(body.client, toPushArgs(body.entries), body.schema, claims.role));
+      return unwrap(await logFor(c.env, db).push(body.client, toPushArgs(body.entries), { role: claims.role, sub: claims.sub }, body.schema));
     } catch (e) {
       frontDoor.note(db, claims.sub, e);
       throw e;
@@ -86,6 +94,7 @@ app.get("/v1/db/:db/ws", async (c) => {
   if (c.req.header("upgrade")?.toLowerCase() !== "websocket") {
     throw new RelayError("upgrade_required", "this route only speaks WebSocket (send Upgrade: websocket)");
   }
+  checkSocketOrigin(c.req.raw, c.env);
   const claims = await authorize(c.env, c.req.raw, db, "read", { queryToken: true });
   return logFor(c.env, db).fetch(subscribeRequest(claims));
 });

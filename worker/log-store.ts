@@ -25,17 +25,17 @@ export interface Sql {
   exec<T extends Record<string, SqlValue>>(query: string, ...bindings: unknown[]): Iterable<T> & { toArray(): T[]; one(): T };
 }
 
-const SCHEMA_VERSION = 1;
-
-/** Create the schema once per object, gated on a version row. */
-export function migrate(sql: Sql): void {
-  sql.exec("CREATE TABLE IF NOT EXISTS relay_meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL)");
-  const row = sql.exec<{ value: number }>("SELECT value FROM relay_meta WHERE key = 'schema'").toArray()[0];
-  if (row && row.value >= SCHEMA_VERSION) return;
-  // `body` holds changesets up to one chunk; larger ones live in relay_chunk
-  // because a DO SQLite row or BLOB is capped at 2 MB.
-  sql.exec(`
-    CREATE TABLE IF NOT EXISTS relay_log(
+/**
+ * The relay's own tables, one ordered upgrade path: step i takes an object's
+ * tables from version i to i + 1, a new object runs them all, and the
+ * `schema` row in relay_meta says how far an object has come. Each step runs
+ * once, so a step never changes: later needs are a new step at the end.
+ */
+const STEPS: ((sql: Sql) => void)[] = [
+  // 1: the log. `body` holds changesets up to one chunk; larger ones live in
+  // relay_chunk because a DO SQLite row or BLOB is capped at 2 MB.
+  (sql) => sql.exec(`
+    CREATE TABLE relay_log(
       seq INTEGER PRIMARY KEY,
       client TEXT NOT NULL,
       cseq INTEGER NOT NULL,
@@ -45,16 +45,36 @@ export function migrate(sql: Sql): void {
       body BLOB,
       UNIQUE(client, cseq)
     );
-    CREATE TABLE IF NOT EXISTS relay_chunk(
+    CREATE TABLE relay_chunk(
       seq INTEGER NOT NULL,
       idx INTEGER NOT NULL,
       data BLOB NOT NULL,
       PRIMARY KEY(seq, idx)
     ) WITHOUT ROWID;
-    INSERT OR REPLACE INTO relay_meta(key, value) VALUES ('schema', ${SCHEMA_VERSION});
-  `);
-  schemaStore.migrate(sql);
-  snapshotStore.migrate(sql);
+  `),
+  // 2: who pushed each entry (the token's sub), and which sub owns each client id (worker/identity.ts).
+  (sql) => sql.exec(`
+    ALTER TABLE relay_log ADD COLUMN sub TEXT;
+    CREATE TABLE relay_client(
+      client TEXT PRIMARY KEY,
+      sub TEXT NOT NULL,
+      since INTEGER NOT NULL
+    ) WITHOUT ROWID;
+  `),
+  // 3: the schema in the log (schema-store.ts).
+  (sql) => schemaStore.migrate(sql),
+  // 4: snapshots and compaction (snapshot-store.ts).
+  (sql) => snapshotStore.migrate(sql),
+];
+
+/** Bring this object's tables to the last step; cheap when they are there already. */
+export function migrate(sql: Sql): void {
+  sql.exec("CREATE TABLE IF NOT EXISTS relay_meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL)");
+  const at = sql.exec<{ value: number }>("SELECT value FROM relay_meta WHERE key = 'schema'").toArray()[0]?.value ?? 0;
+  for (let v = at; v < STEPS.length; v++) {
+    STEPS[v]!(sql);
+    sql.exec("INSERT OR REPLACE INTO relay_meta(key, value) VALUES ('schema', ?)", v + 1);
+  }
 }
 
 /** Data entries and schema entries share the one sequence of seqs (compaction may have removed every entry up to the head). */
@@ -75,16 +95,16 @@ function readChangeset(sql: Sql, seq: number, size: number, chunks: number, body
 }
 
 
-function append(sql: Sql, seq: number, client: string, entry: PushEntry, ts: number): void {
+function append(sql: Sql, seq: number, client: string, entry: PushEntry, ts: number, sub: string | null): void {
   const { changeset } = entry;
   if (changeset.byteLength <= STORAGE_CHUNK_BYTES) {
-    sql.exec("INSERT INTO relay_log(seq, client, cseq, ts, size, chunks, body, v) VALUES (?, ?, ?, ?, ?, 0, ?, ?)",
-      seq, client, entry.cseq, ts, changeset.byteLength, changeset, entry.v ?? 0);
+    sql.exec("INSERT INTO relay_log(seq, client, cseq, ts, size, chunks, body, v, sub) VALUES (?, ?, ?, ?, ?, 0, ?, ?, ?)",
+      seq, client, entry.cseq, ts, changeset.byteLength, changeset, entry.v ?? 0, sub);
     return;
   }
   const chunks = Math.ceil(changeset.byteLength / STORAGE_CHUNK_BYTES);
-  sql.exec("INSERT INTO relay_log(seq, client, cseq, ts, size, chunks, body, v) VALUES (?, ?, ?, ?, ?, ?, NULL, ?)",
-    seq, client, entry.cseq, ts, changeset.byteLength, chunks, entry.v ?? 0);
+  sql.exec("INSERT INTO relay_log(seq, client, cseq, ts, size, chunks, body, v, sub) VALUES (?, ?, ?, ?, ?, ?, NULL, ?, ?)",
+    seq, client, entry.cseq, ts, changeset.byteLength, chunks, entry.v ?? 0, sub);
   for (let i = 0; i < chunks; i++) {
     const part = changeset.subarray(i * STORAGE_CHUNK_BYTES, (i + 1) * STORAGE_CHUNK_BYTES);
     sql.exec("INSERT INTO relay_chunk(seq, idx, data) VALUES (?, ?, ?)", seq, i, part);
@@ -99,6 +119,8 @@ export interface PushOptions {
   mayChangeSchema?: boolean;
   /** The object's cache of the log's version and shapes (cleared when a push fails). */
   shapes?: schemaStore.ShapeCache;
+  /** The token's sub, recorded with each entry appended, data and schema alike (null: unknown, as before identities). */
+  sub?: string | null;
 }
 
 /**
@@ -113,11 +135,12 @@ export function push(sql: Sql, client: string, entries: readonly PushEntry[], no
   // `knownHead`: the head a caller appending several pushes in one turn got
   // back from the previous one, saving the query.
   let h = knownHead ?? head(sql);
+  const sub = opts.sub ?? null;
   const appended: LogEntry[] = [];
   const cache = opts.shapes ?? new schemaStore.ShapeCache();
   let version = cache.version(sql);
   for (const sv of opts.schema ?? []) {
-    const added = schemaStore.addVersion(sql, sv, version, { seq: h + 1, client, ts: now, mayChange: opts.mayChangeSchema ?? true });
+    const added = schemaStore.addVersion(sql, sv, version, { seq: h + 1, client, sub, ts: now, mayChange: opts.mayChangeSchema ?? true });
     if (!added) continue;
     appended.push(added);
     h = added.seq;
@@ -148,7 +171,7 @@ export function push(sql: Sql, client: string, entries: readonly PushEntry[], no
     }
     schemaStore.checkEntry(entry, version, shapes);
     h += 1;
-    append(sql, h, client, entry, now);
+    append(sql, h, client, entry, now, sub);
     maxCseq = entry.cseq;
     acks.push({ cseq: entry.cseq, seq: h });
     appended.push({ seq: h, client, cseq: entry.cseq, changeset: entry.changeset, ts: now, v: entry.v ?? 0 });

@@ -2,12 +2,13 @@ import { DurableObject } from "cloudflare:workers";
 import { decode, encode } from "../protocol/codec.ts";
 import { RelayError } from "../protocol/errors.ts";
 import { CLOSE, FRAME, FRAME_ENTRY_BUDGET, HEARTBEAT_PING, HEARTBEAT_PONG, MAX_FRAME_BYTES, parseClientFrame, type RelayFrame } from "../protocol/frames.ts";
-import type { PushResponse } from "../protocol/messages.ts";
+import type { PushEntry, PushResponse } from "../protocol/messages.ts";
 import type { SchemaVersion } from "../protocol/schema.ts";
-import { roleAtLeast, ROLES, type Role } from "../protocol/token.ts";
+import { expiresAt, roleAtLeast, ROLES, type Role, type TokenClaims } from "../protocol/token.ts";
 import { isName } from "../protocol/validate.ts";
 import { MSGPACK } from "../protocol/version.ts";
 import { checkPush } from "./auth.ts";
+import { bindClient } from "./identity.ts";
 import * as store from "./log-store.ts";
 import { ShapeCache } from "./schema-store.ts";
 import { framesFor, NEW_FLOW, noteGot, Outgoing, send, type Flow } from "./outgoing.ts";
@@ -22,8 +23,13 @@ import { call as snapshotCall, snapshotDue, type SnapshotCall } from "./snapshot
 interface SocketInfo extends Flow {
   role: Role;
   sub: string;
+  /** When its token stops being honoured (ms; null: never): the socket is closed then. */
+  until: number | null;
   subscribed: boolean;
 }
+
+/** A verified caller, as the Worker hands it to the log. */
+export type Caller = Pick<TokenClaims, "role" | "sub">;
 
 /** Backlog sent over the socket right after `sub`; further behind, the client pulls over HTTP. */
 const SOCKET_BACKLOG_ENTRIES = 256;
@@ -59,11 +65,11 @@ export class ChangesetLog extends DurableObject<Env> {
   /**
    * RPC: an HTTP push, validated by the Worker. Appended at once, committed
    * before anyone hears of it, then fanned out. `schema`: versions to add
-   * first (their DDL runs here); `role` decides whether this caller may.
+   * first (their DDL runs here); the caller's role decides whether it may.
    */
-  async push(client: string, args: PushArgs, schema: SchemaVersion[] = [], role: Role = "write"): Promise<Outcome<PushResponse>> {
+  async push(client: string, args: PushArgs, caller: Caller, schema: SchemaVersion[] = []): Promise<Outcome<PushResponse>> {
     const size = pushSize(args, schema);
-    const admitted = outcome(() => this.admission.admit(client, size.entries, size.bytes));
+    const admitted = outcome(() => this.admission.admit(admittedAs(client, caller), size.entries, size.bytes));
     if ("error" in admitted) {
       if ("bytes" in args) await args.bytes.cancel().catch(() => undefined);
       return admitted;
@@ -71,10 +77,9 @@ export class ChangesetLog extends DurableObject<Env> {
     const entries = await fromPushArgs(args);
     return outcome(() => {
       this.drain(); // socket pushes that arrived first go first
-      const opts = { schema, mayChangeSchema: this.mayChangeSchema(role), shapes: this.shapes };
       // transactionSync: all-or-nothing; the output gate holds every response
       // and socket message until the write is durable.
-      const { appended, ...res } = this.guarded(() => store.push(this.sql, client, entries, Date.now(), undefined, opts));
+      const { appended, ...res } = this.guarded(() => this.append(client, entries, caller, Date.now(), undefined, schema));
       const out = new Outgoing();
       for (const ws of this.subscribers()) out.entries(ws, appended, res.head);
       out.flush();
@@ -118,11 +123,12 @@ export class ChangesetLog extends DurableObject<Env> {
    * subscribeRequest() and the claims it verified; nothing else reaches fetch.
    */
   override async fetch(request: Request): Promise<Response> {
-    const { role, sub } = claimsOf(request);
+    const { role, sub, until } = claimsOf(request);
     const pair = new WebSocketPair();
     const [client, server] = [pair[0], pair[1]];
     this.ctx.acceptWebSocket(server);
-    server.serializeAttachment({ role, sub, subscribed: false, ...NEW_FLOW } satisfies SocketInfo);
+    server.serializeAttachment({ role, sub, until, subscribed: false, ...NEW_FLOW } satisfies SocketInfo);
+    if (until !== null) await this.wakeAt(until);
     // No permessage-deflate: live frames are a few hundred bytes, and deflating
     // each one cost more than it saved (measured with `npm run bench`: ~300 µs
     // more per round trip, and Node's WebSocket inflates every message through
@@ -147,7 +153,8 @@ export class ChangesetLog extends DurableObject<Env> {
     let head: number | undefined; // nothing else appends during this loop
     for (const p of batch) {
       try {
-        const res = this.guarded(() => store.push(this.sql, p.client, p.entries, Date.now(), head, { shapes: this.shapes }));
+        const caller = p.socket.deserializeAttachment() as SocketInfo;
+        const res = this.guarded(() => this.append(p.client, p.entries, caller, Date.now(), head));
         head = res.head;
         for (const ws of subs) if (ws !== p.socket) out.entries(ws, res.appended, res.head);
         out.frame(p.socket, { t: FRAME.ack, id: p.id, acks: res.acks, head: res.head });
@@ -177,6 +184,17 @@ export class ChangesetLog extends DurableObject<Env> {
     for (const ws of subs) send(ws, { t: FRAME.snapshot, seq: head, build: ws === builder });
   }
 
+  /**
+   * The client id must be the caller's (identity.ts), for schema versions as
+   * for data: both are recorded under the client and the sub. Then the log's
+   * own rules.
+   */
+  private append(client: string, entries: PushEntry[], caller: Caller, now: number, knownHead?: number, schema: SchemaVersion[] = []) {
+    bindClient(this.sql, client, caller, now);
+    const opts = { schema, mayChangeSchema: this.mayChangeSchema(caller.role), shapes: this.shapes, sub: caller.sub };
+    return store.push(this.sql, client, entries, now, knownHead, opts);
+  }
+
   /** One push in one storage transaction; a refusal also forgets shapes the rolled-back transaction may have read. */
   private guarded<T>(fn: () => T): T {
     try {
@@ -193,8 +211,44 @@ export class ChangesetLog extends DurableObject<Env> {
     return roleAtLeast(role, need);
   }
 
+  /** Subscribed sockets whose token still holds; expired ones are closed here, so no entry reaches them. */
   private subscribers(): WebSocket[] {
-    return this.ctx.getWebSockets().filter((ws) => (ws.deserializeAttachment() as SocketInfo | null)?.subscribed);
+    return this.ctx.getWebSockets().filter((ws) => {
+      const info = ws.deserializeAttachment() as SocketInfo | null;
+      return info?.subscribed && !this.expired(ws, info);
+    });
+  }
+
+  /**
+   * Close a socket whose token has run out: an `unauthorized` error frame,
+   * then 1008. The client fetches a new token and reconnects from its cursor.
+   */
+  private expired(ws: WebSocket, info: SocketInfo, now = Date.now()): boolean {
+    if (info.until === null || now < info.until) return false;
+    try {
+      send(ws, errorFrame(new RelayError("unauthorized", "invalid token: expired"), undefined));
+      ws.close(CLOSE.expired, "token expired");
+    } catch {
+      // already closing
+    }
+    return true;
+  }
+
+  /** An alarm at the earliest token expiry of an open socket: sockets close on time even when idle (and hibernated). */
+  private async wakeAt(until: number): Promise<void> {
+    const current = await this.ctx.storage.getAlarm();
+    if (current === null || until < current) await this.ctx.storage.setAlarm(until);
+  }
+
+  override async alarm(): Promise<void> {
+    const now = Date.now();
+    let next = Infinity;
+    for (const ws of this.ctx.getWebSockets()) {
+      const info = ws.deserializeAttachment() as SocketInfo | null;
+      if (!info || this.expired(ws, info, now) || info.until === null) continue;
+      next = Math.min(next, info.until);
+    }
+    if (next !== Infinity) await this.ctx.storage.setAlarm(next);
   }
 
   override async webSocketMessage(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {
@@ -205,8 +259,10 @@ export class ChangesetLog extends DurableObject<Env> {
       const raw = decode(new Uint8Array(message));
       id = typeof (raw as { id?: unknown })?.id === "number" ? (raw as { id: number }).id : undefined;
       const frame = parseClientFrame(raw);
-      if (frame.t === FRAME.got) return noteGot(ws, frame.bytes);
       const info = ws.deserializeAttachment() as SocketInfo;
+      // Every message, reports of reading included: past its token, a socket only gets closed.
+      if (this.expired(ws, info)) return;
+      if (frame.t === FRAME.got) return noteGot(ws, frame.bytes);
       if (frame.t === FRAME.sub) {
         this.drain(); // the backlog must include pushes that arrived before
         ws.serializeAttachment({ ...info, subscribed: true } satisfies SocketInfo);
@@ -221,13 +277,14 @@ export class ChangesetLog extends DurableObject<Env> {
       // writers, or one fast one) becomes one batch with one storage commit,
       // which is most of what a push costs (~150 µs of the relay's CPU each,
       // measured). An idle log loses nothing: the timer fires at once.
-      this.admission.admit(frame.client, frame.entries.length, frame.entries.reduce((n, e) => n + e.changeset.byteLength, 0));
+      const who = admittedAs(frame.client, info);
+      this.admission.admit(who, frame.entries.length, frame.entries.reduce((n, e) => n + e.changeset.byteLength, 0));
       let first: boolean;
       try {
         first = this.queue.add({ socket: ws, id: frame.id, client: frame.client, entries: frame.entries });
       } catch (e) {
         // Refused by the full queue: this client's later pushes must not overtake this one (admission.ts).
-        this.admission.refuse(frame.client, toRelayError(e).retryAfterMs ?? 0);
+        this.admission.refuse(who, toRelayError(e).retryAfterMs ?? 0);
         throw e;
       }
       if (first) setTimeout(() => this.drain(), 0);
@@ -256,19 +313,32 @@ export class ChangesetLog extends DurableObject<Env> {
   }
 }
 
+/**
+ * Whose bucket a push pays from (admission.ts): the client id as used by
+ * this sub. Admission runs before the client → sub binding is checked
+ * (identity.ts, in the push's transaction), so a bucket keyed by client id
+ * alone could be emptied by anyone pushing under another's id.
+ */
+function admittedAs(client: string, caller: Pick<Caller, "sub">): string {
+  return `${client} of ${caller.sub}`;
+}
+
 /** The claims of a verified upgrade ride in one header, written and read only here; the object has no route of its own. */
 const CLAIMS_HEADER = "x-relay-claims";
 
-export function subscribeRequest(claims: { role: Role; sub: string }): Request {
-  return new Request("https://log/subscribe", {
-    headers: { upgrade: "websocket", [CLAIMS_HEADER]: JSON.stringify({ role: claims.role, sub: claims.sub }) },
-  });
+export function subscribeRequest(claims: Pick<TokenClaims, "role" | "sub" | "exp">): Request {
+  const until = expiresAt(claims);
+  const info = { role: claims.role, sub: claims.sub, until: until === Infinity ? null : until };
+  return new Request("https://log/subscribe", { headers: { upgrade: "websocket", [CLAIMS_HEADER]: JSON.stringify(info) } });
 }
 
-function claimsOf(request: Request): { role: Role; sub: string } {
-  const c = JSON.parse(request.headers.get(CLAIMS_HEADER) ?? "null") as { role?: unknown; sub?: unknown } | null;
-  if (!ROLES.includes(c?.role as Role) || !isName(c?.sub)) throw new RelayError("internal", "socket upgrade without verified claims");
-  return { role: c!.role as Role, sub: c!.sub as string };
+function claimsOf(request: Request): { role: Role; sub: string; until: number | null } {
+  const c = JSON.parse(request.headers.get(CLAIMS_HEADER) ?? "null") as { role?: unknown; sub?: unknown; until?: unknown } | null;
+  const until = c?.until ?? null;
+  if (!ROLES.includes(c?.role as Role) || !isName(c?.sub) || !(until === null || typeof until === "number")) {
+    throw new RelayError("internal", "socket upgrade without verified claims");
+  }
+  return { role: c!.role as Role, sub: c!.sub as string, until };
 }
 
 function errorFrame(err: RelayError, id: number | undefined): RelayFrame {

@@ -13,28 +13,34 @@ import type { Sql } from "./log-store.ts";
  * DO's SQL handle, like log-store.ts, whose push calls them inside the same
  * transaction: a refusal leaves the log, the versions and the DDL unchanged.
  *
- *   relay_schema(version, seq, …, statements)   one row per version, its place in the log
- *   relay_shape(version, tbl, shape)            every table at every version (snapshots read these)
+ *   relay_schema(version, seq, …, sub, statements)   one row per version, its place in the log
+ *   relay_shape(version, tbl, shape)                 every table at every version (snapshots read these)
  */
+
+/** Step 3 of the relay's tables (log-store.ts runs the steps in order). */
 export function migrate(sql: Sql): void {
-  const done = sql.exec<{ value: number }>("SELECT value FROM relay_meta WHERE key = 'schema_log'").toArray()[0];
-  if (done) return;
+  // An object made by the schema branch before it met identity's step 2 has
+  // these tables already, marked by a `schema_log` row: it lacks only the sub.
+  if (sql.exec("SELECT 1 FROM relay_meta WHERE key = 'schema_log'").toArray().length > 0) {
+    sql.exec("ALTER TABLE relay_schema ADD COLUMN sub TEXT; DELETE FROM relay_meta WHERE key = 'schema_log'");
+    return;
+  }
   sql.exec(`
-    CREATE TABLE IF NOT EXISTS relay_schema(
+    CREATE TABLE relay_schema(
       version INTEGER PRIMARY KEY,
       seq INTEGER NOT NULL UNIQUE,
       client TEXT NOT NULL,
       ts INTEGER NOT NULL,
-      statements TEXT NOT NULL
+      statements TEXT NOT NULL,
+      sub TEXT
     );
-    CREATE TABLE IF NOT EXISTS relay_shape(
+    CREATE TABLE relay_shape(
       version INTEGER NOT NULL,
       tbl TEXT NOT NULL,
       shape TEXT NOT NULL,
       PRIMARY KEY(version, tbl)
     ) WITHOUT ROWID;
     ALTER TABLE relay_log ADD COLUMN v INTEGER NOT NULL DEFAULT 0;
-    INSERT INTO relay_meta(key, value) VALUES ('schema_log', 1);
   `);
 }
 
@@ -80,7 +86,7 @@ export class ShapeCache {
  * `schema_conflict`; a new version runs its DDL, records the shapes and
  * becomes the schema entry returned (the caller stores nothing else for it).
  */
-export function addVersion(sql: Sql, sv: SchemaVersion, current: number, at: { seq: number; client: string; ts: number; mayChange: boolean }): LogEntry | undefined {
+export function addVersion(sql: Sql, sv: SchemaVersion, current: number, at: { seq: number; client: string; sub: string | null; ts: number; mayChange: boolean }): LogEntry | undefined {
   if (sv.version <= current) {
     const had = sql.exec<{ statements: string }>("SELECT statements FROM relay_schema WHERE version = ?", sv.version).one().statements;
     if (had !== statementsKey(sv.statements)) {
@@ -114,7 +120,7 @@ export function addVersion(sql: Sql, sv: SchemaVersion, current: number, at: { s
     sql.exec("INSERT INTO relay_shape(version, tbl, shape) VALUES (?, ?, ?)", sv.version, t.name, JSON.stringify(t));
   }
   const statements = statementsKey(sv.statements);
-  sql.exec("INSERT INTO relay_schema(version, seq, client, ts, statements) VALUES (?, ?, ?, ?, ?)", sv.version, at.seq, at.client, at.ts, statements);
+  sql.exec("INSERT INTO relay_schema(version, seq, client, sub, ts, statements) VALUES (?, ?, ?, ?, ?, ?)", sv.version, at.seq, at.client, at.sub, at.ts, statements);
   return { seq: at.seq, client: at.client, cseq: 0, changeset: new Uint8Array(0), ts: at.ts, v: sv.version, schema: sv.statements };
 }
 

@@ -24,11 +24,16 @@ export const SNAPSHOT_PART_BYTES = STORAGE_CHUNK_BYTES;
 /** Uploads not committed within this long are abandoned (cleared when the next one starts). */
 const UPLOAD_TTL_MS = 60 * 60 * 1000;
 
+/** Step 4 of log-store.ts's STEPS. */
 export function migrate(sql: Sql): void {
-  const done = sql.exec<{ value: number }>("SELECT value FROM relay_meta WHERE key = 'snapshots'").toArray()[0];
-  if (done) return;
+  // An object made by the snapshot branch before it met identity's steps has
+  // these tables already (they record subs), marked by a `snapshots` row.
+  if (sql.exec("SELECT 1 FROM relay_meta WHERE key = 'snapshots'").toArray().length > 0) {
+    sql.exec("DELETE FROM relay_meta WHERE key = 'snapshots'");
+    return;
+  }
   sql.exec(`
-    CREATE TABLE IF NOT EXISTS relay_snapshot(
+    CREATE TABLE relay_snapshot(
       id INTEGER PRIMARY KEY,
       seq INTEGER NOT NULL,
       version INTEGER NOT NULL,
@@ -39,11 +44,10 @@ export function migrate(sql: Sql): void {
       ts INTEGER NOT NULL,
       state TEXT NOT NULL
     );
-    CREATE TABLE IF NOT EXISTS relay_snapshot_part(id INTEGER NOT NULL, idx INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY(id, idx)) WITHOUT ROWID;
-    CREATE TABLE IF NOT EXISTS relay_hash(seq INTEGER NOT NULL, sub TEXT NOT NULL, hash TEXT NOT NULL, ts INTEGER NOT NULL, PRIMARY KEY(seq, sub)) WITHOUT ROWID;
-    CREATE TABLE IF NOT EXISTS relay_client_floor(client TEXT PRIMARY KEY, cseq INTEGER NOT NULL) WITHOUT ROWID;
-    INSERT INTO relay_meta(key, value) VALUES ('snapshots', 1);
-    INSERT OR IGNORE INTO relay_meta(key, value) VALUES ('trimmed', 0);
+    CREATE TABLE relay_snapshot_part(id INTEGER NOT NULL, idx INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY(id, idx)) WITHOUT ROWID;
+    CREATE TABLE relay_hash(seq INTEGER NOT NULL, sub TEXT NOT NULL, hash TEXT NOT NULL, ts INTEGER NOT NULL, PRIMARY KEY(seq, sub)) WITHOUT ROWID;
+    CREATE TABLE relay_client_floor(client TEXT PRIMARY KEY, cseq INTEGER NOT NULL) WITHOUT ROWID;
+    INSERT INTO relay_meta(key, value) VALUES ('trimmed', 0);
   `);
 }
 

@@ -58,7 +58,7 @@ export class Host {
   }
 
   /** Open the database: OPFS when this browser has it, else memory with a warning. */
-  static async open(opts: WorkerOpenOptions, out: HostEvents): Promise<Host> {
+  static async open(opts: WorkerOpenOptions, token: (() => Promise<string>) | undefined, out: HostEvents): Promise<Host> {
     // First, and whatever the storage: the one place the .wasm location is given.
     await loadSqliteWasm(opts.wasmUrl ? { wasmUrl: opts.wasmUrl } : {});
     let path = opts.path;
@@ -77,8 +77,8 @@ export class Host {
     } else {
       path = ":memory:";
     }
-    const { wasmUrl: _wasmUrl, storage: _storage, ...rest } = opts;
-    const replica = await openReplica({ ...rest, path, driver: "wasm" });
+    const { wasmUrl: _wasmUrl, storage: _storage, tokenFromPage: _fromPage, ...rest } = opts;
+    const replica = await openReplica({ ...rest, ...(token ? { token } : {}), path, driver: "wasm" });
     return new Host(replica, storage, out);
   }
 
@@ -109,6 +109,8 @@ export class Host {
         this.statusChanged();
         return undefined;
       }
+      case "discardBlocked":
+        return this.replica.discardBlocked();
       case "status":
         return this.status();
       case "txBegin":

@@ -9,9 +9,10 @@
 import { RelayError } from "../errors.ts";
 import type { ConflictRecord } from "../conflicts.ts";
 import type { Params, Row } from "../drivers/types.ts";
+import type { TokenOption } from "../token.ts";
 import type { DroppedEvent, ReplicaEvents, ReplicaWarning, SyncEvent, Tx } from "../types.ts";
 import { rowsEqual, type WatchOptions } from "../watch.ts";
-import { fromWire, type BrowserStatus, type Method, type PageToWorker, type WireError, type WorkerOpenOptions, type WorkerToPage } from "./messages.ts";
+import { fromWire, toWire, type BrowserStatus, type Method, type PageToWorker, type WireError, type WorkerOpenOptions, type WorkerToPage } from "./messages.ts";
 
 export type { BrowserStatus, Storage } from "./messages.ts";
 export type { ChangeEvent, DroppedEvent, ReplicaEvents, ReplicaWarning, SyncEvent, SyncProgress, Tx } from "../types.ts";
@@ -21,7 +22,14 @@ export type { Params, Row } from "../drivers/types.ts";
 export { RelayError, isRelayError } from "../errors.ts";
 export type { ErrorCode } from "../errors.ts";
 
-export interface BrowserReplicaOptions extends Omit<WorkerOpenOptions, "path" | "conflicts"> {
+export interface BrowserReplicaOptions extends Omit<WorkerOpenOptions, "path" | "conflicts" | "token" | "tokenFromPage"> {
+  /**
+   * A JWT, or a function (sync or async) returning one. The function runs
+   * here in the page (it may read cookies or call the app's backend); the
+   * database worker asks for a token at open, shortly before expiry and
+   * after `unauthorized`.
+   */
+  token?: TokenOption | undefined;
   /**
    * The database file in OPFS ([A-Za-z0-9_.-], default `<db>.sqlite3`), or
    * ":memory:". Tabs that open the same file share one replica.
@@ -58,15 +66,16 @@ const PATH = /^[A-Za-z0-9_.-]{1,128}$/;
  * await replica.exec("INSERT INTO todo VALUES (?, ?, 0)", [crypto.randomUUID(), "milk"]);
  */
 export async function openReplica(options: BrowserReplicaOptions): Promise<BrowserReplica> {
-  const { worker: spec, path: givenPath, conflicts, ...rest } = options;
+  const { worker: spec, path: givenPath, conflicts, token, ...rest } = options;
   if ((options.conflicts as { onConflict?: unknown } | undefined)?.onConflict !== undefined) {
     throw new RelayError("bad_request", "conflicts.onConflict cannot run in the database worker: use per-table policies in the browser");
   }
   const path = givenPath ?? `${options.db}.sqlite3`;
   if (path !== ":memory:" && !PATH.test(path)) throw new RelayError("invalid_name", "path must match [A-Za-z0-9_.-]{1,128} or be \":memory:\"");
   const worker = startWorker(spec);
-  const replica = new BrowserReplica(worker);
-  await replica.opened({ ...rest, ...(conflicts ? { conflicts } : {}), path });
+  const replica = new BrowserReplica(worker, typeof token === "function" ? token : undefined);
+  const tokenOption = typeof token === "function" ? { tokenFromPage: true } : token === undefined ? {} : { token };
+  await replica.opened({ ...rest, ...tokenOption, ...(conflicts ? { conflicts } : {}), path });
   return replica;
 }
 
@@ -104,6 +113,7 @@ export class BrowserReplica {
   #open: { resolve: () => void; reject: (e: unknown) => void } | undefined;
   #closed: Promise<void> | undefined;
   #closedResolve: (() => void) | undefined;
+  #tokenFn: (() => string | Promise<string>) | undefined;
   #watches = new Map<number, PageWatch>();
   #nextWatch = 1;
   /** Rows that arrived since the last animation frame, by watch: only the latest of each is delivered. */
@@ -113,8 +123,9 @@ export class BrowserReplica {
   openMs = 0;
 
   /** Use `openReplica`. */
-  constructor(worker: Worker) {
+  constructor(worker: Worker, tokenFn?: () => string | Promise<string>) {
     this.#worker = worker;
+    this.#tokenFn = tokenFn;
     worker.addEventListener("message", (e: MessageEvent<WorkerToPage>) => this.#onMessage(e.data));
     worker.addEventListener("error", (e: ErrorEvent) => {
       const err = new RelayError("internal", `database worker failed: ${e.message || "could not load it (is the worker URL served?)"}`);
@@ -216,6 +227,11 @@ export class BrowserReplica {
     await this.#call("setLive", [enabled]);
   }
 
+  /** Drop the write the relay refused for good (status().blocked); see the Node client's discardBlocked. */
+  discardBlocked(): Promise<number | null> {
+    return this.#call("discardBlocked", []) as Promise<number | null>;
+  }
+
   /** The last status the worker reported: updated with every result and event. */
   status(): BrowserStatus {
     if (!this.#status) throw new RelayError("closed", "replica is not open");
@@ -303,9 +319,21 @@ export class BrowserReplica {
       case "warn":
         console.warn(m.message);
         return;
+      case "token-request":
+        this.#giveToken(m.id);
+        return;
       case "closed":
         this.#closedResolve?.();
         return;
+    }
+  }
+
+  async #giveToken(id: number): Promise<void> {
+    try {
+      if (!this.#tokenFn) throw new RelayError("unauthorized", "this page has no token function");
+      this.#post({ t: "token", id, ok: true, token: await this.#tokenFn() });
+    } catch (e) {
+      this.#post({ t: "token", id, ok: false, error: toWire(e) });
     }
   }
 

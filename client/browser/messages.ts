@@ -19,6 +19,8 @@ export interface WorkerOpenOptions {
   url: string;
   db: string;
   token?: string;
+  /** The page has a token function: the worker asks the page for each token ("token-request"). */
+  tokenFromPage?: boolean;
   /** OPFS file name; ":memory:" for a replica that lives as long as its owner tab. */
   path: string;
   migrations?: string[][];
@@ -58,6 +60,7 @@ export type Method =
   | "sync"
   | "conflicts"
   | "setLive"
+  | "discardBlocked"
   | "status"
   | "txBegin"
   | "txExec"
@@ -70,6 +73,7 @@ export interface CallArgs {
   sync: [];
   conflicts: [];
   setLive: [enabled: boolean];
+  discardBlocked: [];
   status: [];
   txBegin: [];
   txExec: [tx: string, sql: string, params?: Params];
@@ -89,6 +93,9 @@ export type EventName = "change" | "sync" | "progress" | "conflict" | "error" | 
 export type PageToWorker =
   | { t: "open"; options: WorkerOpenOptions }
   | { t: "call"; id: number; method: Method; args: unknown[] }
+  /** The answer to a "token-request": the page's token function ran in the page. */
+  | { t: "token"; id: number; ok: true; token: string }
+  | { t: "token"; id: number; ok: false; error: WireError }
   /** A watched query (watch ids are the page's own); it runs where the database is. */
   | { t: "watch"; id: number; sql: string; params: Params | undefined }
   | { t: "unwatch"; id: number }
@@ -106,6 +113,8 @@ export type WorkerToPage =
   | { t: "event"; name: EventName; payload: unknown; status: BrowserStatus }
   | { t: "watched"; id: number; result: Watched }
   | { t: "warn"; message: string }
+  /** The replica needs a token (at open, before expiry, after unauthorized): the page runs its token function. */
+  | { t: "token-request"; id: number }
   | { t: "closed" };
 
 /** worker ↔ worker, on the BroadcastChannel of one database */

@@ -21,6 +21,7 @@ import type { Params } from "../drivers/types.ts";
 import { Host } from "./host.ts";
 import {
   channelName,
+  fromWire,
   toWire,
   type BrowserStatus,
   type EventName,
@@ -75,6 +76,13 @@ scope.addEventListener("message", (e) => {
     case "call":
       call(m.id, m.method, m.args);
       return;
+    case "token": {
+      const waiting = tokenRequests.get(m.id);
+      tokenRequests.delete(m.id);
+      if (m.ok) waiting?.resolve(m.token);
+      else waiting?.reject(fromWire(m.error));
+      return;
+    }
     case "watch":
       watches.set(m.id, { sql: m.sql, params: m.params });
       startWatch(m.id);
@@ -89,6 +97,17 @@ scope.addEventListener("message", (e) => {
       return;
   }
 });
+
+/** Token requests to this worker's page, by id: the app's token function runs in the page, not here. */
+const tokenRequests = new Map<number, { resolve: (t: string) => void; reject: (e: unknown) => void }>();
+let nextTokenRequest = 1;
+function tokenFromPage(): Promise<string> {
+  const id = nextTokenRequest++;
+  return new Promise((resolve, reject) => {
+    tokenRequests.set(id, { resolve, reject });
+    post({ t: "token-request", id });
+  });
+}
 
 async function start(opts: WorkerOpenOptions): Promise<void> {
   const locks = (globalThis.navigator as Navigator | undefined)?.locks;
@@ -133,7 +152,7 @@ let waitForOwner: (() => void) | undefined;
 
 async function becomeOwner(opts: WorkerOpenOptions): Promise<void> {
   let h: Host | undefined;
-  h = await Host.open(opts, {
+  h = await Host.open(opts, opts.tokenFromPage ? tokenFromPage : undefined, {
     emit: (name, payload) => {
       if (!h) return; // the state at open is in the "opened" message
       const status = h.status();

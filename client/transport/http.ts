@@ -1,22 +1,24 @@
 import { decode, encode } from "../../protocol/codec.ts";
 import { errorFromBody, RelayError } from "../errors.ts";
-import { parsePullResponse, parsePushResponse, type PullResponse, type PushEntry, type PushResponse } from "../../protocol/messages.ts";
+import { parsePullResponse, parsePushResponse, type HealthResponse, type PullResponse, type PushEntry, type PushResponse } from "../../protocol/messages.ts";
 import { MSGPACK } from "../../protocol/version.ts";
 import type { SchemaVersion } from "../../protocol/schema.ts";
 import { COMPRESS_MIN_BYTES, GZIP } from "../../protocol/compression.ts";
 import { gzip } from "../gzip.ts";
+import { bearer, withRefresh, type TokenOptions } from "./auth.ts";
 
 /** How the sync engine reaches the relay. HTTP here; tests wrap it to inject faults. */
 export interface Transport {
   /** `schema`: versions the log may lack, appended before the entries. */
   push(client: string, entries: PushEntry[], signal?: AbortSignal, schema?: SchemaVersion[]): Promise<PushResponse>;
   pull(after: number, limit?: number, signal?: AbortSignal): Promise<PullResponse>;
+  /** The relay's /v1/health: its limits (optional: a transport without it leaves the defaults). */
+  health?(signal?: AbortSignal): Promise<HealthResponse>;
 }
 
-export interface HttpTransportOptions {
+export interface HttpTransportOptions extends TokenOptions {
   url: string;
   db: string;
-  token?: string | undefined;
   fetch?: typeof fetch;
   /** Give up on a request after this long (default 30 s): a relay that accepts and never answers must not stall sync. */
   timeoutMs?: number;
@@ -25,11 +27,13 @@ export interface HttpTransportOptions {
 export function httpTransport(opts: HttpTransportOptions): Transport {
   const base = `${opts.url.replace(/\/+$/, "")}/v1/db/${encodeURIComponent(opts.db)}`;
   const doFetch = opts.fetch ?? globalThis.fetch.bind(globalThis);
-  const auth: Record<string, string> = opts.token ? { authorization: `Bearer ${opts.token}` } : {};
+  const auth = bearer(opts);
 
   const timeoutMs = opts.timeoutMs ?? 30_000;
 
-  async function call(path: string, init: RequestInit, caller?: AbortSignal): Promise<unknown> {
+  const call = (path: string, init: () => RequestInit, caller?: AbortSignal): Promise<unknown> => withRefresh(opts, () => once(path, init(), caller));
+
+  async function once(path: string, init: RequestInit, caller?: AbortSignal): Promise<unknown> {
     const timeout = AbortSignal.timeout(timeoutMs);
     init.signal = caller ? AbortSignal.any([caller, timeout]) : timeout;
     // The caller's abort is "aborted" (stop); our timeout is a retryable network failure.
@@ -67,14 +71,20 @@ export function httpTransport(opts: HttpTransportOptions): Transport {
       // responses come back gzipped when large, and fetch inflates them.
       const plain = encode(schema?.length ? { client, schema, entries } : { client, entries });
       const zipped = plain.byteLength >= COMPRESS_MIN_BYTES;
-      const headers = { ...auth, "content-type": MSGPACK, ...(zipped ? { "content-encoding": GZIP } : {}) };
-      const init: RequestInit = { method: "POST", body: zipped ? await gzip(plain) : plain, headers };
+      const body = zipped ? await gzip(plain) : plain;
+      const init = (): RequestInit => ({ method: "POST", body, headers: { ...auth(), "content-type": MSGPACK, ...(zipped ? { "content-encoding": GZIP } : {}) } });
       return parsePushResponse(await call("/push", init, signal));
     },
     async pull(after, limit, signal) {
       const q = new URLSearchParams({ after: String(after) });
       if (limit !== undefined) q.set("limit", String(limit));
-      return parsePullResponse(await call(`/pull?${q}`, { headers: auth }, signal));
+      return parsePullResponse(await call(`/pull?${q}`, () => ({ headers: auth() }), signal));
+    },
+    async health(signal) {
+      const timeout = AbortSignal.timeout(timeoutMs);
+      const res = await doFetch(`${opts.url.replace(/\/+$/, "")}/v1/health`, { signal: signal ? AbortSignal.any([signal, timeout]) : timeout });
+      if (!res.ok) throw new RelayError("network", `GET /v1/health answered ${res.status}`);
+      return (await res.json()) as HealthResponse;
     },
   };
 }

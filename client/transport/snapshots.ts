@@ -1,5 +1,6 @@
 import { errorFromBody, RelayError } from "../errors.ts";
 import type { Snapshot } from "../snapshot.ts";
+import { bearer, withRefresh, type TokenOptions } from "./auth.ts";
 
 /**
  * The snapshot routes over HTTP (worker/snapshots.ts lists them): upload in
@@ -7,10 +8,9 @@ import type { Snapshot } from "../snapshot.ts";
  * reports, status and compaction. Used by replicas (bootstrap, reset,
  * automatic snapshots) and by the CLI.
  */
-export interface SnapshotClientOptions {
+export interface SnapshotClientOptions extends TokenOptions {
   url: string;
   db: string;
-  token?: string | undefined;
   fetch?: typeof fetch;
 }
 
@@ -51,12 +51,13 @@ export interface RelayStatus {
 export function snapshotClient(opts: SnapshotClientOptions) {
   const base = `${opts.url.replace(/\/+$/, "")}/v1/db/${encodeURIComponent(opts.db)}`;
   const doFetch = opts.fetch ?? globalThis.fetch.bind(globalThis);
-  const auth: Record<string, string> = opts.token ? { authorization: `Bearer ${opts.token}` } : {};
+  const auth = bearer(opts);
+  const call = (path: string, init: RequestInit = {}): Promise<Response> => withRefresh(opts, () => once(path, init));
 
-  async function call(path: string, init: RequestInit = {}): Promise<Response> {
+  async function once(path: string, init: RequestInit): Promise<Response> {
     let res: Response;
     try {
-      res = await doFetch(`${base}${path}`, { ...init, headers: { ...auth, ...(init.headers as Record<string, string> | undefined) } });
+      res = await doFetch(`${base}${path}`, { ...init, headers: { ...auth(), ...(init.headers as Record<string, string> | undefined) } });
     } catch (cause) {
       if (init.signal?.aborted) throw new RelayError("aborted", "request aborted", { cause });
       throw new RelayError("network", `cannot reach the relay: ${(cause as Error)?.message ?? cause}`, { cause });

@@ -43,8 +43,8 @@ export interface WebSocketLike {
 }
 
 export interface LiveSocketOptions {
-  /** ws(s):// URL of the database's socket route, token included when needed. */
-  url: string;
+  /** ws(s):// URL of the database's socket route, token included when needed; a function is asked on each connection (a fresh token). */
+  url: string | (() => string | Promise<string>);
   backoff: BackoffOptions;
   /** How often to send a heartbeat, and how long silence may last before the socket counts as dead. */
   heartbeatMs?: number;
@@ -79,7 +79,7 @@ export class LiveSocket {
   }
 
   start(): void {
-    if (this.state.name === "stopped") this.connect(0);
+    if (this.state.name === "stopped") void this.connect(0);
   }
 
   stop(): void {
@@ -101,11 +101,13 @@ export class LiveSocket {
     return true;
   }
 
-  private connect(attempt: number): void {
-    this.state = { name: "connecting", attempt };
+  private async connect(attempt: number): Promise<void> {
+    const state: SocketState = (this.state = { name: "connecting", attempt });
     let ws: WebSocketLike;
     try {
-      ws = (this.opts.createWebSocket ?? defaultWebSocket)(this.opts.url);
+      const url = typeof this.opts.url === "string" ? this.opts.url : await this.opts.url();
+      if (this.state !== state) return; // stopped meanwhile
+      ws = (this.opts.createWebSocket ?? defaultWebSocket)(url);
     } catch {
       return this.failed(attempt);
     }
@@ -159,7 +161,7 @@ export class LiveSocket {
     this.delegate.closed(attempt);
     if (this.state.name !== "waiting") return; // the delegate stopped us
     const delay = attempt === 0 ? 0 : backoffDelay(attempt - 1, this.opts.backoff);
-    this.timer = setTimeout(() => this.connect(attempt), delay);
+    this.timer = setTimeout(() => void this.connect(attempt), delay);
   }
 
   private startHeartbeat(): void {
