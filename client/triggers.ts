@@ -13,25 +13,40 @@ import type { Tables } from "./tables.ts";
  * trigger that only keeps a local table (an FTS index) must fire, though,
  * or local search would never see remote rows.
  *
- * So every trigger is classified by what its statements write, and:
- *   - one whose every statement writes a local table runs always;
+ * So every trigger is classified by what it writes, and:
+ *   - one that writes only local tables (or views) runs always;
  *   - any other (it writes a replicated table, or only checks with RAISE) is
  *     rewritten once with `NOT relay_replaying()` ANDed into its WHEN clause:
  *     it runs on local writes exactly as declared and never during replay;
- *   - one that writes both is refused (`mixed_trigger`): half of it must run
- *     on replay and half must not. Splitting it ourselves would change the
- *     order its statements run in and leave a trigger the app never created
- *     (and would not drop); the app splits it in two instead.
+ *   - one that writes both, or checks beside a local write, is refused
+ *     (`mixed_trigger`): half of it must run on replay and half must not.
+ *     Splitting it ourselves would change the order its statements run in
+ *     and leave a trigger the app never created (and would not drop); the
+ *     app splits it in two instead.
  * Why not the other ways: SQLite can switch triggers off only all at once
  * (SQLITE_DBCONFIG_ENABLE_TRIGGER, which node:sqlite does not expose), and
  * asking users to write the guard themselves is a rule every app would have
- * to learn and could forget. Why a tokenizer and not the authorizer: the
- * authorizer is the driver's, and the part of a trigger this needs (the
- * header up to BEGIN, and the verb and target table of each statement, which
- * inside a trigger cannot be schema-qualified) is small and regular; SQLite
- * parses the rewritten statement, so a mistake is an error at open, not a
- * silent change. A trigger that already mentions relay_replaying is left as
- * the app wrote it.
+ * to learn and could forget.
+ *
+ * What SQLite decides: which tables each trigger writes. Preparing (never
+ * running) an INSERT, an UPDATE of every column and a DELETE on each table
+ * or view with triggers compiles every trigger they would fire, nested ones
+ * too, and the authorizer names the trigger behind each write
+ * (Driver.writesOf): an upsert's DO UPDATE, REPLACE, a CTE, names in string
+ * literals or comments are SQLite's to read, not ours. A write to a view
+ * counts as local: a view stores nothing, and the INSTEAD OF triggers it
+ * fires are classified (and guarded) on their own. A trigger no probe fires
+ * (UPDATE OF a generated column only) is guarded: the safe side.
+ * What text handling remains, and why: the authorizer has no report for
+ * RAISE and none that marks where one body statement ends, so "a statement
+ * that writes nothing" (SELECT, VALUES: a check) is read from the text, by
+ * its leading verb; and the rewrite needs where WHEN and BEGIN are, which no
+ * SQLite interface gives. Both read only the header and each statement's
+ * first keyword, small and regular; SQLite parses the rewritten statement,
+ * so a mistake is an error at open, not a silent change. A trigger that
+ * already mentions relay_replaying is left as the app wrote it. Where the
+ * driver has no authorizer (node:sqlite before Node 24.10) every trigger is
+ * guarded: a local index then misses remote rows, but replicas never diverge.
  */
 export const GUARD = "relay_replaying";
 
@@ -39,11 +54,7 @@ export type Writes = "local" | "replicated" | "mixed";
 
 /** Guard every trigger that must not run on replay. `isLocal`: whether a table is local (see tables.ts). */
 export function guardTriggers(d: Driver, isLocal: (table: string) => boolean): void {
-  const triggers = d.all("SELECT name, sql FROM sqlite_schema WHERE type = 'trigger' AND sql IS NOT NULL ORDER BY name") as { name: string; sql: string }[];
-  for (const { name, sql } of triggers) {
-    const t = parseTrigger(sql);
-    if (t.tokens.some((k) => k.word === GUARD)) continue;
-    const writes = classify(t, isLocal);
+  for (const { name, sql, t, writes } of classifyTriggers(d, isLocal)) {
     if (writes === "local") continue;
     if (writes === "mixed") {
       throw new RelayError("mixed_trigger", `trigger "${name}" writes both local and replicated tables: split it into one trigger for each (the local one runs when remote changes are applied, the other does not)`);
@@ -53,6 +64,56 @@ export function guardTriggers(d: Driver, isLocal: (table: string) => boolean): v
     d.exec(guarded);
   }
 }
+
+/** The main database's triggers that do not guard themselves, each with what it writes. */
+export function classifyTriggers(d: Driver, isLocal: (table: string) => boolean): { name: string; sql: string; t: ParsedTrigger; writes: Writes }[] {
+  const rows = d.all("SELECT name, tbl_name AS target, sql FROM sqlite_schema WHERE type = 'trigger' AND sql IS NOT NULL ORDER BY name") as { name: string; target: string; sql: string }[];
+  const triggers = rows.map((r) => ({ ...r, t: parseTrigger(r.sql) })).filter(({ t }) => !t.tokens.some((k) => k.word === GUARD));
+  if (triggers.length === 0) return [];
+  const written = triggerWrites(d, new Set(triggers.map((r) => r.target)));
+  const views = new Set(d.all("SELECT lower(name) AS name FROM sqlite_schema WHERE type = 'view'").map((r) => r.name as string));
+  const localOrView = (table: string) => isLocal(table) || views.has(table.toLowerCase());
+  const out = triggers.map(({ name, sql, t }) => {
+    const writes: Writes = written === undefined ? "replicated" : classify(t, written.get(name) ?? new Set(), localOrView);
+    return { name, sql, t, writes };
+  });
+  return out;
+}
+
+/**
+ * The tables each trigger writes, by trigger name, as SQLite reports them
+ * while it prepares a write of each kind on the trigger's table (one UPDATE
+ * setting every column: `UPDATE OF col` triggers fire on any of theirs).
+ * undefined when the driver cannot tell.
+ */
+function triggerWrites(d: Driver, targets: Set<string>): Map<string, Set<string>> | undefined {
+  const out = new Map<string, Set<string>>();
+  for (const target of targets) {
+    const q = quote(target);
+    const view = d.all("SELECT 1 FROM sqlite_schema WHERE type = 'view' AND name = ?", [target]).length > 0;
+    // Generated columns cannot be SET.
+    const columns = d.all("SELECT name FROM pragma_table_xinfo(?) WHERE hidden NOT IN (2, 3)", [target]).map((r) => quote(r.name as string));
+    for (const probe of [`INSERT INTO main.${q} DEFAULT VALUES`, `UPDATE main.${q} SET ${columns.map((c) => `${c} = ${c}`).join(", ")}`, `DELETE FROM main.${q}`]) {
+      let writes;
+      try {
+        writes = d.writesOf(probe);
+      } catch (e) {
+        if (view) continue; // "cannot modify": the view has no INSTEAD OF trigger for this kind of write
+        throw e;
+      }
+      if (writes === undefined) return undefined;
+      for (const { table, trigger } of writes) {
+        if (trigger === null) continue;
+        let set = out.get(trigger);
+        if (!set) out.set(trigger, (set = new Set()));
+        set.add(table);
+      }
+    }
+  }
+  return out;
+}
+
+const quote = (name: string): string => `"${name.replace(/"/g, '""')}"`;
 
 /**
  * After DDL (the app's migrations at open, the log's in a sync step, or DDL
@@ -179,50 +240,32 @@ export function parseTrigger(sql: string): ParsedTrigger {
   return { tokens, when, begin, statements };
 }
 
-/** What a trigger's statements write: "local" only when every one of them writes a local table. */
-export function classify(t: ParsedTrigger, isLocal: (table: string) => boolean): Writes {
-  let local = 0;
-  for (const [from, to] of t.statements) {
-    const target = writtenTable(t.tokens.slice(from, to));
-    if (target !== undefined && isLocal(target)) local++;
-  }
-  return local === t.statements.length ? "local" : local === 0 ? "replicated" : "mixed";
+/**
+ * What a trigger writes, from the tables SQLite reported (`written`) and its
+ * checks: "local" when it writes local tables only and checks nothing,
+ * "mixed" when it also writes a replicated table or checks, else "replicated".
+ */
+export function classify(t: ParsedTrigger, written: ReadonlySet<string>, isLocal: (table: string) => boolean): Writes {
+  const local = [...written].some(isLocal);
+  const replicated = [...written].some((table) => !isLocal(table)) || t.statements.some(([from, to]) => checks(t.tokens.slice(from, to)));
+  return !local ? "replicated" : replicated ? "mixed" : "local";
 }
 
 /**
- * The table one trigger statement writes, or undefined (SELECT, VALUES: it
- * writes nothing but may RAISE). A leading WITH clause is skipped: its
- * statements sit inside parentheses.
+ * Whether one trigger statement writes nothing (SELECT, VALUES: it can only
+ * check, with RAISE). Its verb is its first keyword outside parentheses (a
+ * leading WITH clause's statements sit inside them).
  */
-export function writtenTable(s: Token[]): string | undefined {
+export function checks(s: Token[]): boolean {
   let depth = 0;
-  for (let i = 0; i < s.length; i++) {
-    const t = s[i]!;
+  for (const t of s) {
     if (t.punct === "(") depth++;
     else if (t.punct === ")") depth--;
     if (depth !== 0 || t.quoted) continue;
-    let at: number;
-    switch (t.word) {
-      case "insert":
-      case "update":
-        at = keyword(s[i + 1], "or") ? i + 3 : i + 1;
-        if (t.word === "insert") at++; // INTO
-        break;
-      case "replace":
-      case "delete":
-        at = i + 2; // INTO / FROM
-        break;
-      case "select":
-      case "values":
-        return undefined;
-      default:
-        continue;
-    }
-    // Qualified names are not allowed inside triggers; read one anyway.
-    if (s[at + 1]?.punct === ".") at += 2;
-    return s[at]?.word;
+    if (t.word === "select" || t.word === "values") return true;
+    if (t.word === "insert" || t.word === "replace" || t.word === "update" || t.word === "delete") return false;
   }
-  return undefined;
+  return false;
 }
 
 /** The trigger's SQL with NOT relay_replaying() ANDed into its WHEN clause. */

@@ -2,7 +2,7 @@ import type { DatabaseSync, SQLInputValue, SQLOutputValue, StatementSync } from 
 import type { SqlValue } from "../../protocol/changeset.ts";
 import { RelayError } from "../errors.ts";
 import { StatementCache } from "./cache.ts";
-import { checkResolution, narrow, RESOLUTION, type ConflictType, type Driver, type Params, type Resolution, type Row, type Session } from "./types.ts";
+import { checkResolution, narrow, RESOLUTION, type ConflictType, type Driver, type Params, type Resolution, type Row, type Session, type Write, WRITE_ACTIONS } from "./types.ts";
 
 /** Opens a node:sqlite database: a file path, or ":memory:". */
 export function openNode(path: string): Driver {
@@ -31,8 +31,7 @@ interface Prepared {
   tail: string;
 }
 
-/** Authorizer action codes (sqlite3.h) for rows written, and for schema changes (which write sqlite_schema rows). */
-const WRITE_ACTIONS: ReadonlySet<number> = new Set([9, 18, 23]); // DELETE, INSERT, UPDATE
+/** Authorizer action codes (sqlite3.h) for schema changes (which write sqlite_schema rows); WRITE_ACTIONS for rows. */
 const READ = 20; // SQLITE_READ: arg 1 is the table, also for the base tables of a view
 const DDL_ACTIONS: ReadonlySet<number> = new Set([1, 2, 3, 4, 5, 6, 7, 8, 10, 11, 12, 13, 14, 15, 16, 17, 26, 29, 30]);
 
@@ -46,6 +45,8 @@ class NodeDriver implements Driver {
   #totalChanges: StatementSync | undefined;
   #lastInsertRowid: number | bigint = 0;
   #closed = false;
+  /** Set only while writesOf compiles: every write the authorizer reports, triggers' included. */
+  #onWrite: ((table: string, trigger: string | null) => void) | undefined;
 
   constructor(db: DatabaseSync, persistent: boolean) {
     this.#db = db;
@@ -144,6 +145,18 @@ class NodeDriver implements Driver {
     return this.#compile(sql).reads;
   }
 
+  writesOf(sql: string): Write[] | undefined {
+    if (typeof this.#db.setAuthorizer !== "function") return undefined;
+    const out: Write[] = [];
+    this.#onWrite = (table, trigger) => out.push({ table, trigger });
+    try {
+      this.#compile(sql); // not cached, never run: dropping it lets GC finalize it
+    } finally {
+      this.#onWrite = undefined;
+    }
+    return out;
+  }
+
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
@@ -187,6 +200,7 @@ class NodeDriver implements Driver {
       let ddl = false;
       const read = new Set<string>();
       db.setAuthorizer((action, table, _b, _db, trigger) => {
+        if (this.#onWrite && WRITE_ACTIONS.has(action)) this.#onWrite(table!, trigger);
         if (action === READ) read.add(table!);
         else if (trigger === null && WRITE_ACTIONS.has(action)) write = true;
         else if (DDL_ACTIONS.has(action)) ddl = true;

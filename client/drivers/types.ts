@@ -16,6 +16,16 @@ export type ConflictType = (typeof CONFLICT)[keyof typeof CONFLICT];
 export const RESOLUTION = { OMIT: 0, REPLACE: 1, ABORT: 2 } as const;
 export type Resolution = (typeof RESOLUTION)[keyof typeof RESOLUTION];
 
+/** One write the authorizer reports (see Driver.writesOf). */
+export interface Write {
+  table: string;
+  /** The trigger whose statement writes, null for the statement itself. */
+  trigger: string | null;
+}
+
+/** Authorizer action codes (sqlite3.h) that write rows: SQLITE_DELETE, SQLITE_INSERT, SQLITE_UPDATE (arg 1: the table). */
+export const WRITE_ACTIONS: ReadonlySet<number> = new Set([9, 18, 23]);
+
 export type DriverKind = "node" | "wasm";
 
 export interface Session {
@@ -67,6 +77,17 @@ export interface Driver {
    * Node 24.10): callers then assume it reads everything.
    */
   tablesRead(sql: string): string[] | undefined;
+  /**
+   * The rows one statement would write, as SQLite's authorizer reports them
+   * while it compiles the statement (SQLITE_INSERT, SQLITE_UPDATE,
+   * SQLITE_DELETE): its own writes (`trigger` null) and those of every
+   * trigger it would fire, nested ones included, each with the name of the
+   * trigger that writes (an INSERT into a view with an INSTEAD OF trigger:
+   * the view, then that trigger's writes). One entry per report (an UPDATE:
+   * one per column set). Prepared afresh and never run. undefined where
+   * tablesRead is.
+   */
+  writesOf(sql: string): Write[] | undefined;
   /** True while a transaction is open on this connection. */
   readonly inTransaction: boolean;
   close(): void;

@@ -2,7 +2,7 @@ import type { Database, Sqlite3Static } from "@sqlite.org/sqlite-wasm";
 import type { SqlValue } from "../../protocol/changeset.ts";
 import { RelayError } from "../errors.ts";
 import { StatementCache } from "./cache.ts";
-import { checkResolution, narrow, RESOLUTION, type ConflictType, type Driver, type Params, type Resolution, type Row, type Session } from "./types.ts";
+import { checkResolution, narrow, RESOLUTION, type ConflictType, type Driver, type Params, type Resolution, type Row, type Session, type Write, WRITE_ACTIONS } from "./types.ts";
 import { defaultVfs, DONE, loadSqliteWasm, READ, ROW, TRANSIENT, type Exports } from "./wasm-module.ts";
 
 export { installOpfsSahPool, loadSqliteWasm, type LoadOptions, type OpfsPoolOptions } from "./wasm-module.ts";
@@ -66,10 +66,10 @@ class WasmDriver implements Driver {
   #xConflict: number;
   /** What the callback dispatches to: the current applyChangeset's handler. */
   #onConflict: (type: number) => number = () => RESOLUTION.ABORT;
-  /** The authorizer callback, installed once like #xConflict; set on the connection only while tablesRead prepares. */
+  /** The authorizer callback, installed once like #xConflict; set on the connection only while #authorized prepares. */
   #xAuth: number;
-  /** Where the authorizer records the tables read. */
-  #reads = new Set<string>();
+  /** What the callback dispatches to: action code, arg 1, and the responsible trigger or view (C strings, 0 for none). */
+  #onAuth: (action: number, arg1: number, trigger: number) => void = () => {};
 
   constructor(sqlite3: Sqlite3Static, db: Database, persistent: boolean) {
     const { wasm } = sqlite3;
@@ -82,8 +82,8 @@ class WasmDriver implements Driver {
     this.#out = wasm.alloc(16);
     this.#main = wasm.allocCString("main", false);
     this.#xConflict = wasm.installFunction("i(pip)", (_ctx: number, type: number, _iter: number) => this.#onConflict(type));
-    this.#xAuth = wasm.installFunction("i(pipppp)", (_ctx: number, action: number, table: number) => {
-      if (action === READ) this.#reads.add(wasm.cstrToJs(table) as string);
+    this.#xAuth = wasm.installFunction("i(pipppp)", (_ctx: number, action: number, arg1: number, _arg2: number, _db: number, trigger: number) => {
+      this.#onAuth(action, arg1, trigger);
       return 0; // SQLITE_OK
     });
   }
@@ -221,25 +221,20 @@ class WasmDriver implements Driver {
     throw new RelayError("apply_failed", `changeset apply failed: ${cause.message}`, { cause });
   }
 
-  /**
-   * Prepares `sql` once more with the authorizer set (it reports while a
-   * statement compiles, so a cached statement cannot tell). Set only for this
-   * prepare: left on, it would be called from JS for every statement
-   * sqlite3changeset_apply prepares on the hot path. Setting it expires the
-   * cached statements, which re-prepare once: watches are created rarely.
-   */
   tablesRead(sql: string): string[] {
-    this.#assertOpen();
-    const x = this.#x;
-    this.#reads.clear();
-    x.sqlite3_set_authorizer(this.#p, this.#xAuth, 0);
-    try {
-      const stmt = this.#compile(sql);
-      x.sqlite3_finalize(stmt.p);
-    } finally {
-      x.sqlite3_set_authorizer(this.#p, 0, 0);
-    }
-    return [...this.#reads];
+    const reads = new Set<string>();
+    this.#authorized(sql, (action, arg1) => {
+      if (action === READ) reads.add(this.#cstr(arg1)!);
+    });
+    return [...reads];
+  }
+
+  writesOf(sql: string): Write[] {
+    const out: Write[] = [];
+    this.#authorized(sql, (action, arg1, trigger) => {
+      if (WRITE_ACTIONS.has(action)) out.push({ table: this.#cstr(arg1)!, trigger: this.#cstr(trigger) });
+    });
+    return out;
   }
 
   close(): void {
@@ -274,6 +269,32 @@ class WasmDriver implements Driver {
       x.sqlite3_reset(stmt.p); // the error, if any, was already reported by step
     }
     return x.sqlite3_total_changes(this.#p) !== total ? x.sqlite3_changes(this.#p) : 0;
+  }
+
+  /**
+   * Prepares `sql` once more with the authorizer set, `onAuth` hearing it,
+   * and finalizes it unrun (the authorizer reports while a statement
+   * compiles, so a cached statement cannot tell). Set only for this prepare:
+   * left on, it would be called from JS for every statement
+   * sqlite3changeset_apply prepares on the hot path. Setting it expires the
+   * cached statements, which re-prepare once: watches and trigger checks are rare.
+   */
+  #authorized(sql: string, onAuth: (action: number, arg1: number, trigger: number) => void): void {
+    this.#assertOpen();
+    const x = this.#x;
+    this.#onAuth = onAuth;
+    x.sqlite3_set_authorizer(this.#p, this.#xAuth, 0);
+    try {
+      const stmt = this.#compile(sql);
+      x.sqlite3_finalize(stmt.p);
+    } finally {
+      x.sqlite3_set_authorizer(this.#p, 0, 0);
+      this.#onAuth = () => {};
+    }
+  }
+
+  #cstr(p: number): string | null {
+    return p === 0 ? null : (this.#sqlite3.wasm.cstrToJs(p) as string);
   }
 
   #changeset(session: number): Uint8Array {
