@@ -99,7 +99,8 @@ function triggerWrites(d: Driver, targets: Set<string>): Map<string, Set<string>
         writes = d.writesOf(probe);
       } catch (e) {
         if (view) continue; // "cannot modify": the view has no INSTEAD OF trigger for this kind of write
-        throw e;
+        // A trigger naming a table or column that does not exist: every write to the table fails too.
+        throw new RelayError("bad_request", `cannot read the triggers on "${target}": ${(e as Error).message}`, { cause: e });
       }
       if (writes === undefined) return undefined;
       for (const { table, trigger } of writes) {

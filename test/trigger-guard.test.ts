@@ -92,6 +92,11 @@ for (const kind of ["node", "wasm"] as DriverKind[]) {
       }
     });
 
+    it("a trigger SQLite cannot compile (its table dropped) is a clear error at open, not a guess", async () => {
+      const r = await guarded("CREATE TABLE gone(x); CREATE TRIGGER b AFTER INSERT ON t BEGIN INSERT INTO gone VALUES (1); END; DROP TABLE gone");
+      assert.ok(r instanceof RelayError && r.code === "bad_request" && /no such table: main.gone/.test(r.message), String(r));
+    });
+
     it("writesOf reports a statement's writes and each trigger's, nested ones by their own name, without running it", async () => {
       const d = await openDriver(kind, ":memory:");
       d.exec(`CREATE TABLE t(id PRIMARY KEY, a); CREATE TABLE u(id PRIMARY KEY, v); CREATE TABLE w(x);
