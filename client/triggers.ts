@@ -60,24 +60,24 @@ export function guardTriggers(d: Driver, isLocal: (table: string) => boolean): v
       throw new RelayError("mixed_trigger", `trigger "${name}" writes both local and replicated tables: split it into one trigger for each (the local one runs when remote changes are applied, the other does not)`);
     }
     const guarded = guard(sql, t);
-    d.exec(`DROP TRIGGER "${name.replace(/"/g, '""')}"`);
+    d.exec(`DROP TRIGGER ${quote(name)}`);
     d.exec(guarded);
   }
 }
 
 /** The main database's triggers that do not guard themselves, each with what it writes. */
-export function classifyTriggers(d: Driver, isLocal: (table: string) => boolean): { name: string; sql: string; t: ParsedTrigger; writes: Writes }[] {
+function classifyTriggers(d: Driver, isLocal: (table: string) => boolean): { name: string; sql: string; t: ParsedTrigger; writes: Writes }[] {
   const rows = d.all("SELECT name, tbl_name AS target, sql FROM sqlite_schema WHERE type = 'trigger' AND sql IS NOT NULL ORDER BY name") as { name: string; target: string; sql: string }[];
   const triggers = rows.map((r) => ({ ...r, t: parseTrigger(r.sql) })).filter(({ t }) => !t.tokens.some((k) => k.word === GUARD));
   if (triggers.length === 0) return [];
-  const written = triggerWrites(d, new Set(triggers.map((r) => r.target)));
   const views = new Set(d.all("SELECT lower(name) AS name FROM sqlite_schema WHERE type = 'view'").map((r) => r.name as string));
-  const localOrView = (table: string) => isLocal(table) || views.has(table.toLowerCase());
-  const out = triggers.map(({ name, sql, t }) => {
+  const isView = (table: string) => views.has(table.toLowerCase());
+  const written = triggerWrites(d, new Set(triggers.map((r) => r.target)), isView);
+  const localOrView = (table: string) => isLocal(table) || isView(table);
+  return triggers.map(({ name, sql, t }) => {
     const writes: Writes = written === undefined ? "replicated" : classify(t, written.get(name) ?? new Set(), localOrView);
     return { name, sql, t, writes };
   });
-  return out;
 }
 
 /**
@@ -86,19 +86,18 @@ export function classifyTriggers(d: Driver, isLocal: (table: string) => boolean)
  * setting every column: `UPDATE OF col` triggers fire on any of theirs).
  * undefined when the driver cannot tell.
  */
-function triggerWrites(d: Driver, targets: Set<string>): Map<string, Set<string>> | undefined {
+function triggerWrites(d: Driver, targets: Set<string>, isView: (name: string) => boolean): Map<string, Set<string>> | undefined {
   const out = new Map<string, Set<string>>();
   for (const target of targets) {
     const q = quote(target);
-    const view = d.all("SELECT 1 FROM sqlite_schema WHERE type = 'view' AND name = ?", [target]).length > 0;
     // Generated columns cannot be SET.
-    const columns = d.all("SELECT name FROM pragma_table_xinfo(?) WHERE hidden NOT IN (2, 3)", [target]).map((r) => quote(r.name as string));
+    const columns = d.all("SELECT name FROM pragma_table_xinfo(?, 'main') WHERE hidden NOT IN (2, 3)", [target]).map((r) => quote(r.name as string));
     for (const probe of [`INSERT INTO main.${q} DEFAULT VALUES`, `UPDATE main.${q} SET ${columns.map((c) => `${c} = ${c}`).join(", ")}`, `DELETE FROM main.${q}`]) {
       let writes;
       try {
         writes = d.writesOf(probe);
       } catch (e) {
-        if (view) continue; // "cannot modify": the view has no INSTEAD OF trigger for this kind of write
+        if (isView(target)) continue; // "cannot modify": the view has no INSTEAD OF trigger for this kind of write
         // A trigger naming a table or column that does not exist: every write to the table fails too.
         throw new RelayError("bad_request", `cannot read the triggers on "${target}": ${(e as Error).message}`, { cause: e });
       }
@@ -257,7 +256,7 @@ export function classify(t: ParsedTrigger, written: ReadonlySet<string>, isLocal
  * check, with RAISE). Its verb is its first keyword outside parentheses (a
  * leading WITH clause's statements sit inside them).
  */
-export function checks(s: Token[]): boolean {
+function checks(s: Token[]): boolean {
   let depth = 0;
   for (const t of s) {
     if (t.punct === "(") depth++;
