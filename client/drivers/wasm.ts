@@ -3,7 +3,8 @@ import type { SqlValue } from "../../protocol/changeset.ts";
 import { RelayError } from "../errors.ts";
 import { StatementCache } from "./cache.ts";
 import { checkResolution, narrow, RESOLUTION, type ConflictType, type Driver, type Params, type Resolution, type Row, type Session, type Write, WRITE_ACTIONS } from "./types.ts";
-import { defaultVfs, DONE, loadSqliteWasm, READ, ROW, TRANSIENT, type Exports } from "./wasm-module.ts";
+import { defaultVfs, DONE, loadSqliteWasm, READ, ROW, type Exports } from "./wasm-module.ts";
+import { HeapValues } from "./wasm-values.ts";
 
 export { installOpfsSahPool, loadSqliteWasm, type LoadOptions, type OpfsPoolOptions } from "./wasm-module.ts";
 
@@ -42,9 +43,7 @@ interface CachedStatement {
   prepares?: number;
 }
 
-const encoder = new TextEncoder();
 const NO_STATEMENT = new Error("no SQL statement to run (empty or only comments)");
-const decoder = new TextDecoder();
 
 class WasmDriver implements Driver {
   readonly kind = "wasm";
@@ -56,9 +55,9 @@ class WasmDriver implements Driver {
   #statements = new StatementCache<CachedStatement>((stmt) => this.#x.sqlite3_finalize(stmt.p));
   #sessions = new Set<number>();
   #closed = false;
-  /** Heap memory reused for every bound text or blob, and for out-pointers (two pointers at #out). */
-  #scratch: number;
-  #scratchSize = 4096;
+  /** Bound parameters and read columns, through one reused heap buffer. */
+  #values: HeapValues;
+  /** Heap memory for out-pointers (two pointers). */
   #out: number;
   /** "main", as a C string for sqlite3session_create. */
   #main: number;
@@ -78,7 +77,7 @@ class WasmDriver implements Driver {
     this.#db = db;
     this.#p = db.pointer!;
     this.persistent = persistent;
-    this.#scratch = wasm.alloc(this.#scratchSize);
+    this.#values = new HeapValues(sqlite3, this.#x);
     this.#out = wasm.alloc(16);
     this.#main = wasm.allocCString("main", false);
     this.#xConflict = wasm.installFunction("i(pip)", (_ctx: number, type: number, _iter: number) => this.#onConflict(type));
@@ -130,7 +129,7 @@ class WasmDriver implements Driver {
         names ??= this.#columnNames(stmt);
         // Null prototype, like node:sqlite's rows (and safe for a column named "__proto__").
         const row: Row = Object.create(null);
-        for (let i = 0; i < names.length; i++) row[names[i]!] = this.#column(stmt.p, i);
+        for (let i = 0; i < names.length; i++) row[names[i]!] = this.#values.column(stmt.p, i);
         rows.push(row);
       }
       if (rc !== DONE) this.#check(rc);
@@ -249,7 +248,8 @@ class WasmDriver implements Driver {
     this.#db.close();
     wasm.uninstallFunction(this.#xConflict);
     wasm.uninstallFunction(this.#xAuth);
-    for (const p of [this.#scratch, this.#out, this.#main]) wasm.dealloc(p);
+    this.#values.free();
+    for (const p of [this.#out, this.#main]) wasm.dealloc(p);
   }
 
   /**
@@ -327,7 +327,7 @@ class WasmDriver implements Driver {
         // More than comments after it? Then it is a script (or an error SQLite reports when it runs).
         const next = this.#prepareAt(text + used, n - used, true);
         if (next > 0) this.#x.sqlite3_finalize(next);
-        if (next !== 0) tail = this.#text(text + used, n - used);
+        if (next !== 0) tail = this.#values.text(text + used, n - used);
       }
       return { p, names: new Map(), params: this.#sqlite3.capi.sqlite3_bind_parameter_count(p), tail };
     } finally {
@@ -368,11 +368,11 @@ class WasmDriver implements Driver {
     if (isPositional(params)) {
       if (params.length > stmt.params) this.#check(this.#sqlite3.capi.SQLITE_RANGE);
       if (params.length < stmt.params) this.#x.sqlite3_clear_bindings(p);
-      for (let i = 0; i < params.length; i++) this.#bindOne(p, i + 1, params[i]!);
+      for (let i = 0; i < params.length; i++) this.#check(this.#values.bind(p, i + 1, params[i]!));
       return;
     }
     this.#x.sqlite3_clear_bindings(p);
-    for (const key in params) this.#bindOne(p, this.#paramIndex(stmt, key), params[key]!);
+    for (const key in params) this.#check(this.#values.bind(p, this.#paramIndex(stmt, key), params[key]!));
   }
 
   /** Keys may carry the prefix (":id", "$id", "@id") or not ("id"), as node:sqlite allows. */
@@ -387,77 +387,6 @@ class WasmDriver implements Driver {
       stmt.names.set(key, i);
     }
     return i;
-  }
-
-  #bindOne(p: number, i: number, v: SqlValue): void {
-    const x = this.#x;
-    let rc: number;
-    if (v === null) rc = x.sqlite3_bind_null(p, i);
-    else if (typeof v === "number") {
-      // Same rule as the node driver: safe integers are INTEGER, other numbers REAL.
-      if ((v | 0) === v) rc = x.sqlite3_bind_int(p, i, v);
-      else rc = Number.isSafeInteger(v) ? x.sqlite3_bind_int64(p, i, BigInt(v)) : x.sqlite3_bind_double(p, i, v);
-    } else if (typeof v === "bigint") {
-      // The int64 binding would silently wrap an out-of-range value.
-      if (v < INT64_MIN || v > INT64_MAX) throw new RangeError(`BigInt value is too large to bind: ${v}`);
-      rc = x.sqlite3_bind_int64(p, i, v);
-    } else if (typeof v === "string") {
-      const at = this.#room(v.length * 3); // UTF-16 to UTF-8: at most 3 bytes per unit
-      const { written } = encoder.encodeInto(v, this.#sqlite3.wasm.heap8u().subarray(at, at + v.length * 3));
-      rc = x.sqlite3_bind_text(p, i, at, written, TRANSIENT);
-    } else {
-      // #room never returns a null pointer, which would bind NULL instead of an empty blob.
-      const at = this.#room(v.byteLength);
-      this.#sqlite3.wasm.heap8u().set(v, at);
-      rc = x.sqlite3_bind_blob(p, i, at, v.byteLength, TRANSIENT);
-    }
-    if (rc !== 0) this.#check(rc);
-  }
-
-  /** UTF-8 from the heap. Some browsers' TextDecoder refuses a view of shared memory (a build with threads): copy it then. */
-  #text(p: number, n: number): string {
-    const heap = this.#sqlite3.wasm.heap8u();
-    return decoder.decode(heap.buffer instanceof ArrayBuffer ? heap.subarray(p, p + n) : heap.slice(p, p + n));
-  }
-
-  /** The scratch buffer, grown to hold `n` bytes. */
-  #room(n: number): number {
-    if (n > this.#scratchSize) {
-      const { wasm } = this.#sqlite3;
-      const size = Math.max(n, this.#scratchSize * 2);
-      const p = wasm.alloc(size) as number; // throws when out of memory, keeping the old buffer
-      wasm.dealloc(this.#scratch);
-      this.#scratch = p;
-      this.#scratchSize = size;
-    }
-    return this.#scratch;
-  }
-
-  #column(p: number, i: number): SqlValue {
-    const x = this.#x;
-    switch (x.sqlite3_column_type(p, i)) {
-      case 1: {
-        // SQLITE_INTEGER. Exact as a double when it is a safe integer: no bigint in between.
-        const d = x.sqlite3_column_double(p, i);
-        return Number.isSafeInteger(d) ? d : narrow(x.sqlite3_column_int64(p, i));
-      }
-      case 2: // SQLITE_FLOAT
-        return x.sqlite3_column_double(p, i);
-      case 3: {
-        // SQLITE_TEXT, every byte of it (a NUL included, as node:sqlite reads it).
-        const ptr = x.sqlite3_column_text(p, i);
-        const n = x.sqlite3_column_bytes(p, i);
-        return n === 0 ? "" : this.#text(ptr, n);
-      }
-      case 4: {
-        // SQLITE_BLOB
-        const ptr = x.sqlite3_column_blob(p, i); // before _bytes, as SQLite documents
-        const n = x.sqlite3_column_bytes(p, i);
-        return n === 0 ? new Uint8Array(0) : this.#sqlite3.wasm.heap8u().slice(ptr, ptr + n);
-      }
-      default:
-        return null;
-    }
   }
 
   #check(rc: number): void {
@@ -491,7 +420,5 @@ function isPositional(params: Params): params is readonly SqlValue[] {
   return Array.isArray(params);
 }
 
-const INT64_MIN = -(2n ** 63n);
-const INT64_MAX = 2n ** 63n - 1n;
 
 
