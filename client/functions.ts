@@ -26,13 +26,23 @@ export const ID_MAX = Number.MAX_SAFE_INTEGER;
 const ID_HEADROOM = 2 ** 32;
 
 export class RelayFunctions {
-  /** Set by the sync step while it applies entries and rebases. */
-  replaying = false;
+  /** True inside replay(): what relay_replaying() answers. */
+  private replaying = false;
   private next: number;
   private saved: number;
 
   private constructor(next: number) {
     this.next = this.saved = next;
+  }
+
+  /** Runs `fn` with relay_replaying() at 1: while the library applies log entries, undoes or redoes pending writes. */
+  replay<T>(fn: () => T): T {
+    this.replaying = true;
+    try {
+      return fn();
+    } finally {
+      this.replaying = false;
+    }
   }
 
   /** Registers both functions on `d`; the id counter continues from where the database left it. */

@@ -165,13 +165,10 @@ export function migrateAtOpen(d: Driver, migrations: readonly Statements[], me: 
   if (migrations.length <= have) return [];
   // Triggers from before this library guarded them, or from DDL through query(), are guarded before the undo replays over them.
   guardAfterDdl(d, sql.tables);
-  sql.fns.replaying = true;
-  try {
+  return sql.fns.replay(() => {
     const pending = outbox.pending(d);
     undo(d, pending);
     for (let v = have + 1; v <= migrations.length; v++) state.run(v, migrations[v - 1]!);
     return redo(d, me, pending, policy, new SchemaCache(d, sql.tables), state).dropped;
-  } finally {
-    sql.fns.replaying = false;
-  }
+  });
 }

@@ -147,31 +147,12 @@ export class Step {
 
   /** Drop pending entry `cseq` and what it did locally, in one transaction (discard.ts); only when the app asks. */
   discard(cseq: number): void {
-    const d = this.d;
-    if (this.fk) store.setForeignKeys(d, false); // as for log entries: re-applied writes may meet a broken reference
-    let res: ReturnType<typeof discardPending>;
-    try {
-      d.exec("BEGIN IMMEDIATE");
+    const res = this.localTx(() => {
       this.schema.clear();
-      guardAfterDdl(d, this.sql.tables);
+      guardAfterDdl(this.d, this.sql.tables);
       // Re-applied writes already hold their triggers' effects (triggers.ts).
-      this.sql.fns.replaying = true;
-      try {
-        res = discardPending(d, this.me, cseq, this.policy, this.schema, this.versions);
-      } finally {
-        this.sql.fns.replaying = false;
-      }
-      this.sql.fns.save(d);
-      d.exec("COMMIT");
-    } catch (e) {
-      if (d.inTransaction) d.exec("ROLLBACK");
-      this.forget();
-      this.schemaVersion = -1;
-      this.sql.tables.reset();
-      throw e;
-    } finally {
-      if (this.fk) store.setForeignKeys(d, true);
-    }
+      return this.sql.fns.replay(() => discardPending(this.d, this.me, cseq, this.policy, this.schema, this.versions));
+    });
     for (const c of res.conflicts) this.events.emit("conflict", c);
     for (const x of res.dropped) this.events.emit("dropped", x);
     if (res.touched.length > 0) this.events.emit("change", { source: "local", cursor: this.cursor(), tables: [...tablesOf(res.touched), ...this.sql.tables.local] });
@@ -206,12 +187,7 @@ export class Step {
    * otherwise land in the snapshot).
    */
   confirmed(): { seq: number; version: number; bytes: Uint8Array } {
-    this.sql.fns.replaying = true;
-    try {
-      return confirmedState(this.d, this.cursor(), this.versions, this.sql.tables);
-    } finally {
-      this.sql.fns.replaying = false;
-    }
+    return this.sql.fns.replay(() => confirmedState(this.d, this.cursor(), this.versions, this.sql.tables));
   }
 
   /**
@@ -221,19 +197,12 @@ export class Step {
    */
   private transact(last: number, schemaMayChange: boolean, own: () => number, body: () => RebaseResult): { result: RebaseResult; ddl: boolean; tablesBefore: readonly string[] } {
     const d = this.d;
-    // Replicated state may legitimately break a foreign key (a child row
-    // inserted concurrently with its parent's deletion): enforcing it mid-apply
-    // would make SQLite refuse the commit on every replica, so it is relaxed
-    // while log entries are applied (outside BEGIN: the pragma is a no-op inside).
-    if (this.fk) store.setForeignKeys(d, false);
-    let result: RebaseResult;
     // A version from the log that runs here may change any table (a rename
     // rewrites the views and triggers over it): its step names all of them,
     // before and after.
     let ddl = false;
     let tablesBefore: readonly string[] = [];
-    try {
-      d.exec("BEGIN IMMEDIATE");
+    const result = this.localTx(() => {
       // Read before the body takes entries out of the outbox (the number may live only there).
       const taken = this.nextCseq() - 1;
       // Table definitions are read again only when the schema changed (DDL can
@@ -250,14 +219,8 @@ export class Step {
       const versionBefore = this.versions.local();
       if (schemaMayChange) tablesBefore = allTables(this.sql.tables);
       // Triggers that write replicated tables stay still meanwhile (triggers.ts).
-      this.sql.fns.replaying = true;
-      try {
-        result = body();
-      } finally {
-        this.sql.fns.replaying = false;
-      }
+      const result = this.sql.fns.replay(body);
       ddl = this.versions.local() !== versionBefore;
-      this.sql.fns.save(d);
       for (const c of result.conflicts) store.recordConflict(d, c);
       store.setMeta(d, "cursor", last);
       // Never number a new transaction like an entry of ours the log holds,
@@ -267,8 +230,29 @@ export class Step {
         store.setMeta(d, "last_cseq", numbered);
         this.cached.storedCseq = this.cached.lastCseq = numbered;
       }
+      return result;
+    });
+    this.cached.cursor = last;
+    return { result, ddl, tablesBefore };
+  }
+
+  /**
+   * The step's one local write transaction: `body` and the relay_id()
+   * counter committed together, or nothing. Replicated state may
+   * legitimately break a foreign key (a child row inserted concurrently with
+   * its parent's deletion): enforcing it mid-apply would make SQLite refuse
+   * the commit on every replica, so it is relaxed meanwhile (outside BEGIN:
+   * the pragma is a no-op inside).
+   */
+  private localTx<T>(body: () => T): T {
+    const d = this.d;
+    if (this.fk) store.setForeignKeys(d, false);
+    try {
+      d.exec("BEGIN IMMEDIATE");
+      const out = body();
+      this.sql.fns.save(d);
       d.exec("COMMIT");
-      this.cached.cursor = last;
+      return out;
     } catch (e) {
       if (d.inTransaction) d.exec("ROLLBACK");
       this.forget();
@@ -279,7 +263,6 @@ export class Step {
     } finally {
       if (this.fk) store.setForeignKeys(d, true);
     }
-    return { result, ddl, tablesBefore };
   }
 
   private emitResult(result: RebaseResult, last: number, tables: string[]): void {

@@ -22,8 +22,7 @@ describe("the trigger guard", () => {
     const count = () => d.all(`SELECT count(*) AS n FROM "log ""x"""`)[0]!.n as number;
     d.exec(write);
     const local = count();
-    fns.replaying = true;
-    d.exec(write);
+    fns.replay(() => d.exec(write));
     const replay = count() - local;
     const sql = d.all("SELECT sql FROM sqlite_schema WHERE type = 'trigger'")[0]!.sql as string;
     d.close();
