@@ -90,20 +90,10 @@ describe("the relay's client → sub bindings (worker/identity.ts over the log's
     const layouts: Record<string, string> = {
       "version 1": `${LOG_V1} INSERT INTO relay_meta VALUES ('schema', 1)`,
       "version 2 (identity)": `${LOG_V1} ALTER TABLE relay_log ADD COLUMN sub TEXT; CREATE TABLE relay_client(client TEXT PRIMARY KEY, sub TEXT NOT NULL, since INTEGER NOT NULL) WITHOUT ROWID; INSERT INTO relay_meta VALUES ('schema', 2)`,
-      // The schema branch before it met identity: its own tables under a `schema_log` row, the log still at 1.
-      "version 1 with the schema log": `${LOG_V1} ALTER TABLE relay_log ADD COLUMN v INTEGER NOT NULL DEFAULT 0; ${SCHEMA_TABLES}
-        INSERT INTO relay_meta VALUES ('schema', 1), ('schema_log', 1)`,
       "version 3 (identity with the schema log)": `${LOG_V1} ALTER TABLE relay_log ADD COLUMN sub TEXT; CREATE TABLE relay_client(client TEXT PRIMARY KEY, sub TEXT NOT NULL, since INTEGER NOT NULL) WITHOUT ROWID;
         ALTER TABLE relay_log ADD COLUMN v INTEGER NOT NULL DEFAULT 0;
         ${SCHEMA_TABLES.replace("statements TEXT NOT NULL)", "statements TEXT NOT NULL, sub TEXT)")}
         INSERT INTO relay_meta VALUES ('schema', 3)`,
-      // The snapshot branch before it met identity: the schema log's tables and its own, under `schema_log` and `snapshots` rows.
-      "version 1 with the schema log and snapshots": `${LOG_V1} ALTER TABLE relay_log ADD COLUMN v INTEGER NOT NULL DEFAULT 0; ${SCHEMA_TABLES}
-        CREATE TABLE relay_snapshot(id INTEGER PRIMARY KEY, seq INTEGER NOT NULL, version INTEGER NOT NULL, size INTEGER NOT NULL, hash TEXT NOT NULL, parts INTEGER NOT NULL, sub TEXT NOT NULL, ts INTEGER NOT NULL, state TEXT NOT NULL);
-        CREATE TABLE relay_snapshot_part(id INTEGER NOT NULL, idx INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY(id, idx)) WITHOUT ROWID;
-        CREATE TABLE relay_hash(seq INTEGER NOT NULL, sub TEXT NOT NULL, hash TEXT NOT NULL, ts INTEGER NOT NULL, PRIMARY KEY(seq, sub)) WITHOUT ROWID;
-        CREATE TABLE relay_client_floor(client TEXT PRIMARY KEY, cseq INTEGER NOT NULL) WITHOUT ROWID;
-        INSERT INTO relay_meta VALUES ('schema', 1), ('schema_log', 1), ('snapshots', 1), ('trimmed', 0)`,
     };
     // Columns by name (an upgraded table may hold them in another order) and the meta rows.
     const layout = (sql: ReturnType<typeof doSql>) => ({

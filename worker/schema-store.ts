@@ -19,12 +19,6 @@ import type { Sql } from "./log-store.ts";
 
 /** Step 3 of the relay's tables (log-store.ts runs the steps in order). */
 export function migrate(sql: Sql): void {
-  // An object made by the schema branch before it met identity's step 2 has
-  // these tables already, marked by a `schema_log` row: it lacks only the sub.
-  if (sql.exec("SELECT 1 FROM relay_meta WHERE key = 'schema_log'").toArray().length > 0) {
-    sql.exec("ALTER TABLE relay_schema ADD COLUMN sub TEXT; DELETE FROM relay_meta WHERE key = 'schema_log'");
-    return;
-  }
   sql.exec(`
     CREATE TABLE relay_schema(
       version INTEGER PRIMARY KEY,

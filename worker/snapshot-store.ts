@@ -26,12 +26,6 @@ const UPLOAD_TTL_MS = 60 * 60 * 1000;
 
 /** Step 4 of log-store.ts's STEPS. */
 export function migrate(sql: Sql): void {
-  // An object made by the snapshot branch before it met identity's steps has
-  // these tables already (they record subs), marked by a `snapshots` row.
-  if (sql.exec("SELECT 1 FROM relay_meta WHERE key = 'snapshots'").toArray().length > 0) {
-    sql.exec("DELETE FROM relay_meta WHERE key = 'snapshots'");
-    return;
-  }
   sql.exec(`
     CREATE TABLE relay_snapshot(
       id INTEGER PRIMARY KEY,
