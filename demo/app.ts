@@ -178,7 +178,11 @@ async function main(): Promise<void> {
 }
 
 async function reset(): Promise<void> {
-  if (!confirm("Forget this browser's token and delete its copy of the database? Unsynced edits are lost.")) return;
+  // Online, push what can be pushed first, so the warning names only what would really be lost.
+  if (replica && els.online.checked) await replica.sync().catch(() => undefined);
+  const pending = replica?.status().pending ?? 0;
+  const loss = pending > 0 ? `${pending} edit${pending === 1 ? "" : "s"} not yet synced will be lost.` : "Every edit here is synced.";
+  if (!confirm(`Forget this browser's token and delete its copy of the database? ${loss}`)) return;
   await replica?.close();
   localStorage.removeItem(keys.token);
   localStorage.removeItem(keys.offline);

@@ -181,6 +181,27 @@ describe("the demo in Chromium", () => {
     await waitForItems(b.page, [{ title: "synced before", done: false }, { title: "written offline", done: false }], "B gets the outbox after A goes online");
   });
 
+  it("reset names the unsynced edits it would lose, and pushes first when online", async () => {
+    const db = freshDb("reset");
+    const a = await newProfile(db, "a");
+    await setOnline(a.page, false);
+    await add(a.page, "only here");
+    await pending(a.page, 1);
+    const asked: string[] = [];
+    const answer = (accept: boolean) => a.page.once("dialog", (d) => void (asked.push(d.message()), accept ? d.accept() : d.dismiss()));
+    answer(false);
+    await a.page.click("#reset");
+    for (let i = 0; i < 100 && asked.length === 0; i++) await new Promise((r) => setTimeout(r, 50));
+    assert.match(asked[0] ?? "", /1 edit not yet synced will be lost/);
+    await pending(a.page, 1);
+    await setOnline(a.page, true);
+    answer(true);
+    await Promise.all([a.page.waitForEvent("load", { timeout: WAIT }), a.page.click("#reset")]);
+    assert.match(asked[1] ?? "", /Every edit here is synced/);
+    await ready(a.page, a.log);
+    await waitForItems(a.page, [{ title: "only here", done: false }], "the fresh copy bootstraps the pushed todo from the relay");
+  });
+
   it("offline edits of one todo converge: the later log entry wins, per column", async () => {
     const db = freshDb("conflict");
     const a = await newProfile(db, "a");
