@@ -1,8 +1,7 @@
 /**
  * Builds the demo into demo/dist (served by the relay as static assets) with
- * esbuild, the way an esbuild user builds an app on "changeset-relay/browser":
- * the database worker is a second entry point, and the .wasm is copied by the
- * file loader (esbuild does not follow `new URL(..., import.meta.url)`).
+ * esbuild, the way an esbuild user builds an app on "changeset-relay/browser"
+ * (scripts/app-bundle.ts).
  *
  *   node scripts/build-demo.ts            build once
  *   node scripts/build-demo.ts --watch    rebuild on change
@@ -10,28 +9,16 @@
 import { context, type BuildOptions } from "esbuild";
 import { copyFileSync, mkdirSync, rmSync } from "node:fs";
 import { fileURLToPath } from "node:url";
+import { appBuild } from "./app-bundle.ts";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
 const out = `${root}demo/dist`;
 
 export const demoBuild: BuildOptions = {
-  entryPoints: [
-    { in: `${root}demo/app.ts`, out: "app" },
-    { in: `${root}demo/app.css`, out: "app" },
-    { in: `${root}client/browser/worker.ts`, out: "worker" },
-  ],
-  outdir: out,
-  bundle: true,
-  format: "esm",
-  platform: "browser",
-  target: "es2022",
-  loader: { ".wasm": "file" },
-  // React's production build (the demo's list and progress bar are React).
-  define: { "process.env.NODE_ENV": '"production"' },
+  ...appBuild([{ in: `${root}demo/app.ts`, out: "app" }, { in: `${root}demo/app.css`, out: "app" }], out),
   assetNames: "[name]-[hash]",
   minify: true,
   sourcemap: "linked",
-  logLevel: "warning",
   metafile: true,
 };
 

@@ -11,6 +11,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { build } from "esbuild";
+import { appBuild } from "../scripts/app-bundle.ts";
 import type { Browser, Page } from "playwright-core";
 import { launch, WAIT, watchPage } from "./support/browser.ts";
 import { startRelay, type TestRelay } from "./support/relay.ts";
@@ -62,21 +63,8 @@ before(async () => {
   writeFileSync(join(dir, "app.js"), APP);
   const out = join(dir, "dist");
   mkdirSync(out);
-  await build({
-    absWorkingDir: root,
-    entryPoints: [
-      { in: join(dir, "app.js"), out: "app" },
-      { in: `${root}client/browser/worker.ts`, out: "worker" },
-    ],
-    outdir: out,
-    bundle: true,
-    format: "esm",
-    platform: "browser",
-    target: "es2022",
-    loader: { ".wasm": "file" },
-    define: { "process.env.NODE_ENV": '"production"' },
-    logLevel: "warning",
-  });
+  await build(appBuild([{ in: join(dir, "app.js"), out: "app" }], out));
+
   writeFileSync(join(out, "index.html"), `<!doctype html><html><body><div id="root"></div><script type="module" src="./app.js"></script></body></html>`);
   relay = await startRelay({ assets: out });
   browser = await launch();
