@@ -9,15 +9,13 @@
  */
 import { after, before, it } from "node:test";
 import assert from "node:assert/strict";
-import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { createRequire } from "node:module";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { build } from "esbuild";
 import type { Browser, BrowserContext, Page } from "playwright-core";
-import { launch, WAIT, watchPage } from "./support/browser.ts";
-import { CRASH_SCHEMA, ROWS, type CrashState } from "./support/crash-page.ts";
+import { bundlePage, launch, WAIT, watchPage } from "./support/browser.ts";
+import { CRASH_SCHEMA, ROWS, type CrashState } from "./support/replica-page.ts";
 import { startRelay, type TestRelay } from "./support/relay.ts";
 import { closeReplicas, replica } from "./support/replicas.ts";
 
@@ -34,21 +32,7 @@ const logs: string[][] = [];
 
 before(async () => {
   dir = mkdtempSync(join(tmpdir(), "changeset-relay-crash-"));
-  await build({
-    absWorkingDir: root,
-    entryPoints: [
-      { in: `${root}test/support/crash-page.ts`, out: "page" },
-      { in: `${root}client/browser/worker.ts`, out: "worker" },
-    ],
-    outdir: dir,
-    bundle: true,
-    format: "esm",
-    platform: "browser",
-    target: "es2022",
-    logLevel: "warning",
-  });
-  copyFileSync(createRequire(import.meta.url).resolve("@sqlite.org/sqlite-wasm/sqlite3.wasm"), join(dir, "sqlite3.wasm"));
-  writeFileSync(join(dir, "index.html"), `<!doctype html><meta charset="utf-8"><link rel="icon" href="data:,"><body><script type="module" src="./page.js"></script></body>\n`);
+  await bundlePage(`${root}test/support/replica-page.ts`, dir);
   relay = await startRelay({ assets: dir });
   browser = await launch();
 });

@@ -1,7 +1,8 @@
 /**
- * The page of test/browser-crash.test.ts (bundled there with esbuild): a
- * browser replica on OPFS written in bursts, and its database worker stopped
- * at arbitrary points. Every transaction inserts ROWS rows of one `tx` into
+ * The page of test/browser-crash.test.ts and browser-batch.test.ts (bundled
+ * there with esbuild): a browser replica on OPFS, written in bursts, its
+ * database worker stopped at arbitrary points, the messages to and from it
+ * recorded. Every burst transaction inserts ROWS rows of one `tx` into
  * `item` and adds ROWS to `total.n`, so a half-applied one shows as a short
  * group or a total that disagrees with the rows.
  */
@@ -30,6 +31,30 @@ export interface CrashState {
 }
 
 let replica: BrowserReplica | undefined;
+
+/** Calls sent to the worker (their methods), and whether each result carried a status, in order. */
+export interface Traffic {
+  calls: string[];
+  results: { id: number; status: boolean }[];
+}
+let traffic: Traffic = { calls: [], results: [] };
+function record(w: Worker): Worker {
+  const post = w.postMessage.bind(w);
+  w.postMessage = (m: { t: string; method?: string }) => {
+    if (m.t === "call") traffic.calls.push(m.method!);
+    post(m);
+  };
+  w.addEventListener("message", (e: MessageEvent<{ t: string; id: number; status?: unknown }>) => {
+    if (e.data.t === "result") traffic.results.push({ id: e.data.id, status: e.data.status !== undefined });
+  });
+  return w;
+}
+/** The traffic since the last call. */
+function takeTraffic(): Traffic {
+  const t = traffic;
+  traffic = { calls: [], results: [] };
+  return t;
+}
 let worker: Worker | undefined;
 /** Transactions whose commit this page was told of (their transaction() resolved). */
 let acked: number[] = [];
@@ -44,7 +69,7 @@ async function open(o: { db: string; token: string; live?: boolean }): Promise<C
     path: "crash.sqlite3",
     schema: CRASH_SCHEMA,
     backoff: { baseMs: 5, capMs: 50 },
-    worker: () => (worker = new Worker(new URL("./worker.js", import.meta.url), { type: "module" })),
+    worker: () => record((worker = new Worker(new URL("./worker.js", import.meta.url), { type: "module" }))),
     wasmUrl: new URL("./sqlite3.wasm", location.href).href,
   });
   await replica.exec("INSERT OR IGNORE INTO total VALUES ('all', 0)");
@@ -135,6 +160,6 @@ async function close(): Promise<void> {
 
 // The test imports this file's constants in Node too.
 if (typeof document !== "undefined") {
-  Object.assign(globalThis, { crash: { open, burst, syncInBackground, waitAcked, kill, state, takeOver, syncAll, close } });
+  Object.assign(globalThis, { crash: { open, replica: () => replica, takeTraffic, burst, syncInBackground, waitAcked, kill, state, takeOver, syncAll, close } });
   document.body.dataset.ready = "1";
 }
