@@ -31,19 +31,20 @@ export async function findChromium(): Promise<{ path: string; source: ChromiumSo
  * reaches loopback.
  */
 export async function launch(extraArgs: string[] = []): Promise<Browser> {
-  return chromium.launch({
-    executablePath: (await findChromium()).path,
-    args: [
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-quic",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-      ...extraArgs,
-    ],
-  });
+  return chromium.launch({ executablePath: (await findChromium()).path, args: [...FLAGS, ...extraArgs] });
+}
+
+const FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"];
+
+/**
+ * A browser with a profile on disk (`userDataDir`), as people run one.
+ * `browser.newContext()` profiles are off the record: Chromium keeps their
+ * OPFS in memory behind the browser process, so every read and write of a
+ * sync access handle is a message to it — slower than a real profile's
+ * files, and gone when the context closes.
+ */
+export async function launchProfile(userDataDir: string): Promise<BrowserContext> {
+  return chromium.launchPersistentContext(userDataDir, { executablePath: (await findChromium()).path, args: FLAGS });
 }
 
 /** Generous: other test suites share the two cores. Tests wait on conditions, never on time. */
