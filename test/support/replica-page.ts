@@ -38,11 +38,14 @@ export interface Traffic {
   results: { id: number; status: boolean }[];
 }
 let traffic: Traffic = { calls: [], results: [] };
+/** Called as a commit (txEnd) goes to the worker. */
+let onCommit: (() => void) | undefined;
 function record(w: Worker): Worker {
   const post = w.postMessage.bind(w);
   w.postMessage = (m: { t: string; method?: string }) => {
     if (m.t === "call") traffic.calls.push(m.method!);
     post(m);
+    if (m.method === "txEnd") onCommit?.();
   };
   w.addEventListener("message", (e: MessageEvent<{ t: string; id: number; status?: unknown }>) => {
     if (e.data.t === "result") traffic.results.push({ id: e.data.id, status: e.data.status !== undefined });
@@ -87,7 +90,7 @@ function burst(o: { from: number; count: number }): void {
         await r.transaction(async (tx) => {
           // Issued without waiting for each other: they reach the worker in order.
           const writes = [];
-          for (let k = 0; k < ROWS; k++) writes.push(tx.exec("INSERT INTO item VALUES (?, ?, ?)", [t, k, `${t}:${k}:${"x".repeat(300)}`]));
+          for (let k = 0; k < ROWS; k++) writes.push(tx.exec("INSERT INTO item VALUES (?, ?, ?)", [t, k, `${t}:${k}:${"x".repeat(2000)}`]));
           writes.push(tx.exec("UPDATE total SET n = n + ? WHERE id = 'all'", [ROWS]));
           await Promise.all(writes);
         });
@@ -112,9 +115,16 @@ async function waitAcked(o: { after: number }): Promise<number[]> {
   return [...acked];
 }
 
-/** Stop the database worker once `after` transactions were acknowledged, then within `jitterMs`, as a crash would. Resolves what was acknowledged. */
-async function kill(o: { after: number; jitterMs: number }): Promise<number[]> {
+/**
+ * Stop the database worker once `after` transactions were acknowledged, as a
+ * crash would: within `jitterMs`, or (`atCommit`) that long after the next
+ * commit was sent, when the worker is likely writing it. Resolves what was
+ * acknowledged.
+ */
+async function kill(o: { after: number; jitterMs: number; atCommit?: boolean }): Promise<number[]> {
   await waitAcked(o);
+  if (o.atCommit) await new Promise<void>((r) => (onCommit = r));
+  onCommit = undefined;
   await new Promise((r) => setTimeout(r, Math.random() * o.jitterMs));
   const seen = [...acked];
   worker!.terminate();
