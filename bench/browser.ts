@@ -4,46 +4,28 @@
  * VFS. The page (bench/browser-page.ts) and the worker are bundled with
  * esbuild the way scripts/build-demo.ts bundles the demo, and served by the
  * relay itself as static assets (same origin, as the demo is). Each replica
- * is its own browser context, so its own OPFS. Chromium comes from
+ * is its own browser with its own profile on disk, so its own OPFS. Chromium comes from
  * test/support/browser.ts (system, $CHROMIUM_PATH or @sparticuz/chromium).
  *
  * Used by run.ts (`--only browser`); alone: `node bench/browser.ts` builds
  * the bundle (into the temp folder) and prints where it is.
  */
-import { build } from "esbuild";
-import { copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { createRequire } from "node:module";
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Page } from "playwright-core";
-import { launchProfile } from "../test/support/browser.ts";
+import { bundlePage, launchProfile } from "../test/support/browser.ts";
 
 const here = (f: string) => fileURLToPath(new URL(f, import.meta.url));
 /** Outside the source tree: tsc checks the JavaScript under it. */
 export const BROWSER_DIST = join(tmpdir(), "changeset-relay-bench-browser");
 
-/** Builds the page, the database worker and sqlite3.wasm into BROWSER_DIST. */
+/** Builds the page (index.html), the database worker and sqlite3.wasm into BROWSER_DIST. */
 export async function buildBrowserBench(): Promise<string> {
   rmSync(BROWSER_DIST, { recursive: true, force: true });
   mkdirSync(BROWSER_DIST, { recursive: true });
-  await build({
-    entryPoints: [
-      { in: here("browser-page.ts"), out: "bench" },
-      { in: here("../client/browser/worker.ts"), out: "worker" },
-      { in: here("browser-journal.ts"), out: "journal" },
-    ],
-    outdir: BROWSER_DIST,
-    bundle: true,
-    format: "esm",
-    platform: "browser",
-    target: "es2022",
-    minify: true,
-    logLevel: "warning",
-  });
-  const wasm = createRequire(import.meta.url).resolve("@sqlite.org/sqlite-wasm/sqlite3.wasm");
-  copyFileSync(wasm, `${BROWSER_DIST}/sqlite3.wasm`);
-  writeFileSync(`${BROWSER_DIST}/bench.html`, `<!doctype html><meta charset="utf-8"><title>bench</title><link rel="icon" href="data:,"><body><script type="module" src="./bench.js"></script></body>\n`);
+  await bundlePage(here("browser-page.ts"), BROWSER_DIST, [{ in: here("browser-journal.ts"), out: "journal" }]);
   return BROWSER_DIST;
 }
 
@@ -101,7 +83,7 @@ async function replicaPage(url: string): Promise<{ page: Page; version: string; 
     rmSync(dir, { recursive: true, force: true });
   };
   try {
-    const res = await page.goto(`${url}/bench.html`);
+    const res = await page.goto(`${url}/index.html`);
     if (!res?.ok()) throw new Error(`bench page: HTTP ${res?.status()} ${(await res?.text())?.slice(0, 200)}`);
     await page.waitForSelector("body[data-ready='1']", { state: "attached", timeout: 60_000 }).catch(() => {
       throw new Error(`bench page did not load: ${errors.join("; ")}`);
