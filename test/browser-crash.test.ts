@@ -86,7 +86,8 @@ function check(s: CrashState, acked: number[], what: string): Set<number> {
   return present;
 }
 
-it("a browser replica on OPFS survives its worker, its tab or the browser dying mid-write or mid-sync: transactions whole or absent, outbox matching", async () => {
+// The timeout is not a speed target: a broken journal can leave the page waiting for ever.
+it("a browser replica on OPFS survives its worker, its tab or the browser dying mid-write or mid-sync: transactions whole or absent, outbox matching", { timeout: 300_000 }, async () => {
   const db = `crash-${process.pid}`;
   const token = await relay.token("write", "crash-browser", db);
   context = await launchProfile(profile);

@@ -90,7 +90,7 @@ function burst(o: { from: number; count: number }): void {
         await r.transaction(async (tx) => {
           // Issued without waiting for each other: they reach the worker in order.
           const writes = [];
-          for (let k = 0; k < ROWS; k++) writes.push(tx.exec("INSERT INTO item VALUES (?, ?, ?)", [t, k, `${t}:${k}:${"x".repeat(2000)}`]));
+          for (let k = 0; k < ROWS; k++) writes.push(tx.exec("INSERT INTO item VALUES (?, ?, ?)", [t, k, `${t}:${k}:${"x".repeat(20_000)}`]));
           writes.push(tx.exec("UPDATE total SET n = n + ? WHERE id = 'all'", [ROWS]));
           await Promise.all(writes);
         });
