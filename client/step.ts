@@ -231,7 +231,7 @@ export class Step {
         this.cached.storedCseq = this.cached.lastCseq = numbered;
       }
       return result;
-    });
+    }, true);
     this.cached.cursor = last;
     return { result, ddl, tablesBefore };
   }
@@ -243,10 +243,21 @@ export class Step {
    * its parent's deletion): enforcing it mid-apply would make SQLite refuse
    * the commit on every replica, so it is relaxed meanwhile (outside BEGIN:
    * the pragma is a no-op inside).
+   *
+   * `fromLog`: the transaction holds only what the relay can give again (a
+   * sync step or reset: entries of the log, a cursor, outbox entries it
+   * acknowledged — a retried push gets their seq back), so it commits
+   * without waiting for the disk (synchronous=NORMAL; both drivers open files
+   * in WAL with FULL). In WAL a commit's flush covers every commit before
+   * it, so a power loss can take only the latest such steps, never a local
+   * write (those flush); the next sync redoes them. On OPFS a flush is most
+   * of a commit's cost (bench/browser-journal.ts).
    */
-  private localTx<T>(body: () => T): T {
+  private localTx<T>(body: () => T, fromLog = false): T {
     const d = this.d;
+    const relaxed = fromLog && d.persistent;
     if (this.fk) store.setForeignKeys(d, false);
+    if (relaxed) d.exec("PRAGMA synchronous = NORMAL");
     try {
       d.exec("BEGIN IMMEDIATE");
       const out = body();
@@ -262,6 +273,7 @@ export class Step {
       throw e;
     } finally {
       if (this.fk) store.setForeignKeys(d, true);
+      if (relaxed) d.exec("PRAGMA synchronous = FULL");
     }
   }
 

@@ -10,7 +10,7 @@ import { openReplica } from "../open.ts";
 import type { Replica } from "../replica.ts";
 import type { ReplicaEvents, Tx } from "../types.ts";
 import type { Params } from "../drivers/types.ts";
-import { toWire, type CallArgs, type EventName, type Method, type SharedStatus, type Storage, type Watched, type WorkerOpenOptions } from "./messages.ts";
+import { toWire, type CallArgs, type EventName, type Method, type Outcome, type SharedStatus, type Storage, type TxOp, type Watched, type WorkerOpenOptions } from "./messages.ts";
 
 const FORWARDED: readonly (keyof ReplicaEvents & EventName)[] = ["change", "sync", "progress", "conflict", "error", "connection", "warning", "dropped"];
 /** Status changes without an event (an own entry confirmed by the socket, say) still reach the pages within this. */
@@ -31,6 +31,19 @@ interface TxSession {
 }
 
 class Rollback extends Error {}
+
+/** The calls of a txBatch one after the other, each settling on its own as separate messages would: a failed one does not stop the rest. */
+async function runBatch(tx: Tx, ops: TxOp[]): Promise<Outcome[]> {
+  const out: Outcome[] = [];
+  for (const [kind, sql, params] of ops) {
+    try {
+      out.push({ ok: true, value: kind === "exec" ? await tx.exec(sql, params) : await tx.query(sql, params) });
+    } catch (e) {
+      out.push({ ok: false, error: toWire(e) });
+    }
+  }
+  return out;
+}
 
 export class Host {
   readonly storage: Storage;
@@ -122,6 +135,10 @@ export class Host {
       case "txQuery": {
         const [id, sql, params] = args as CallArgs["txQuery"];
         return this.tx(id, origin).run((tx) => tx.query(sql, params as Params));
+      }
+      case "txBatch": {
+        const [id, ops] = args as CallArgs["txBatch"];
+        return this.tx(id, origin).run((tx) => runBatch(tx, ops));
       }
       case "txEnd": {
         const [id, commit] = args as CallArgs["txEnd"];

@@ -12,7 +12,7 @@ import type { Params, Row } from "../drivers/types.ts";
 import type { TokenOption } from "../token.ts";
 import type { DroppedEvent, ReplicaEvents, ReplicaWarning, SyncEvent, Tx } from "../types.ts";
 import { rowsEqual, type WatchOptions } from "../watch.ts";
-import { fromWire, toWire, type BrowserStatus, type Method, type PageToWorker, type WireError, type WorkerOpenOptions, type WorkerToPage } from "./messages.ts";
+import { fromWire, toWire, type BrowserStatus, type Method, type Outcome, type PageToWorker, type TxOp, type WireError, type WorkerOpenOptions, type WorkerToPage } from "./messages.ts";
 
 export type { BrowserStatus, Storage } from "./messages.ts";
 export type { ChangeEvent, DroppedEvent, ReplicaEvents, ReplicaWarning, SyncEvent, SyncProgress, Tx } from "../types.ts";
@@ -184,22 +184,43 @@ export class BrowserReplica {
   }
 
   /**
-   * Several statements as one transaction, one changeset. Each tx call is a
-   * round trip to the worker; the database is locked for other writers
-   * (this tab's and the other tabs') until `fn` settles, so keep it short.
+   * Several statements as one transaction, one changeset. The database is
+   * locked for other writers (this tab's and the other tabs') until `fn`
+   * settles, so keep it short. The worker runs the statements: tx calls
+   * issued in one turn (without awaiting each) travel as one message and
+   * run in order, each resolving or rejecting on its own; awaiting each
+   * call costs a round trip per call.
    */
   async transaction<T>(fn: (tx: Tx) => Promise<T> | T): Promise<T> {
     const id = (await this.#call("txBegin", [])) as string;
     let done = false;
+    /** Calls of this turn, sent together at its end. */
+    let batch: { op: TxOp; resolve: (v: unknown) => void; reject: (e: unknown) => void }[] = [];
+    const send = () => {
+      const calls = batch;
+      batch = [];
+      if (calls.length === 1) {
+        const [kind, sql, params] = calls[0]!.op;
+        const method = kind === "exec" ? "txExec" : "txQuery";
+        this.#call(method, params === undefined ? [id, sql] : [id, sql, params]).then(calls[0]!.resolve, calls[0]!.reject);
+        return;
+      }
+      this.#call("txBatch", [id, calls.map((c) => c.op)]).then(
+        (outcomes) => {
+          // An owner tab running an older version answers undefined to a method it does not know.
+          if (!Array.isArray(outcomes)) throw new RelayError("internal", "the tab that owns the database runs an older changeset-relay: reload it");
+          (outcomes as Outcome[]).forEach((o, i) => (o.ok ? calls[i]!.resolve(o.value) : calls[i]!.reject(fromWire(o.error))));
+        },
+      ).catch((e: unknown) => calls.forEach((c) => c.reject(e)));
+    };
+    const queue = (op: TxOp): Promise<unknown> => {
+      if (done) return Promise.reject(new RelayError("closed", "transaction already finished"));
+      if (batch.length === 0) queueMicrotask(send);
+      return new Promise((resolve, reject) => batch.push({ op, resolve, reject }));
+    };
     const tx: Tx = {
-      exec: (sql, params) => {
-        if (done) return Promise.reject(new RelayError("closed", "transaction already finished"));
-        return this.#call("txExec", params === undefined ? [id, sql] : [id, sql, params]) as Promise<{ changes: number }>;
-      },
-      query: <R extends Row>(sql: string, params?: Params) => {
-        if (done) return Promise.reject(new RelayError("closed", "transaction already finished"));
-        return this.#call("txQuery", params === undefined ? [id, sql] : [id, sql, params]) as Promise<R[]>;
-      },
+      exec: (sql, params) => queue(params === undefined ? ["exec", sql] : ["exec", sql, params]) as Promise<{ changes: number }>,
+      query: <R extends Row>(sql: string, params?: Params) => queue(params === undefined ? ["query", sql] : ["query", sql, params]) as Promise<R[]>,
     };
     let result: T;
     try {

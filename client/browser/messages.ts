@@ -65,6 +65,8 @@ export type Method =
   | "txBegin"
   | "txExec"
   | "txQuery"
+  /** Several tx.exec / tx.query calls a page issued in one turn, in order: one message each way. */
+  | "txBatch"
   | "txEnd";
 
 export interface CallArgs {
@@ -78,8 +80,22 @@ export interface CallArgs {
   txBegin: [];
   txExec: [tx: string, sql: string, params?: Params];
   txQuery: [tx: string, sql: string, params?: Params];
+  txBatch: [tx: string, ops: TxOp[]];
   txEnd: [tx: string, commit: boolean];
 }
+
+/** One call of a txBatch. */
+export type TxOp = [kind: "exec" | "query", sql: string, params?: Params];
+
+/** What became of one call of a txBatch: each call resolves or rejects on its own, as if sent alone. */
+export type Outcome = { ok: true; value: unknown } | { ok: false; error: WireError };
+
+/**
+ * Calls that cannot change status(): their results carry none, which spares
+ * the count of the outbox (a query) per statement of a transaction. The
+ * pending count moves at txEnd; the rest comes with events.
+ */
+export const KEEPS_STATUS: ReadonlySet<Method> = new Set<Method>(["query", "conflicts", "txBegin", "txExec", "txQuery", "txBatch"]);
 
 export interface WireError {
   code: ErrorCode | "unknown";
@@ -108,8 +124,9 @@ export type Watched = { rows: Row[] } | { error: WireError };
 export type WorkerToPage =
   | { t: "opened"; status: BrowserStatus; openMs: number }
   | { t: "open-failed"; error: WireError }
-  | { t: "result"; id: number; ok: true; value: unknown; status: BrowserStatus }
-  | { t: "result"; id: number; ok: false; error: WireError; status: BrowserStatus | undefined }
+  /** `status` is left out when the call cannot have changed it (KEEPS_STATUS). */
+  | { t: "result"; id: number; ok: true; value: unknown; status?: BrowserStatus | undefined }
+  | { t: "result"; id: number; ok: false; error: WireError; status?: BrowserStatus | undefined }
   | { t: "event"; name: EventName; payload: unknown; status: BrowserStatus }
   | { t: "watched"; id: number; result: Watched }
   | { t: "warn"; message: string }
@@ -124,8 +141,8 @@ export type Peer =
   /** The owner announcing itself (on taking over, and in answer to hello). */
   | { t: "owner"; owner: string; status: SharedStatus }
   | { t: "req"; from: string; id: number; method: Method; args: unknown[] }
-  | { t: "res"; to: string; id: number; ok: true; value: unknown; status: SharedStatus }
-  | { t: "res"; to: string; id: number; ok: false; error: WireError; status: SharedStatus }
+  | { t: "res"; to: string; id: number; ok: true; value: unknown; status?: SharedStatus | undefined }
+  | { t: "res"; to: string; id: number; ok: false; error: WireError; status?: SharedStatus | undefined }
   | { t: "event"; name: EventName; payload: unknown; status: SharedStatus }
   /** A follower's watches run at the owner; they are sent again to each new owner. */
   | { t: "watch"; from: string; id: number; sql: string; params: Params | undefined }

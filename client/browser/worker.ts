@@ -22,6 +22,7 @@ import { Host } from "./host.ts";
 import {
   channelName,
   fromWire,
+  KEEPS_STATUS,
   toWire,
   type BrowserStatus,
   type EventName,
@@ -220,16 +221,17 @@ function onPeer(m: Peer): void {
       const h = host;
       if (!h) return;
       watchTab(m.from);
+      const status = () => (KEEPS_STATUS.has(m.method) ? undefined : h.status());
       h.handle(m.method, m.args, m.from).then(
-        (value) => channel?.postMessage({ t: "res", to: m.from, id: m.id, ok: true, value, status: h.status() } satisfies Peer),
-        (e: unknown) => channel?.postMessage({ t: "res", to: m.from, id: m.id, ok: false, error: toWire(e), status: h.status() } satisfies Peer),
+        (value) => channel?.postMessage({ t: "res", to: m.from, id: m.id, ok: true, value, status: status() } satisfies Peer),
+        (e: unknown) => channel?.postMessage({ t: "res", to: m.from, id: m.id, ok: false, error: toWire(e), status: status() } satisfies Peer),
       );
       return;
     }
     case "res": {
       if (m.to !== tabId || !forwarded.delete(m.id)) return;
-      ownerStatus = m.status;
-      const status = pageStatus(m.status);
+      if (m.status) ownerStatus = m.status;
+      const status = m.status && pageStatus(m.status);
       post(m.ok ? { t: "result", id: m.id, ok: true, value: m.value, status } : { t: "result", id: m.id, ok: false, error: m.error, status });
       return;
     }
@@ -264,9 +266,10 @@ function call(id: number, method: Method, args: unknown[]): void {
   if (closing) return fail(id, new RelayError("closed", "replica is closed"));
   if (host) {
     const h = host;
+    const keeps = KEEPS_STATUS.has(method);
     h.handle(method, args, tabId).then(
-      (value) => post({ t: "result", id, ok: true, value, status: pageStatus(h.status()) }),
-      (e: unknown) => post({ t: "result", id, ok: false, error: toWire(e), status: safeStatus(h) }),
+      (value) => post({ t: "result", id, ok: true, value, status: keeps ? undefined : pageStatus(h.status()) }),
+      (e: unknown) => post({ t: "result", id, ok: false, error: toWire(e), status: keeps ? undefined : safeStatus(h) }),
     );
     return;
   }

@@ -1,4 +1,5 @@
-import { existsSync, mkdirSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
 import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
 
@@ -30,19 +31,20 @@ export async function findChromium(): Promise<{ path: string; source: ChromiumSo
  * reaches loopback.
  */
 export async function launch(extraArgs: string[] = []): Promise<Browser> {
-  return chromium.launch({
-    executablePath: (await findChromium()).path,
-    args: [
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-quic",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-      ...extraArgs,
-    ],
-  });
+  return chromium.launch({ executablePath: (await findChromium()).path, args: [...FLAGS, ...extraArgs] });
+}
+
+const FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"];
+
+/**
+ * A browser with a profile on disk (`userDataDir`), as people run one.
+ * `browser.newContext()` profiles are off the record: Chromium keeps their
+ * OPFS in memory behind the browser process, so every read and write of a
+ * sync access handle is a message to it — slower than a real profile's
+ * files, and gone when the context closes.
+ */
+export async function launchProfile(userDataDir: string): Promise<BrowserContext> {
+  return chromium.launchPersistentContext(userDataDir, { executablePath: (await findChromium()).path, args: FLAGS });
 }
 
 /** Generous: other test suites share the two cores. Tests wait on conditions, never on time. */
@@ -70,4 +72,29 @@ export async function seedToken(context: BrowserContext, db: string, token: stri
 export async function screenshot(page: Page, name: string): Promise<void> {
   mkdirSync(ARTIFACTS, { recursive: true });
   await page.screenshot({ path: `${ARTIFACTS}${name}.png`, fullPage: true });
+}
+
+/**
+ * Bundles a page module (which imports "changeset-relay/browser") with the
+ * database worker and sqlite3.wasm into `outdir`, with an index.html loading
+ * it: what an app's bundler makes. The page passes `worker: new
+ * URL("./worker.js", import.meta.url)` and `wasmUrl: new URL("./sqlite3.wasm",
+ * location.href).href`.
+ */
+export async function bundlePage(page: string, outdir: string, extra: { in: string; out: string }[] = []): Promise<void> {
+  const { build } = await import("esbuild");
+  const root = fileURLToPath(new URL("../../", import.meta.url));
+  await build({
+    absWorkingDir: root,
+    entryPoints: [{ in: page, out: "page" }, { in: `${root}client/browser/worker.ts`, out: "worker" }, ...extra],
+    outdir,
+    bundle: true,
+    format: "esm",
+    platform: "browser",
+    target: "es2022",
+    minify: true,
+    logLevel: "warning",
+  });
+  copyFileSync(createRequire(import.meta.url).resolve("@sqlite.org/sqlite-wasm/sqlite3.wasm"), `${outdir}/sqlite3.wasm`);
+  writeFileSync(`${outdir}/index.html`, `<!doctype html><meta charset="utf-8"><link rel="icon" href="data:,"><body><script type="module" src="./page.js"></script></body>\n`);
 }
