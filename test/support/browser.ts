@@ -83,18 +83,8 @@ export async function screenshot(page: Page, name: string): Promise<void> {
  */
 export async function bundlePage(page: string, outdir: string, extra: { in: string; out: string }[] = []): Promise<void> {
   const { build } = await import("esbuild");
-  const root = fileURLToPath(new URL("../../", import.meta.url));
-  await build({
-    absWorkingDir: root,
-    entryPoints: [{ in: page, out: "page" }, { in: `${root}client/browser/worker.ts`, out: "worker" }, ...extra],
-    outdir,
-    bundle: true,
-    format: "esm",
-    platform: "browser",
-    target: "es2022",
-    minify: true,
-    logLevel: "warning",
-  });
+  const { appBuild } = await import("../../scripts/app-bundle.ts");
+  await build({ ...appBuild([{ in: page, out: "page" }, ...extra], outdir), minify: true });
   copyFileSync(createRequire(import.meta.url).resolve("@sqlite.org/sqlite-wasm/sqlite3.wasm"), `${outdir}/sqlite3.wasm`);
   writeFileSync(`${outdir}/index.html`, `<!doctype html><meta charset="utf-8"><link rel="icon" href="data:,"><body><script type="module" src="./page.js"></script></body>\n`);
 }
