@@ -2,8 +2,8 @@ import { Hono } from "hono";
 import { decode, encode } from "../protocol/codec.ts";
 import { RelayError } from "../protocol/errors.ts";
 import { parsePullQuery, parsePushRequest, type HealthResponse } from "../protocol/messages.ts";
-import { maxEntryBytes, PULL_LIMIT_DEFAULT, PULL_LIMIT_MAX } from "../protocol/limits.ts";
-import { name } from "../protocol/validate.ts";
+import { MAX_PARTED_ENTRY_BYTES, maxEntryBytes, PULL_LIMIT_DEFAULT, PULL_LIMIT_MAX } from "../protocol/limits.ts";
+import { name, nonNegativeInt, positiveInt } from "../protocol/validate.ts";
 import { acceptsGzip, COMPRESS_MIN_BYTES, GZIP } from "../protocol/compression.ts";
 import { MIN_PROTOCOL_VERSION, MSGPACK, PACKAGE_VERSION, PROTOCOL_VERSION } from "../protocol/version.ts";
 import { authorize, checkPush } from "./auth.ts";
@@ -11,7 +11,7 @@ import { checkSocketOrigin, corsHeaders } from "./cors.ts";
 import { discardBody, withPushBody } from "./body.ts";
 import { FrontDoor } from "./admission.ts";
 import { toPushArgs } from "./push-args.ts";
-import { bodyLimit } from "./config.ts";
+import { bodyLimit, partBytes } from "./config.ts";
 import { devTokens } from "./dev-tokens.ts";
 import { errorResponse, unwrap } from "./errors.ts";
 import type { Env } from "./env.ts";
@@ -36,7 +36,7 @@ app.get("/v1/health", (c) =>
     ok: true,
     version: PACKAGE_VERSION,
     protocol: { min: MIN_PROTOCOL_VERSION, max: PROTOCOL_VERSION },
-    limits: { maxEntryBytes: maxEntryBytes(bodyLimit(c.env)) },
+    limits: { maxEntryBytes: maxEntryBytes(bodyLimit(c.env)), partBytes: partBytes(c.env), maxPartedEntryBytes: MAX_PARTED_ENTRY_BYTES },
   } satisfies HealthResponse),
 );
 
@@ -72,22 +72,65 @@ app.post("/v1/db/:db/push", async (c) => {
   return new Response(encode(res), { headers: { "content-type": MSGPACK } });
 });
 
+/**
+ * One part of an entry larger than one request (worker/entry-parts.ts): the
+ * raw changeset bytes `idx × partBytes …` (gzip allowed), `size` the whole
+ * changeset's, `v` its schema version. Answers like a push: `acks` holds the
+ * entry's once the log has it (after its last part), else nothing.
+ */
+app.put("/v1/db/:db/push/:client/:cseq/parts/:idx", async (c) => {
+  const db = name(c.req.param("db"), "database name");
+  const claims = await authorize(c.env, c.req.raw, db, "write");
+  const client = name(c.req.param("client"), "client");
+  const int = (s: string | undefined, what: string) => nonNegativeInt(/^\d{1,15}$/.test(s ?? "") ? Number(s) : NaN, what);
+  const part = { cseq: positiveInt(int(c.req.param("cseq"), "cseq"), "cseq"), idx: int(c.req.param("idx"), "idx"), size: int(c.req.query("size"), "size"), v: int(c.req.query("v") ?? "0", "v") };
+  try {
+    frontDoor.check(db, claims.sub);
+  } catch (e) {
+    await discardBody(c.req.raw, partBytes(c.env));
+    throw e;
+  }
+  const res = await withPushBody(c.req.raw, partBytes(c.env), async (data) => {
+    try {
+      return unwrap(await logFor(c.env, db).pushPart(client, { ...part, data }, { role: claims.role, sub: claims.sub }));
+    } catch (e) {
+      frontDoor.note(db, claims.sub, e);
+      throw e;
+    }
+  });
+  return new Response(encode(res), { headers: { "content-type": MSGPACK } });
+});
+
+/** Part `idx` of log entry `seq`, raw (a pull with `parts=1` lists entries larger than a part by size). */
+app.get("/v1/db/:db/entries/:seq/parts/:idx", async (c) => {
+  const db = name(c.req.param("db"), "database name");
+  await authorize(c.env, c.req.raw, db, "read");
+  const int = (s: string, what: string) => nonNegativeInt(/^\d{1,15}$/.test(s) ? Number(s) : NaN, what);
+  const bytes = unwrap(await logFor(c.env, db).entryPart(int(c.req.param("seq"), "seq"), int(c.req.param("idx"), "idx")));
+  return compressible(new Response(bytes as Uint8Array<ArrayBuffer>, { headers: { "content-type": "application/octet-stream" } }), c.req.header("accept-encoding"));
+});
+
 app.get("/v1/db/:db/pull", async (c) => {
   const db = name(c.req.param("db"), "database name");
   await authorize(c.env, c.req.raw, db, "read");
   const q = parsePullQuery(c.req.query("after"), c.req.query("limit"), PULL_LIMIT_MAX, PULL_LIMIT_DEFAULT);
-  const res = await logFor(c.env, db).pull(q.after, q.limit);
-  if (!res.ok || !acceptsGzip(c.req.header("accept-encoding"))) return res;
-  // Compressed here, in the stateless Worker, not in the database's object:
-  // the Workers runtime gzips a body whose Content-Encoding says so
-  // (encodeBody "automatic"), natively, as it streams out. The page is read
-  // first because its size decides (the object's response has no length here).
+  return compressible(await logFor(c.env, db).pull(q.after, q.limit, c.req.query("parts") === "1"), c.req.header("accept-encoding"));
+});
+
+/**
+ * Compressed here, in the stateless Worker, not in the database's object:
+ * the Workers runtime gzips a body whose Content-Encoding says so
+ * (encodeBody "automatic"), natively, as it streams out. The body is read
+ * first because its size decides (the object's response has no length here).
+ */
+async function compressible(res: Response, acceptEncoding: string | undefined): Promise<Response> {
+  if (!res.ok || !acceptsGzip(acceptEncoding)) return res;
   const body = await res.arrayBuffer();
   const headers = new Headers(res.headers);
   headers.append("vary", "accept-encoding");
   if (body.byteLength >= COMPRESS_MIN_BYTES) headers.set("content-encoding", GZIP);
   return new Response(body, { status: res.status, headers });
-});
+}
 
 app.get("/v1/db/:db/ws", async (c) => {
   const db = name(c.req.param("db"), "database name");
