@@ -18,6 +18,8 @@ import { MAX_COLUMNS } from "./limits.ts";
 export class ChangesetStream {
   /** The current table block's header bytes, put before the changes of the next piece. */
   private header: Uint8Array | undefined;
+  /** Its column count (0: no header yet: the changeset must begin with one). */
+  private nCol = 0;
   private pending: Uint8Array = new Uint8Array(0);
   private started = false;
   /** Every distinct table header of the whole changeset (by bytes), for the schema check. */
@@ -31,7 +33,10 @@ export class ChangesetStream {
 
   push(piece: Uint8Array): void {
     const buf = this.pending.byteLength === 0 ? piece : concat(this.pending, piece);
-    const end = completeItems(buf, (start, stop) => (this.header = buf.slice(start, stop)), this.header === undefined);
+    const end = completeItems(buf, this.nCol, (start, stop, nCol) => {
+      this.header = buf.slice(start, stop);
+      this.nCol = nCol;
+    });
     if (end > 0) this.check(buf.subarray(0, end));
     this.pending = buf.slice(end);
     if (this.pending.byteLength > this.maxPending) {
@@ -66,16 +71,15 @@ function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
 
 /**
  * The offset after the last complete item of `buf` (0: none), calling
- * `header` with the bounds of each complete table header. Anything that is
- * not a well-formed item's start counts as complete up to the end of `buf`,
- * so the parser sees it and refuses it. `first`: `buf` must begin with a
- * header (the start of the changeset).
+ * `header` with the bounds and column count of each complete table header.
+ * `nCol`: the column count of the header the changes at the start of `buf`
+ * belong to (0: none, `buf` must begin with a header). Anything that is not
+ * a well-formed item's start counts as complete up to the end of `buf`, so
+ * the parser sees it and refuses it.
  */
-function completeItems(buf: Uint8Array, header: (start: number, end: number) => void, first: boolean): number {
+function completeItems(buf: Uint8Array, nCol: number, header: (start: number, end: number, nCol: number) => void): number {
   const len = buf.length;
   let pos = 0;
-  let nCol = 0;
-  if (first && buf[0] !== TABLE) return len;
   for (;;) {
     if (pos >= len) return pos;
     const at = pos;
@@ -88,7 +92,7 @@ function completeItems(buf: Uint8Array, header: (start: number, end: number) => 
       if (name < 0) return at;
       nCol = n.value;
       pos = name + 1;
-      header(at, pos);
+      header(at, pos, nCol);
       continue;
     }
     if ((op !== OP_INSERT && op !== OP_UPDATE && op !== OP_DELETE) || nCol === 0) return len;

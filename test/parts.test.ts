@@ -1,0 +1,185 @@
+import { describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
+import { httpTransport, RelayError, type Replica } from "../client/index.ts";
+import type { DriverKind } from "../client/drivers/types.ts";
+import { decode } from "../protocol/codec.ts";
+import { validateChangeset } from "../protocol/changeset.ts";
+import { maxEntryBytes } from "../protocol/limits.ts";
+import { insertChangeset, pull, pullAll, push } from "./support/http.ts";
+import { useRelay } from "./support/fixture.ts";
+import { dump, replica } from "./support/replicas.ts";
+import { until } from "./support/wait.ts";
+
+/**
+ * Transactions of any size (issue 18), through a real relay: an entry larger
+ * than one request goes up in parts and lands as one log entry, comes down in
+ * parts, and applies. The relay takes requests of 1 MiB here and parts of
+ * 64 KiB, so entries of a few MB exercise every path quickly (and the old
+ * relay and client refused them at commit).
+ */
+const BODY = 1024 * 1024;
+const PART = 64 * 1024;
+const relay = useRelay({ bindings: { MAX_BODY_BYTES: String(BODY), PART_BYTES: String(PART) } });
+
+/** ~3 MB in one transaction: rows of 1.5 KB of random text (incompressible, so gzip does not shrink the parts away). */
+async function bigWrite(r: Replica, n = 2000, prefix = "r"): Promise<void> {
+  await r.transaction(async (tx) => {
+    for (let i = 0; i < n; i++) await tx.exec("INSERT INTO todo(id, title, note) VALUES (?, ?, ?)", [`${prefix}${String(i).padStart(5, "0")}`, randomBytes(512).toString("base64"), randomBytes(600).toString("hex")]);
+  });
+}
+
+const outboxBytes = async (r: Replica) => (await r.query<{ changeset: Uint8Array }>("SELECT changeset FROM _relay_outbox ORDER BY cseq")).map((x) => x.changeset);
+
+async function putPart(db: string, token: string, client: string, cseq: number, size: number, idx: number, data: Uint8Array) {
+  const res = await fetch(`${relay.url}/v1/db/${db}/push/${client}/${cseq}/parts/${idx}?size=${size}&v=0`, {
+    method: "PUT",
+    body: data as Uint8Array<ArrayBuffer>,
+    headers: { authorization: `Bearer ${token}`, "content-type": "application/octet-stream" },
+  });
+  const bytes = new Uint8Array(await res.arrayBuffer());
+  return { status: res.status, body: res.ok ? (decode(bytes) as { acks: { cseq: number; seq: number }[]; head: number }) : JSON.parse(new TextDecoder().decode(bytes)).error };
+}
+
+const partsOf = (bytes: Uint8Array) => Array.from({ length: Math.ceil(bytes.byteLength / PART) }, (_, i) => bytes.subarray(i * PART, (i + 1) * PART));
+
+describe("an entry larger than one request", () => {
+  for (const [a, b] of [["node", "wasm"], ["wasm", "node"]] as [DriverKind, DriverKind][]) {
+    it(`goes up in parts as one entry and comes down in parts, byte-identical (${a} → ${b})`, async () => {
+      const db = relay.db(`round-${a}`);
+      const A = await replica(relay, db, `a-${a}`, a);
+      const B = await replica(relay, db, `b-${a}`, b);
+      await A.sync(); // learns the relay's limits
+      await bigWrite(A);
+      const [captured] = await outboxBytes(A);
+      assert.ok(captured!.byteLength > 2 * BODY, `the entry (${captured!.byteLength} bytes) is larger than a request`);
+      await A.exec("INSERT INTO todo(id, title) VALUES ('after', 'next entry')");
+      await A.sync();
+      assert.equal(A.status().pending, 0);
+      const token = await relay.token("read", "reader", db);
+      // An older client's pull (no parts=1) gets it whole: the log holds exactly the captured bytes, then the next entry.
+      const log = await pullAll(relay.url, db, token);
+      const data = log.filter((e) => e.cseq > 0);
+      assert.deepEqual(data.map((e) => e.cseq), [1, 2], "one entry for the transaction, in order with the next");
+      assert.deepEqual(new Uint8Array(data[0].changeset), captured);
+      // A pull in parts lists it by size and ends the page there.
+      const listed = await fetch(`${relay.url}/v1/db/${db}/pull?after=0&parts=1`, { headers: { authorization: `Bearer ${token}` } });
+      const page = decode(new Uint8Array(await listed.arrayBuffer())) as { entries: { cseq: number; size?: number; changeset: Uint8Array }[]; more: boolean };
+      const big = page.entries.at(-1)!;
+      assert.equal(big.size, captured!.byteLength);
+      assert.equal(big.changeset.byteLength, 0);
+      assert.equal(page.more, true);
+      await B.sync();
+      assert.equal(await dump(B), await dump(A));
+      assert.equal((await B.query<{ n: number }>("SELECT count(*) AS n FROM todo"))[0]!.n, 2001);
+    });
+  }
+
+  it("over the live socket: the writer pushes it in parts over HTTP, a live reader hears the head and pulls it in parts", async () => {
+    const db = relay.db("live");
+    const A = await replica(relay, db, "a-live", "node", { live: true });
+    const B = await replica(relay, db, "b-live", "wasm", { live: true });
+    await until(() => A.status().connected && B.status().connected);
+    await A.sync();
+    await bigWrite(A, 1500);
+    await A.exec("INSERT INTO todo(id, title) VALUES ('after', 'live')");
+    await until(async () => A.status().pending === 0 && B.status().cursor === A.status().cursor && B.status().cursor > 0, 20_000);
+    assert.equal(await dump(B), await dump(A));
+    assert.equal((await B.query<{ n: number }>("SELECT count(*) AS n FROM todo"))[0]!.n, 1501);
+  });
+
+  it("is refused at commit when the relay takes no parts (an older relay), and when one row passes a request", async () => {
+    const db = relay.db("old");
+    const token = await relay.token("write", "a-old", db);
+    const real = httpTransport({ url: relay.url, db, token });
+    const older = { ...real, health: async (s?: AbortSignal) => {
+      const h = await real.health!(s);
+      return { ...h, limits: { maxEntryBytes: h.limits!.maxEntryBytes } };
+    } };
+    const A = await replica(relay, db, "a-old", "node", { transport: older });
+    await A.sync();
+    await assert.rejects(bigWrite(A), (e: unknown) => e instanceof RelayError && e.code === "write_too_large");
+    assert.equal(A.status().pending, 0);
+    const B = await replica(relay, db, "b-old", "node");
+    await B.sync();
+    const row = new Uint8Array(BODY).fill(1);
+    await assert.rejects(B.exec("INSERT INTO todo(id, title, note) VALUES ('x', 'y', ?)", [row]), (e: unknown) => e instanceof RelayError && e.code === "write_too_large" && /per row/.test(e.message));
+    await bigWrite(B); // many rows: fine
+    await B.sync();
+    assert.equal(B.status().pending, 0);
+  });
+});
+
+describe("parts on the wire", () => {
+  const rows = (n: number, from = 0) => Array.from({ length: n }, (_, i) => [from + i, "v".repeat(200) + i] as [number, unknown]);
+
+  it("a part sent again is the same part; once the entry landed, a part answers with its seq, other bytes are cseq_conflict", async () => {
+    const db = relay.db("idem");
+    const token = await relay.token("write", "w", db);
+    const cs = insertChangeset(rows(1000));
+    const parts = partsOf(cs);
+    assert.ok(parts.length >= 3);
+    for (const [i, p] of parts.entries()) {
+      const r = await putPart(db, token, "w", 1, cs.byteLength, i, p);
+      assert.equal(r.status, 200, JSON.stringify(r.body));
+      if (i === 0) assert.deepEqual((await putPart(db, token, "w", 1, cs.byteLength, 0, p)).body.acks, [], "part 0 again: nothing lands yet");
+      assert.equal(r.body.acks.length, i === parts.length - 1 ? 1 : 0);
+    }
+    const last = await putPart(db, token, "w", 1, cs.byteLength, parts.length - 1, parts.at(-1)!);
+    assert.deepEqual(last.body.acks, [{ cseq: 1, seq: 1 }], "a retried last part (lost answer): the original seq");
+    const first = await putPart(db, token, "w", 1, cs.byteLength, 0, parts[0]!);
+    assert.deepEqual(first.body.acks, [{ cseq: 1, seq: 1 }]);
+    const other = parts[1]!.slice();
+    other[10]! ^= 1;
+    assert.equal((await putPart(db, token, "w", 1, cs.byteLength, 1, other)).body.code, "cseq_conflict");
+    const log = await pullAll(relay.url, db, token);
+    assert.equal(log.length, 1);
+    assert.deepEqual(new Uint8Array(log[0].changeset), cs);
+  });
+
+  it("an interrupted upload leaves the log unchanged and holds the client's later entries back", async () => {
+    const db = relay.db("interrupted");
+    const token = await relay.token("write", "w", db);
+    const cs = insertChangeset(rows(1000));
+    const parts = partsOf(cs);
+    for (let i = 0; i < parts.length - 1; i++) assert.equal((await putPart(db, token, "w", 1, cs.byteLength, i, parts[i]!)).status, 200);
+    assert.deepEqual((await pull(relay.url, db, token)).body.entries, []);
+    const next = await push(relay.url, db, token, "w", [{ cseq: 2, changeset: insertChangeset(rows(1, 5000)) }]);
+    assert.equal(next.status, 409);
+    assert.match(next.body.error.message, /uploading cseq 1 in parts/);
+    assert.equal((await putPart(db, token, "w", 1, cs.byteLength, parts.length - 1, parts.at(-1)!)).body.acks[0].seq, 1);
+    assert.equal((await push(relay.url, db, token, "w", [{ cseq: 2, changeset: insertChangeset(rows(1, 5000)) }])).status, 200);
+  });
+
+  it("a bad changeset split across parts is refused when it completes: the log is unchanged and the staging gone", async () => {
+    const db = relay.db("bad");
+    const token = await relay.token("write", "w", db);
+    const cs = insertChangeset(rows(1000));
+    validateChangeset(cs);
+    const bad = cs.slice();
+    // In the third part, a change's indirect flag (after INSERT 0x12, before the INTEGER key's type 0x01) set to 5.
+    let pos = 2 * PART + 100;
+    while (!(bad[pos] === 0x12 && bad[pos + 1] === 0 && bad[pos + 2] === 0x01)) pos++;
+    bad[pos + 1] = 5;
+    assert.throws(() => validateChangeset(bad));
+    const parts = partsOf(bad);
+    let last;
+    for (const [i, p] of parts.entries()) last = await putPart(db, token, "w", 1, bad.byteLength, i, p);
+    assert.equal(last!.status, 400);
+    assert.equal(last!.body.code, "malformed_changeset");
+    assert.match(last!.body.message, /uploaded in parts/);
+    assert.deepEqual((await pull(relay.url, db, token)).body.entries, []);
+    // The staging went with the refusal: the client's next entry is not held behind it.
+    assert.equal((await push(relay.url, db, token, "w", [{ cseq: 2, changeset: insertChangeset(rows(1, 5000)) }])).status, 200);
+  });
+
+  it("health names the part size and the per-entry limit; parts of the wrong size are refused", async () => {
+    const h = (await (await fetch(`${relay.url}/v1/health`)).json()) as { limits: Record<string, number> };
+    assert.deepEqual(h.limits, { maxEntryBytes: maxEntryBytes(BODY), partBytes: PART, maxPartedEntryBytes: 512 * 1024 * 1024 });
+    const db = relay.db("sizes");
+    const token = await relay.token("write", "w", db);
+    const r = await putPart(db, token, "w", 1, 3 * PART, 0, new Uint8Array(PART - 1));
+    assert.equal(r.status, 400);
+    assert.equal((await putPart(db, token, "w", 1, 3 * PART, 0, new Uint8Array(PART + 1))).status, 413);
+  });
+});
