@@ -33,11 +33,13 @@ export class ChangesetStream {
 
   push(piece: Uint8Array): void {
     const buf = this.pending.byteLength === 0 ? piece : concat(this.pending, piece);
+    // The changes at the start of `buf` belong to the header before it; later ones to the headers in it.
+    const before = this.header;
     const end = completeItems(buf, this.nCol, (start, stop, nCol) => {
       this.header = buf.slice(start, stop);
       this.nCol = nCol;
     });
-    if (end > 0) this.check(buf.subarray(0, end));
+    if (end > 0) this.check(buf.subarray(0, end), before);
     this.pending = buf.slice(end);
     if (this.pending.byteLength > this.maxPending) {
       throw new RelayError("payload_too_large", `a single change of this entry is larger than ${this.maxPending} bytes`);
@@ -46,12 +48,12 @@ export class ChangesetStream {
 
   /** The changeset is complete: what is still pending is a truncated item (refused by the parser). */
   end(): void {
-    if (this.pending.byteLength > 0 || !this.started) this.check(this.pending);
+    if (this.pending.byteLength > 0 || !this.started) this.check(this.pending, this.header);
   }
 
-  private check(items: Uint8Array): void {
+  private check(items: Uint8Array, header: Uint8Array | undefined): void {
     // The first piece starts with its own header (or is refused for not doing so).
-    const whole = !this.started || items[0] === TABLE || !this.header ? items : concat(this.header, items);
+    const whole = items[0] === TABLE || !header ? items : concat(header, items);
     this.started = true;
     for (const t of changesetTables(whole)) {
       const key = `${t.name}\0${t.pkRaw?.join(",")}`;

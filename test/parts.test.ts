@@ -4,7 +4,14 @@ import { randomBytes } from "node:crypto";
 import { httpTransport, RelayError, type Replica } from "../client/index.ts";
 import type { DriverKind } from "../client/drivers/types.ts";
 import { decode } from "../protocol/codec.ts";
-import { validateChangeset } from "../protocol/changeset.ts";
+import { changesetTables, validateChangeset } from "../protocol/changeset.ts";
+import { ChangesetStream } from "../protocol/changeset-stream.ts";
+import { RelayError as WireError } from "../protocol/errors.ts";
+import { DatabaseSync } from "node:sqlite";
+import * as store from "../worker/log-store.ts";
+import * as entryParts from "../worker/entry-parts.ts";
+import { UPLOAD_TTL_MS } from "../worker/staging.ts";
+import { doSql } from "./support/do-sql.ts";
 import { maxEntryBytes } from "../protocol/limits.ts";
 import { insertChangeset, pull, pullAll, push } from "./support/http.ts";
 import { useRelay } from "./support/fixture.ts";
@@ -173,6 +180,28 @@ describe("parts on the wire", () => {
     assert.equal((await push(relay.url, db, token, "w", [{ cseq: 2, changeset: insertChangeset(rows(1, 5000)) }])).status, 200);
   });
 
+  it("the schema rules hold for the whole entry: its version and every table's shape, checked when it completes", async () => {
+    const db = relay.db("schema");
+    const A = await replica(relay, db, "w", "node");
+    await A.sync(); // the log is at version 1 (the todo table)
+    const token = await relay.token("write", "w", db);
+    const cs = insertChangeset(rows(1000)); // table t: not in the schema
+    const send = async (v: number) => {
+      let last;
+      for (const [i, p] of partsOf(cs).entries()) {
+        const res = await fetch(`${relay.url}/v1/db/${db}/push/w/1/parts/${i}?size=${cs.byteLength}&v=${v}`, { method: "PUT", body: p as Uint8Array<ArrayBuffer>, headers: { authorization: `Bearer ${token}` } });
+        last = { status: res.status, text: await res.text() };
+      }
+      return last!;
+    };
+    const wrongShape = await send(1);
+    assert.equal(wrongShape.status, 400, wrongShape.text);
+    assert.match(wrongShape.text, /schema_mismatch.*no table/);
+    const outdated = await send(0);
+    assert.match(outdated.text, /schema_outdated/);
+    assert.deepEqual((await pullAll(relay.url, db, token)).map((e) => e.cseq), [0], "the schema entry alone");
+  });
+
   it("health names the part size and the per-entry limit; parts of the wrong size are refused", async () => {
     const h = (await (await fetch(`${relay.url}/v1/health`)).json()) as { limits: Record<string, number> };
     assert.deepEqual(h.limits, { maxEntryBytes: maxEntryBytes(BODY), partBytes: PART, maxPartedEntryBytes: 512 * 1024 * 1024 });
@@ -181,5 +210,109 @@ describe("parts on the wire", () => {
     const r = await putPart(db, token, "w", 1, 3 * PART, 0, new Uint8Array(PART - 1));
     assert.equal(r.status, 400);
     assert.equal((await putPart(db, token, "w", 1, 3 * PART, 0, new Uint8Array(PART + 1))).status, 413);
+  });
+});
+
+describe("ChangesetStream (the relay's validation of a parted entry)", () => {
+  const real = () => {
+    const db = new DatabaseSync(":memory:");
+    db.exec("CREATE TABLE a(id INTEGER PRIMARY KEY, t TEXT, b BLOB, r REAL); CREATE TABLE b(x TEXT, y INTEGER, z, PRIMARY KEY(y, x))");
+    db.exec("INSERT INTO a VALUES (1, 'old', x'00', 1.5), (2, 'gone', NULL, 0)");
+    const s = db.createSession();
+    db.exec("BEGIN");
+    for (let i = 3; i < 40; i++) db.prepare("INSERT INTO a VALUES (?, ?, ?, ?)").run(i, "t".repeat(i * 7), new Uint8Array(i * 3).fill(i), i / 3);
+    db.exec("UPDATE a SET t = 'new' WHERE id = 1; DELETE FROM a WHERE id = 2");
+    for (let i = 0; i < 20; i++) db.prepare("INSERT INTO b VALUES (?, ?, ?)").run(`k${i}`, i, i % 2 ? null : "z".repeat(300));
+    db.exec("COMMIT");
+    return s.changeset();
+  };
+  const feed = (bytes: Uint8Array, cuts: number[]) => {
+    const st = new ChangesetStream(1 << 20);
+    let from = 0;
+    for (const c of [...cuts, bytes.byteLength]) {
+      st.push(bytes.subarray(from, c));
+      from = c;
+    }
+    st.end();
+    return st.tables.map((t) => t.name);
+  };
+
+  it("accepts a valid changeset cut anywhere, once or twice, and finds its tables", () => {
+    const cs = real();
+    assert.deepEqual(changesetTables(cs).map((t) => t.name), ["a", "b"]);
+    for (let i = 0; i <= cs.byteLength; i++) assert.deepEqual(feed(cs, [i]), ["a", "b"], `cut at ${i}`);
+    for (let i = 0; i <= cs.byteLength; i += 97) for (let j = i; j <= cs.byteLength; j += 89) assert.deepEqual(feed(cs, [i, j]), ["a", "b"]);
+  });
+
+  it("refuses, cut anywhere, what validateChangeset refuses", () => {
+    const cs = real();
+    const broken: Uint8Array[] = [cs.subarray(0, cs.byteLength - 3), cs.subarray(1)];
+    for (let at = 1; at < cs.byteLength && broken.length < 40; at += 53) {
+      for (const v of [0x07, 0xff, 0x54]) {
+        const b = cs.slice();
+        b[at] = v;
+        try {
+          validateChangeset(b);
+        } catch {
+          broken.push(b);
+        }
+      }
+    }
+    assert.ok(broken.length > 8);
+    for (const b of broken) {
+      for (let i = 0; i <= b.byteLength; i += 11) {
+        assert.throws(() => feed(b, [i]), (e: unknown) => e instanceof WireError && e.code === "malformed_changeset", `cut at ${i}`);
+      }
+    }
+    assert.throws(() => feed(new Uint8Array(0), []), (e: unknown) => e instanceof WireError && e.code === "malformed_changeset");
+  });
+
+  it("holds at most one change across pieces: a larger one is refused", () => {
+    const cs = real();
+    const st = new ChangesetStream(100);
+    assert.throws(() => {
+      for (let i = 0; i < cs.byteLength; i += 10) st.push(cs.subarray(i, i + 10));
+    }, (e: unknown) => e instanceof WireError && e.code === "payload_too_large");
+  });
+});
+
+describe("staged uploads (worker/entry-parts.ts over a real SQLite)", () => {
+  const fresh = () => {
+    const sql = doSql();
+    store.migrate(sql);
+    return sql;
+  };
+  const opts = { partBytes: PART, maxChangeBytes: BODY, sub: "s" };
+  const cs = insertChangeset(Array.from({ length: 1000 }, (_, i) => [i, "v".repeat(200)] as [number, unknown]));
+  const put = (sql: ReturnType<typeof fresh>, client: string, idx: number, now: number) =>
+    sql.transactionSync(() => entryParts.putPart(sql, client, { cseq: 1, v: 0, size: cs.byteLength, idx, data: partsOf(cs)[idx]! }, now, opts));
+  const staged = (sql: ReturnType<typeof fresh>, client: string) => sql.exec<{ n: number }>("SELECT count(*) AS n FROM relay_upload_chunk WHERE client = ?", client).one().n;
+
+  it("an upload abandoned for UPLOAD_TTL_MS no longer holds the client back and is cleared when another starts", () => {
+    const sql = fresh();
+    put(sql, "w", 0, 1000);
+    put(sql, "w", 1, 2000);
+    assert.equal(staged(sql, "w"), 2);
+    const later = { cseq: 2, changeset: insertChangeset([[9999, "x"]]) };
+    assert.throws(() => sql.transactionSync(() => store.push(sql, "w", [later], 3000)), /uploading cseq 1 in parts/);
+    const expired = 2000 + UPLOAD_TTL_MS + 1;
+    put(sql, "other", 0, expired);
+    assert.equal(staged(sql, "w"), 0, "cleared");
+    assert.equal(sql.exec<{ n: number }>("SELECT count(*) AS n FROM relay_upload WHERE client = 'w'").one().n, 0);
+    assert.deepEqual(sql.transactionSync(() => store.push(sql, "w", [later], expired)).acks, [{ cseq: 2, seq: 1 }]);
+    assert.equal(store.head(sql), 1, "nothing of the abandoned upload reached the log");
+  });
+
+  it("each part refreshes the upload: a slow upload is not abandoned while parts keep coming", () => {
+    const sql = fresh();
+    const n = partsOf(cs).length;
+    let now = 0;
+    for (let i = 0; i < n; i++) {
+      const res = put(sql, "w", i, now);
+      now += UPLOAD_TTL_MS - 1;
+      put(sql, "other", 0, now); // another upload starts: clears only what is abandoned
+      if (i === n - 1) assert.deepEqual(res.acks, [{ cseq: 1, seq: 1 }]);
+    }
+    assert.deepEqual(store.pull(sql, 0, 10).entries[0]!.changeset, cs);
   });
 });
