@@ -86,11 +86,11 @@ describe("an entry larger than one request", () => {
     const db = relay.db("live");
     const A = await replica(relay, db, "a-live", "node", { live: true });
     const B = await replica(relay, db, "b-live", "wasm", { live: true });
-    await until(() => A.status().connected && B.status().connected);
+    await until(() => A.status().connected && B.status().connected, "both connected");
     await A.sync();
     await bigWrite(A, 1500);
     await A.exec("INSERT INTO todo(id, title) VALUES ('after', 'live')");
-    await until(async () => A.status().pending === 0 && B.status().cursor === A.status().cursor && B.status().cursor > 0, 20_000);
+    await until(async () => A.status().pending === 0 && B.status().cursor === A.status().cursor && B.status().cursor > 0, "B caught up live", 20_000);
     assert.equal(await dump(B), await dump(A));
     assert.equal((await B.query<{ n: number }>("SELECT count(*) AS n FROM todo"))[0]!.n, 1501);
   });
