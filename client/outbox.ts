@@ -86,7 +86,19 @@ export function changesets(d: Driver, from: number, upTo: number): Map<number, P
 
 /** `sent`: the caller sends it as soon as this transaction commits. */
 export function enqueue(d: Driver, entry: PushEntry, sent = false): void {
-  d.run("INSERT INTO _relay_outbox(cseq, changeset, applied, sent, v) VALUES (?, ?, ?, ?, ?)", [entry.cseq, entry.changeset, entry.changeset, sent ? 1 : 0, entry.v ?? 0]);
+  // Bound once, stored twice: a large changeset crosses into SQLite once.
+  d.run("INSERT INTO _relay_outbox(cseq, changeset, applied, sent, v) VALUES (?1, ?2, ?2, ?3, ?4)", [entry.cseq, entry.changeset, sent ? 1 : 0, entry.v ?? 0]);
+}
+
+/**
+ * Whether `cseqs` are the oldest pending entries, in order, each captured
+ * under `version` and holding locally exactly what it ships: then the log
+ * taking them changes nothing here (rebase.ts's confirmedPrefix), decided in
+ * SQL, without reading the changesets into memory.
+ */
+export function unchangedHead(d: Driver, cseqs: readonly number[], version: number): boolean {
+  const rows = d.all("SELECT cseq, v, changeset = applied AS same FROM _relay_outbox ORDER BY cseq LIMIT ?", [cseqs.length]);
+  return rows.length === cseqs.length && rows.every((r, i) => r.cseq === cseqs[i] && r.v === version && r.same === 1);
 }
 
 /**
