@@ -43,11 +43,19 @@ export function checkEntrySize(changeset: Uint8Array, limits: EntryLimits): void
 }
 
 /**
+ * Parts in flight at once, up and down: the next one is read (or applied)
+ * and compressed while the relay takes the previous one, and at most this
+ * many parts are in memory.
+ */
+export const PARTS_IN_FLIGHT = 2;
+
+/**
  * Upload entry `cseq` (`size` bytes) in parts, reading each part from the
- * outbox as it goes (`read`), so only one part is in memory. Each request is
- * retried on its own (`retry`); a part sent twice is the same part to the
- * relay. Resolves with the entry's ack, which comes with the part that
- * completed it, or earlier when the log had it already (a lost answer).
+ * outbox as it goes (`read`), so only PARTS_IN_FLIGHT parts are in memory.
+ * Each request is retried on its own (`retry`); a part sent twice is the same
+ * part to the relay, and parts may arrive in any order (the relay appends
+ * when it has them all). Resolves with the entry's ack, which comes with the
+ * part that completed it, or earlier when the log had it already (a lost answer).
  */
 export async function pushInParts(
   entry: { cseq: number; v: number; size: number },
@@ -58,12 +66,26 @@ export async function pushInParts(
 ): Promise<PushResponse> {
   const parts = Math.ceil(entry.size / partBytes);
   // Twice at most: a relay that cleared an abandoned upload meanwhile answers its last part without an ack.
+  const acked = (res: PushResponse) => res.acks.some((a) => a.cseq === entry.cseq);
   for (let attempt = 0; attempt < 2; attempt++) {
-    for (let idx = 0; idx < parts; idx++) {
-      const data = await read(idx * partBytes, Math.min(partBytes, entry.size - idx * partBytes));
-      const res = await retry(() => send({ cseq: entry.cseq, v: entry.v, size: entry.size, idx, data }));
-      if (res.acks.some((a) => a.cseq === entry.cseq)) return res;
+    const flying: Promise<PushResponse>[] = [];
+    let done: PushResponse | undefined;
+    const settle = async () => {
+      const res = await flying.shift()!;
+      if (acked(res)) done ??= res;
+    };
+    try {
+      for (let idx = 0; idx < parts && !done; idx++) {
+        const data = await read(idx * partBytes, Math.min(partBytes, entry.size - idx * partBytes));
+        flying.push(retry(() => send({ cseq: entry.cseq, v: entry.v, size: entry.size, idx, data })));
+        if (flying.length >= PARTS_IN_FLIGHT) await settle();
+      }
+      while (flying.length > 0) await settle();
+    } finally {
+      // A failure leaves no request unobserved.
+      for (const f of flying) f.catch(() => undefined);
     }
+    if (done) return done;
   }
   throw new RelayError("internal", `the relay took every part of cseq ${entry.cseq} without appending it`);
 }

@@ -6,6 +6,7 @@ import type { SchemaVersion } from "../../protocol/schema.ts";
 import { COMPRESS_MIN_BYTES, GZIP } from "../../protocol/compression.ts";
 import { gzip } from "../gzip.ts";
 import { bearer, withRefresh, type TokenOptions } from "./auth.ts";
+import { PARTS_IN_FLIGHT } from "../parts.ts";
 
 /** How the sync engine reaches the relay. HTTP here; tests wrap it to inject faults. */
 export interface Transport {
@@ -93,11 +94,27 @@ export function httpTransport(opts: HttpTransportOptions): Transport {
    */
   async function fetchParts(entry: LogEntry, signal?: AbortSignal): Promise<void> {
     const out = new Uint8Array(entry.size!);
-    for (let at = 0, idx = 0; at < out.byteLength; idx++) {
-      const part = await withRefresh(opts, () => once(`/entries/${entry.seq}/parts/${idx}`, { headers: auth() }, signal));
-      if (part.byteLength === 0 || at + part.byteLength > out.byteLength) throw new RelayError("internal", `part ${idx} of entry ${entry.seq} does not fit its size ${entry.size}`);
-      out.set(part, at);
-      at += part.byteLength;
+    const get = (idx: number) => withRefresh(opts, () => once(`/entries/${entry.seq}/parts/${idx}`, { headers: auth() }, signal));
+    // The first part's length is the relay's part size: then PARTS_IN_FLIGHT at a time, each copied in place as it comes.
+    const first = await get(0);
+    const partBytes = first.byteLength;
+    if (partBytes === 0 || partBytes > out.byteLength) throw new RelayError("internal", `entry ${entry.seq}: a first part of ${partBytes} bytes for ${out.byteLength}`);
+    const parts = Math.ceil(out.byteLength / partBytes);
+    out.set(first);
+    const place = (idx: number, part: Uint8Array) => {
+      const want = Math.min(partBytes, out.byteLength - idx * partBytes);
+      if (part.byteLength !== want) throw new RelayError("internal", `part ${idx} of entry ${entry.seq} is ${part.byteLength} bytes, not ${want}`);
+      out.set(part, idx * partBytes);
+    };
+    const flying: Promise<void>[] = [];
+    try {
+      for (let idx = 1; idx < parts; idx++) {
+        flying.push(get(idx).then((part) => place(idx, part)));
+        if (flying.length >= PARTS_IN_FLIGHT) await flying.shift();
+      }
+      while (flying.length > 0) await flying.shift();
+    } finally {
+      for (const f of flying) f.catch(() => undefined);
     }
     entry.changeset = out;
     delete entry.size;
