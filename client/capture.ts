@@ -4,7 +4,7 @@ import type { PushEntry } from "../protocol/messages.ts";
 import type { Driver, Params, Row } from "./drivers/types.ts";
 import { nullKeyError } from "./null-keys.ts";
 import * as outbox from "./outbox.ts";
-import { checkEntrySize, type EntryLimits } from "./parts.ts";
+import { checkEntrySize, goesInParts, type EntryLimits } from "./parts.ts";
 import type { Step } from "./step.ts";
 import * as store from "./store.ts";
 import type { Tx } from "./types.ts";
@@ -100,7 +100,8 @@ export async function capture<T>(
     // spares a flush its query, its second write (a second commit, an fsync
     // on a file database) and a turn of the lock.
     const direct = sendAtOnce(entry);
-    outbox.enqueue(d, entry, direct);
+    // An entry that goes in parts is marked sent now: marking it later rewrites its row (both copies of the changeset).
+    outbox.enqueue(d, entry, direct || (limits !== undefined && goesInParts(changeset.byteLength, limits)));
     step.numbered(entry.cseq);
     d.exec("COMMIT");
     return { result, entry, direct, tables: [...changesetTables(changeset).map((t) => t.name), ...local] };

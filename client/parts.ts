@@ -17,6 +17,11 @@ export interface EntryLimits {
   partedBytes: number;
 }
 
+/** Whether an entry of `size` bytes is pushed in parts (the relay takes them, and it passes one). */
+export function goesInParts(size: number, limits: EntryLimits): boolean {
+  return limits.partBytes !== undefined && size > limits.partBytes;
+}
+
 /**
  * Refuse at commit (invariant 8) a changeset the relay could never take:
  * above one request when it takes no parts (an older relay), else above its

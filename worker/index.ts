@@ -106,8 +106,7 @@ app.get("/v1/db/:db/entries/:seq/parts/:idx", async (c) => {
   const db = name(c.req.param("db"), "database name");
   await authorize(c.env, c.req.raw, db, "read");
   const int = (s: string, what: string) => nonNegativeInt(/^\d{1,15}$/.test(s) ? Number(s) : NaN, what);
-  const bytes = unwrap(await logFor(c.env, db).entryPart(int(c.req.param("seq"), "seq"), int(c.req.param("idx"), "idx")));
-  return compressible(new Response(bytes as Uint8Array<ArrayBuffer>, { headers: { "content-type": "application/octet-stream" } }), c.req.header("accept-encoding"));
+  return compressible(await logFor(c.env, db).entryPart(int(c.req.param("seq"), "seq"), int(c.req.param("idx"), "idx")), c.req.header("accept-encoding"));
 });
 
 app.get("/v1/db/:db/pull", async (c) => {

@@ -126,9 +126,14 @@ export class ChangesetLog extends DurableObject<Env> {
     });
   }
 
-  /** RPC: part `idx` of entry `seq` (a pull in parts). */
-  entryPart(seq: number, idx: number): Outcome<Uint8Array> {
-    return outcome(() => entryParts.readPart(this.sql, seq, idx, partBytes(this.env)));
+  /** RPC: part `idx` of entry `seq` (a pull in parts), as a Response like pull's (its body streams; a value is cloned whole). */
+  entryPart(seq: number, idx: number): Response {
+    try {
+      const bytes = entryParts.readPart(this.sql, seq, idx, partBytes(this.env));
+      return new Response(bytes as Uint8Array<ArrayBuffer>, { headers: { "content-type": "application/octet-stream" } });
+    } catch (e) {
+      return errorResponse(e);
+    }
   }
 
   /**
