@@ -1,7 +1,6 @@
 import { scan } from "../protocol/changeset.ts";
 import { RelayError } from "./errors.ts";
-import type { PushResponse } from "../protocol/messages.ts";
-import type { EntryPart } from "./transport/http.ts";
+import type { EntryPart, PushResponse } from "../protocol/messages.ts";
 
 /**
  * Transactions of any size, on the client (issue 18): how large a write may

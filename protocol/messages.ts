@@ -21,6 +21,18 @@ export interface PushEntry {
   /** The schema version it was captured under; absent: 0 (a log without schema entries). Always set by the parsers. */
   v?: number;
 }
+/**
+ * Part `idx` of entry `cseq` pushed in parts (a relay that names
+ * `limits.partBytes`): bytes `idx × partBytes …` of its changeset; `size`:
+ * the whole changeset's, `v`: the schema version it was captured under.
+ */
+export interface EntryPart {
+  cseq: number;
+  v: number;
+  size: number;
+  idx: number;
+  data: Uint8Array;
+}
 export type PushRequest = ReturnType<typeof parsePushRequest>;
 export type Ack = ReturnType<typeof parseAck>;
 /** `schema`: the versions this push added to the log and their seqs (absent when none). */

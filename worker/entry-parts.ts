@@ -2,7 +2,7 @@ import { sameBytes } from "../protocol/codec.ts";
 import { ChangesetStream } from "../protocol/changeset-stream.ts";
 import { RelayError } from "../protocol/errors.ts";
 import { MAX_PARTED_ENTRY_BYTES, STORAGE_CHUNK_BYTES } from "../protocol/limits.ts";
-import type { Ack } from "../protocol/messages.ts";
+import type { Ack, EntryPart } from "../protocol/messages.ts";
 import * as store from "./log-store.ts";
 import type { Sql } from "./log-store.ts";
 import * as schemaStore from "./schema-store.ts";
@@ -48,16 +48,6 @@ export function migrate(sql: Sql): void {
   `);
 }
 
-/** One part of an entry, as the Worker hands it over. */
-export interface EntryPart {
-  cseq: number;
-  /** The schema version the entry was captured under. */
-  v: number;
-  /** The whole changeset's size. */
-  size: number;
-  idx: number;
-  data: Uint8Array;
-}
 
 export interface PartOptions {
   partBytes: number;

@@ -47,30 +47,43 @@ function logFor(env: Env, db: string) {
 
 const frontDoor = new FrontDoor();
 
-app.post("/v1/db/:db/push", async (c) => {
-  const db = name(c.req.param("db"), "database name");
-  const claims = await authorize(c.env, c.req.raw, db, "write");
+/**
+ * A write's body (a push, a part), read once the front door lets its caller
+ * in (else drained, up to `limit`, and refused) and handed to `send`, whose
+ * `overloaded` answers the front door remembers; the answer goes back as msgpack.
+ */
+async function write(req: Request, db: string, sub: string, limit: number, send: (bytes: Uint8Array) => Promise<unknown>): Promise<Response> {
   try {
-    frontDoor.check(db, claims.sub);
+    frontDoor.check(db, sub);
   } catch (e) {
-    await discardBody(c.req.raw, bodyLimit(c.env));
+    await discardBody(req, limit);
     throw e;
   }
-  const type = c.req.header("content-type") ?? "";
-  if (!type.startsWith(MSGPACK)) throw new RelayError("unsupported_media_type", `push bodies must be ${MSGPACK}`);
-  // The object has copied the entries (RPC serializes its arguments) by the time push resolves.
-  const res = await withPushBody(c.req.raw, bodyLimit(c.env), async (bytes) => {
-    const body = parsePushRequest(decode(bytes));
-    checkPush(claims, body);
+  // The object has copied what it was sent (RPC serializes its arguments) by the time `send` resolves.
+  const res = await withPushBody(req, limit, async (bytes) => {
     try {
-      return unwrap(await logFor(c.env, db).push(body.client, toPushArgs(body.entries), { role: claims.role, sub: claims.sub }, body.schema));
+      return await send(bytes);
     } catch (e) {
-      frontDoor.note(db, claims.sub, e);
+      frontDoor.note(db, sub, e);
       throw e;
     }
   });
   return new Response(encode(res), { headers: { "content-type": MSGPACK } });
+}
+
+app.post("/v1/db/:db/push", async (c) => {
+  const db = name(c.req.param("db"), "database name");
+  const claims = await authorize(c.env, c.req.raw, db, "write");
+  const type = c.req.header("content-type") ?? "";
+  if (!type.startsWith(MSGPACK)) throw new RelayError("unsupported_media_type", `push bodies must be ${MSGPACK}`);
+  return write(c.req.raw, db, claims.sub, bodyLimit(c.env), async (bytes) => {
+    const body = parsePushRequest(decode(bytes));
+    checkPush(claims, body);
+    return unwrap(await logFor(c.env, db).push(body.client, toPushArgs(body.entries), { role: claims.role, sub: claims.sub }, body.schema));
+  });
 });
+
+const int = (s: string | undefined, what: string) => nonNegativeInt(/^\d{1,15}$/.test(s ?? "") ? Number(s) : NaN, what);
 
 /**
  * One part of an entry larger than one request (worker/entry-parts.ts): the
@@ -82,30 +95,15 @@ app.put("/v1/db/:db/push/:client/:cseq/parts/:idx", async (c) => {
   const db = name(c.req.param("db"), "database name");
   const claims = await authorize(c.env, c.req.raw, db, "write");
   const client = name(c.req.param("client"), "client");
-  const int = (s: string | undefined, what: string) => nonNegativeInt(/^\d{1,15}$/.test(s ?? "") ? Number(s) : NaN, what);
   const part = { cseq: positiveInt(int(c.req.param("cseq"), "cseq"), "cseq"), idx: int(c.req.param("idx"), "idx"), size: int(c.req.query("size"), "size"), v: int(c.req.query("v") ?? "0", "v") };
-  try {
-    frontDoor.check(db, claims.sub);
-  } catch (e) {
-    await discardBody(c.req.raw, partBytes(c.env));
-    throw e;
-  }
-  const res = await withPushBody(c.req.raw, partBytes(c.env), async (data) => {
-    try {
-      return unwrap(await logFor(c.env, db).pushPart(client, { ...part, data }, { role: claims.role, sub: claims.sub }));
-    } catch (e) {
-      frontDoor.note(db, claims.sub, e);
-      throw e;
-    }
-  });
-  return new Response(encode(res), { headers: { "content-type": MSGPACK } });
+  return write(c.req.raw, db, claims.sub, partBytes(c.env), async (data) =>
+    unwrap(await logFor(c.env, db).pushPart(client, { ...part, data }, { role: claims.role, sub: claims.sub })));
 });
 
 /** Part `idx` of log entry `seq`, raw (a pull with `parts=1` lists entries larger than a part by size). */
 app.get("/v1/db/:db/entries/:seq/parts/:idx", async (c) => {
   const db = name(c.req.param("db"), "database name");
   await authorize(c.env, c.req.raw, db, "read");
-  const int = (s: string, what: string) => nonNegativeInt(/^\d{1,15}$/.test(s) ? Number(s) : NaN, what);
   return compressible(await logFor(c.env, db).entryPart(int(c.req.param("seq"), "seq"), int(c.req.param("idx"), "idx")), c.req.header("accept-encoding"));
 });
 

@@ -2,7 +2,7 @@ import { DurableObject } from "cloudflare:workers";
 import { decode, encode } from "../protocol/codec.ts";
 import { RelayError } from "../protocol/errors.ts";
 import { CLOSE, FRAME, FRAME_ENTRY_BUDGET, HEARTBEAT_PING, HEARTBEAT_PONG, MAX_FRAME_BYTES, parseClientFrame, type RelayFrame } from "../protocol/frames.ts";
-import type { PushEntry, PushResponse } from "../protocol/messages.ts";
+import type { EntryPart, PushEntry, PushResponse } from "../protocol/messages.ts";
 import type { SchemaVersion } from "../protocol/schema.ts";
 import { expiresAt, roleAtLeast, ROLES, type Role, type TokenClaims } from "../protocol/token.ts";
 import { isName } from "../protocol/validate.ts";
@@ -98,7 +98,7 @@ export class ChangesetLog extends DurableObject<Env> {
    * a refusal also forgets what was staged of it (the log is unchanged, and
    * the client's later entries are not held behind it).
    */
-  async pushPart(client: string, part: entryParts.EntryPart, caller: Caller): Promise<Outcome<PushResponse>> {
+  async pushPart(client: string, part: EntryPart, caller: Caller): Promise<Outcome<PushResponse>> {
     const admitted = outcome(() => this.admission.admit(admittedAs(client, caller), 1, part.data.byteLength));
     if ("error" in admitted) return admitted;
     return outcome(() => {

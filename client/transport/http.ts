@@ -1,6 +1,6 @@
 import { decode, encode } from "../../protocol/codec.ts";
 import { errorFromBody, RelayError } from "../errors.ts";
-import { parsePullResponse, parsePushResponse, type HealthResponse, type LogEntry, type PullResponse, type PushEntry, type PushResponse } from "../../protocol/messages.ts";
+import { parsePullResponse, parsePushResponse, type EntryPart, type HealthResponse, type LogEntry, type PullResponse, type PushEntry, type PushResponse } from "../../protocol/messages.ts";
 import { MSGPACK } from "../../protocol/version.ts";
 import type { SchemaVersion } from "../../protocol/schema.ts";
 import { COMPRESS_MIN_BYTES, GZIP } from "../../protocol/compression.ts";
@@ -21,15 +21,6 @@ export interface Transport {
    * it. Optional: without it, entries are limited to what one request carries.
    */
   pushPart?(client: string, part: EntryPart, signal?: AbortSignal): Promise<PushResponse>;
-}
-
-/** Part `idx` of entry `cseq`: bytes `idx × partBytes …` of its changeset, `size` bytes in all. */
-export interface EntryPart {
-  cseq: number;
-  v: number;
-  size: number;
-  idx: number;
-  data: Uint8Array;
 }
 
 export interface HttpTransportOptions extends TokenOptions {
