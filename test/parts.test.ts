@@ -13,6 +13,7 @@ import * as entryParts from "../worker/entry-parts.ts";
 import { UPLOAD_TTL_MS } from "../worker/staging.ts";
 import { doSql } from "./support/do-sql.ts";
 import { maxEntryBytes } from "../protocol/limits.ts";
+import type { EntryPart } from "../protocol/messages.ts";
 import { insertChangeset, pull, pullAll, push } from "./support/http.ts";
 import { useRelay } from "./support/fixture.ts";
 import { dump, replica } from "./support/replicas.ts";
@@ -93,6 +94,35 @@ describe("an entry larger than one request", () => {
     await until(async () => A.status().pending === 0 && B.status().cursor === A.status().cursor && B.status().cursor > 0, "B caught up live", 20_000);
     assert.equal(await dump(B), await dump(A));
     assert.equal((await B.query<{ n: number }>("SELECT count(*) AS n FROM todo"))[0]!.n, 1501);
+  });
+
+  it("answers lost after the relay stored a part (a middle one, the last one) are retried safely: one entry, once", async () => {
+    const db = relay.db("lost");
+    const token = await relay.token("write", "a-lost", db);
+    const real = httpTransport({ url: relay.url, db, token });
+    const lost = new Set([1, -1]); // part 1, and the last part (-1), each once
+    let parts = 0;
+    const lossy = { ...real, pushPart: async (client: string, part: EntryPart, s?: AbortSignal) => {
+      const res = await real.pushPart!(client, part, s);
+      parts++;
+      const last = part.idx === Math.ceil(part.size / PART) - 1;
+      for (const k of [part.idx, last ? -1 : NaN]) if (lost.delete(k)) throw new RelayError("network", "connection lost while reading the response");
+      return res;
+    } };
+    const A = await replica(relay, db, "a-lost", "node", { transport: lossy });
+    await A.sync();
+    await bigWrite(A, 1200);
+    const [captured] = await outboxBytes(A);
+    await A.sync();
+    assert.equal(lost.size, 0, "both answers were lost");
+    assert.equal(parts, Math.ceil(captured!.byteLength / PART) + 2, "two parts went twice");
+    assert.equal(A.status().pending, 0);
+    const log = (await pullAll(relay.url, db, token)).filter((e) => e.cseq > 0);
+    assert.equal(log.length, 1);
+    assert.deepEqual(new Uint8Array(log[0].changeset), captured);
+    const B = await replica(relay, db, "b-lost", "wasm");
+    await B.sync();
+    assert.equal(await dump(B), await dump(A));
   });
 
   it("is refused at commit when the relay takes no parts (an older relay), and when one row passes a request", async () => {
