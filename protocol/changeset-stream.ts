@@ -1,26 +1,25 @@
-import { changesetTables, OP_DELETE, OP_INSERT, OP_UPDATE, T_BLOB, T_INTEGER, T_NULL, T_REAL, T_TEXT, T_UNDEFINED, TABLE, type TableHeader } from "./changeset.ts";
+import { changesetTables, scan, validateChangeset, type Scan, OP_DELETE, OP_INSERT, OP_UPDATE, T_BLOB, T_INTEGER, T_NULL, T_REAL, T_TEXT, T_UNDEFINED, TABLE, type TableHeader } from "./changeset.ts";
 import { RelayError } from "./errors.ts";
 import { MAX_COLUMNS } from "./limits.ts";
 
 /**
  * validateChangeset over a changeset that arrives in pieces (a parted entry,
  * read back chunk by chunk), holding at most one piece and the change that
- * crosses into the next one, never the whole. Each piece is cut after its
- * last complete item (a table header or a change; a change may span any
- * number of pieces), and the complete items are validated by the one parser
- * (changeset.ts), preceded by the table header they belong to, so every rule
- * holds exactly as for the whole. What is cut off waits for the next piece,
- * up to `maxPending` bytes: a single change larger than that is refused
- * (`payload_too_large`), so a hostile upload cannot make the relay hold it.
- * The cut only measures items (it checks nothing); malformed bytes are left
- * for the parser, which refuses them.
+ * crosses into the next one, never the whole. Each piece goes through the one
+ * parser (changeset.ts), after the table header its first changes belong to
+ * (the parser accepts a header followed by another), so every rule holds
+ * exactly as for the whole. Where the parser stops, completeItems measures
+ * the item: cut off by the piece's end, it waits for the next piece (a change
+ * may span any number of them), up to `maxPending` bytes: a single change
+ * larger than that is refused (`payload_too_large`), so a hostile upload
+ * cannot make the relay hold it; whole, it is refused as malformed.
  */
 export class ChangesetStream {
-  /** The current table block's header bytes, put before the changes of the next piece. */
-  private header: Uint8Array | undefined;
+  /** The current table block's header bytes, put before the next piece. */
+  private header: Uint8Array = NO_BYTES;
   /** Its column count (0: no header yet: the changeset must begin with one). */
   private nCol = 0;
-  private pending: Uint8Array = new Uint8Array(0);
+  private pending: Uint8Array = NO_BYTES;
   private started = false;
   /** Every distinct table header of the whole changeset (by bytes), for the schema check. */
   readonly tables: TableHeader[] = [];
@@ -32,54 +31,60 @@ export class ChangesetStream {
   }
 
   push(piece: Uint8Array): void {
-    const buf = this.pending.byteLength === 0 ? piece : concat(this.pending, piece);
-    // The changes at the start of `buf` belong to the header before it; later ones to the headers in it.
-    const before = this.header;
-    const end = completeItems(buf, this.nCol, (start, stop, nCol) => {
-      this.header = buf.slice(start, stop);
-      this.nCol = nCol;
-    });
-    if (end > 0) this.check(buf.subarray(0, end), before);
-    this.pending = buf.slice(end);
+    const head = this.header.byteLength;
+    const buf = new Uint8Array(head + this.pending.byteLength + piece.byteLength);
+    buf.set(this.header);
+    buf.set(this.pending, head);
+    buf.set(piece, head + this.pending.byteLength);
+    this.pending = buf.subarray(this.check(buf, head)).slice();
     if (this.pending.byteLength > this.maxPending) {
       throw new RelayError("payload_too_large", `a single change of this entry is larger than ${this.maxPending} bytes`);
     }
   }
 
-  /** The changeset is complete: what is still pending is a truncated item (refused by the parser). */
+  /** The changeset is complete: what is still pending is an item cut off for good. */
   end(): void {
-    if (this.pending.byteLength > 0 || !this.started) this.check(this.pending, this.header);
+    if (this.pending.byteLength === 0 && this.started) return;
+    const buf = new Uint8Array(this.header.byteLength + this.pending.byteLength);
+    buf.set(this.header);
+    buf.set(this.pending, this.header.byteLength);
+    validateChangeset(buf); // refuses it, or an empty changeset
   }
 
-  private check(items: Uint8Array, header: Uint8Array | undefined): void {
-    // The first piece starts with its own header (or is refused for not doing so).
-    const whole = items[0] === TABLE || !header ? items : concat(header, items);
-    this.started = true;
-    for (const t of changesetTables(whole)) {
-      const key = `${t.name}\0${t.pkRaw?.join(",")}`;
-      if (this.seen.has(key)) continue;
+  /** Parse `buf` (the header, then `head` on: new bytes); returns where its complete items end. */
+  private check(buf: Uint8Array, head: number): number {
+    let end = head;
+    const seen = (s: Scan) => {
+      if (s.tableStart < head) return; // the header put before
+      this.header = buf.slice(s.tableStart, s.tableEnd);
+      this.nCol = s.nCol;
+      end = s.tableEnd;
+      const key = this.header.join();
+      if (this.seen.has(key)) return;
       this.seen.add(key);
-      this.tables.push(t);
+      this.tables.push(changesetTables(this.header)[0]!);
+    };
+    try {
+      scan(buf, { table: seen, change: (s) => void (end = s.changeEnd) });
+      end = buf.byteLength;
+    } catch (e) {
+      // Cut off by the end of the piece (nothing of it is complete), or malformed.
+      if (completeItems(buf.subarray(end), this.nCol) > 0) throw e;
     }
+    this.started ||= end > 0;
+    return end;
   }
 }
 
-function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
-  const out = new Uint8Array(a.byteLength + b.byteLength);
-  out.set(a);
-  out.set(b, a.byteLength);
-  return out;
-}
+const NO_BYTES = new Uint8Array(0);
 
 /**
- * The offset after the last complete item of `buf` (0: none), calling
- * `header` with the bounds and column count of each complete table header.
- * `nCol`: the column count of the header the changes at the start of `buf`
- * belong to (0: none, `buf` must begin with a header). Anything that is not
- * a well-formed item's start counts as complete up to the end of `buf`, so
- * the parser sees it and refuses it.
+ * The offset after the last complete item of `buf` (0: none). `nCol`: the
+ * column count of the header the changes at the start of `buf` belong to (0:
+ * none, `buf` must begin with a header). It only measures: anything that is
+ * not a well-formed item's start counts as complete up to the end of `buf`.
  */
-function completeItems(buf: Uint8Array, nCol: number, header: (start: number, end: number, nCol: number) => void): number {
+function completeItems(buf: Uint8Array, nCol: number): number {
   const len = buf.length;
   let pos = 0;
   for (;;) {
@@ -94,7 +99,6 @@ function completeItems(buf: Uint8Array, nCol: number, header: (start: number, en
       if (name < 0) return at;
       nCol = n.value;
       pos = name + 1;
-      header(at, pos, nCol);
       continue;
     }
     if ((op !== OP_INSERT && op !== OP_UPDATE && op !== OP_DELETE) || nCol === 0) return len;
