@@ -94,6 +94,10 @@ describe("an entry larger than one request", () => {
     await until(async () => A.status().pending === 0 && B.status().cursor === A.status().cursor && B.status().cursor > 0, "B caught up live", 20_000);
     assert.equal(await dump(B), await dump(A));
     assert.equal((await B.query<{ n: number }>("SELECT count(*) AS n FROM todo"))[0]!.n, 1501);
+    // Subscribing later: the backlog names the entry by size (never read for a frame), a head frame sends C to HTTP.
+    const C = await replica(relay, db, "c-live", "node", { live: true });
+    await until(() => C.status().cursor === A.status().cursor, "C caught up from its subscription", 20_000);
+    assert.equal(await dump(C), await dump(A));
   });
 
   it("answers lost after the relay stored a part (a middle one, the last one) are retried safely: one entry, once", async () => {
