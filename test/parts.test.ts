@@ -11,6 +11,8 @@ import { DatabaseSync } from "node:sqlite";
 import * as store from "../worker/log-store.ts";
 import * as entryParts from "../worker/entry-parts.ts";
 import { UPLOAD_TTL_MS } from "../worker/staging.ts";
+import * as snaps from "../worker/snapshot-store.ts";
+import { sha256Hex } from "../protocol/hash.ts";
 import { doSql } from "./support/do-sql.ts";
 import { maxEntryBytes } from "../protocol/limits.ts";
 import type { EntryPart } from "../protocol/messages.ts";
@@ -320,21 +322,38 @@ describe("staged uploads (worker/entry-parts.ts over a real SQLite)", () => {
   const cs = insertChangeset(Array.from({ length: 1000 }, (_, i) => [i, "v".repeat(200)] as [number, unknown]));
   const put = (sql: ReturnType<typeof fresh>, client: string, idx: number, now: number) =>
     sql.transactionSync(() => entryParts.putPart(sql, client, { cseq: 1, v: 0, size: cs.byteLength, idx, data: partsOf(cs)[idx]! }, now, opts));
-  const staged = (sql: ReturnType<typeof fresh>, client: string) => sql.exec<{ n: number }>("SELECT count(*) AS n FROM relay_upload_chunk WHERE client = ?", client).one().n;
+  // Staged chunks live under the key -id; the first upload of a fresh object is id 1.
+  const staged = (sql: ReturnType<typeof fresh>, key: number) => sql.exec<{ n: number }>("SELECT count(*) AS n FROM relay_chunk WHERE seq = ?", key).one().n;
 
   it("an upload abandoned for UPLOAD_TTL_MS no longer holds the client back and is cleared when another starts", () => {
     const sql = fresh();
     put(sql, "w", 0, 1000);
     put(sql, "w", 1, 2000);
-    assert.equal(staged(sql, "w"), 2);
+    assert.equal(staged(sql, -1), 2);
     const later = { cseq: 2, changeset: insertChangeset([[9999, "x"]]) };
     assert.throws(() => sql.transactionSync(() => store.push(sql, "w", [later], 3000)), /uploading cseq 1 in parts/);
     const expired = 2000 + UPLOAD_TTL_MS + 1;
     put(sql, "other", 0, expired);
-    assert.equal(staged(sql, "w"), 0, "cleared");
+    assert.equal(staged(sql, -1), 0, "cleared");
     assert.equal(sql.exec<{ n: number }>("SELECT count(*) AS n FROM relay_upload WHERE client = 'w'").one().n, 0);
     assert.deepEqual(sql.transactionSync(() => store.push(sql, "w", [later], expired)).acks, [{ cseq: 2, seq: 1 }]);
     assert.equal(store.head(sql), 1, "nothing of the abandoned upload reached the log");
+  });
+
+  it("compaction behind a snapshot removes a parted entry's chunks, kept under their staging key", async () => {
+    const sql = fresh();
+    for (let i = 0; i < partsOf(cs).length; i++) put(sql, "w", i, 0);
+    assert.equal(staged(sql, -1), partsOf(cs).length, "the entry's chunks stay where they were staged");
+    assert.deepEqual(store.readRange(sql, 1, 5, 10), cs.subarray(5, 15));
+    const snapshot = new Uint8Array([1, 2, 3]);
+    const { id } = snaps.begin(sql, { seq: 1, version: 0, size: 3, hash: await sha256Hex(snapshot) }, "s", 0, 1);
+    snaps.putPart(sql, id, 0, snapshot, "s");
+    snaps.publish(sql, id, "s", await sha256Hex(snaps.seal(sql, id, "s")), 0);
+    put(sql, "x", 0, 0); // an upload in progress (key -2): compaction must leave it alone
+    assert.equal(snaps.compact(sql, 1, 1, { entries: 0, ms: 0, quorum: 1 }).entries, 1);
+    assert.equal(staged(sql, -1), 0);
+    assert.equal(staged(sql, -2), 1);
+    assert.equal(sql.exec<{ n: number }>("SELECT count(*) AS n FROM relay_chunk").one().n, 1);
   });
 
   it("each part refreshes the upload: a slow upload is not abandoned while parts keep coming", () => {

@@ -15,8 +15,10 @@ import { abandonedBefore, checkPart } from "./staging.ts";
  * Plain synchronous functions over the object's SQL handle, like
  * log-store.ts; the caller runs each in one storage transaction.
  *
- *   relay_upload(client, cseq, v, size, sub, ts)    an entry being uploaded, invisible to pulls
- *   relay_upload_chunk(client, cseq, idx, data)     its parts, in chunks of ≤ STORAGE_CHUNK_BYTES (a DO row holds ≤ 2 MB)
+ *   relay_upload(client, cseq, id, v, size, sub, ts)   an entry being uploaded, invisible to pulls
+ *   relay_chunk(-id, idx, data)                        its parts, in chunks of ≤ STORAGE_CHUNK_BYTES (a DO
+ *       row holds ≤ 2 MB), staged under a key no seq has; the log row appended on the last part names that
+ *       key (relay_log.chunk_key), so the bytes never move. relay_meta 'upload' counts the ids.
  *
  * Idempotent per (client, cseq, part): a part sent again replaces itself
  * (staging.ts: each part's length is fixed), and a part of an entry the log
@@ -32,19 +34,15 @@ export function migrate(sql: Sql): void {
     CREATE TABLE relay_upload(
       client TEXT NOT NULL,
       cseq INTEGER NOT NULL,
+      id INTEGER NOT NULL UNIQUE,
       v INTEGER NOT NULL,
       size INTEGER NOT NULL,
       sub TEXT,
       ts INTEGER NOT NULL,
       PRIMARY KEY(client, cseq)
     ) WITHOUT ROWID;
-    CREATE TABLE relay_upload_chunk(
-      client TEXT NOT NULL,
-      cseq INTEGER NOT NULL,
-      idx INTEGER NOT NULL,
-      data BLOB NOT NULL,
-      PRIMARY KEY(client, cseq, idx)
-    ) WITHOUT ROWID;
+    ALTER TABLE relay_log ADD COLUMN chunk_key INTEGER;
+    INSERT INTO relay_meta(key, value) VALUES ('upload', 0);
   `);
 }
 
@@ -68,7 +66,7 @@ export function stagedFirst(client: string, staged: number, cseq: number): Relay
 
 /** Forget a staged upload (refused, or replaced by another attempt). */
 export function drop(sql: Sql, client: string, cseq: number): void {
-  sql.exec("DELETE FROM relay_upload_chunk WHERE client = ? AND cseq = ?", client, cseq);
+  sql.exec("DELETE FROM relay_chunk WHERE seq = (SELECT -id FROM relay_upload WHERE client = ?1 AND cseq = ?2)", client, cseq);
   sql.exec("DELETE FROM relay_upload WHERE client = ? AND cseq = ?", client, cseq);
 }
 
@@ -91,43 +89,50 @@ export function putPart(sql: Sql, client: string, part: EntryPart, now: number, 
   }
   const staged = firstStaged(sql, client, now);
   if (staged < cseq) throw stagedFirst(client, staged, cseq);
-  sql.exec("DELETE FROM relay_upload_chunk WHERE (client, cseq) IN (SELECT client, cseq FROM relay_upload WHERE ts < ?)", abandonedBefore(now));
+  sql.exec("DELETE FROM relay_chunk WHERE seq IN (SELECT -id FROM relay_upload WHERE ts < ?)", abandonedBefore(now));
   sql.exec("DELETE FROM relay_upload WHERE ts < ?", abandonedBefore(now));
-  const row = sql.exec<{ v: number; size: number }>("SELECT v, size FROM relay_upload WHERE client = ? AND cseq = ?", client, cseq).toArray()[0];
+  let row = sql.exec<{ id: number; v: number; size: number }>("SELECT id, v, size FROM relay_upload WHERE client = ? AND cseq = ?", client, cseq).toArray()[0];
   // Another attempt at this cseq with other bytes (never acknowledged, so the client may have recaptured it): start over.
-  if (row && (row.v !== part.v || row.size !== size)) drop(sql, client, cseq);
+  if (row && (row.v !== part.v || row.size !== size)) {
+    drop(sql, client, cseq);
+    row = undefined;
+  }
   // ts: the last part's time, so an upload is abandoned when it stops, however long it takes.
-  if (!row || row.v !== part.v || row.size !== size) {
-    sql.exec("INSERT INTO relay_upload(client, cseq, v, size, sub, ts) VALUES (?, ?, ?, ?, ?, ?)", client, cseq, part.v, size, opts.sub, now);
-  } else sql.exec("UPDATE relay_upload SET ts = ? WHERE client = ? AND cseq = ?", now, client, cseq);
+  if (row) sql.exec("UPDATE relay_upload SET ts = ? WHERE client = ? AND cseq = ?", now, client, cseq);
+  else {
+    const id = sql.exec<{ value: number }>("UPDATE relay_meta SET value = value + 1 WHERE key = 'upload' RETURNING value").one().value;
+    sql.exec("INSERT INTO relay_upload(client, cseq, id, v, size, sub, ts) VALUES (?, ?, ?, ?, ?, ?, ?)", client, cseq, id, part.v, size, opts.sub, now);
+    row = { id, v: part.v, size };
+  }
+  const key = -row.id;
   const perPart = Math.ceil(opts.partBytes / STORAGE_CHUNK_BYTES);
   for (let j = 0; j * STORAGE_CHUNK_BYTES < data.byteLength; j++) {
     const chunk = data.subarray(j * STORAGE_CHUNK_BYTES, (j + 1) * STORAGE_CHUNK_BYTES);
-    sql.exec("INSERT OR REPLACE INTO relay_upload_chunk(client, cseq, idx, data) VALUES (?, ?, ?, ?)", client, cseq, idx * perPart + j, chunk);
+    sql.exec("INSERT OR REPLACE INTO relay_chunk(seq, idx, data) VALUES (?, ?, ?)", key, idx * perPart + j, chunk);
   }
   // Each part has its fixed length, so the bytes add up to the size exactly when every part is here.
-  const have = sql.exec<{ b: number | null }>("SELECT sum(length(data)) AS b FROM relay_upload_chunk WHERE client = ? AND cseq = ?", client, cseq).one().b ?? 0;
+  const have = sql.exec<{ b: number | null }>("SELECT sum(length(data)) AS b FROM relay_chunk WHERE seq = ?", key).one().b ?? 0;
   if (have < size) return { acks: [], head: store.head(sql), appended: false };
-  const seq = complete(sql, client, part, now, opts);
+  const seq = complete(sql, client, part, key, now, opts);
   return { acks: [{ cseq, seq }], head: seq, appended: true };
 }
 
 /**
  * The last part is in: check the whole entry as a push would (the `v` rule,
  * every changeset rule, the tables' shapes) and append it as one log entry,
- * moving its chunks into relay_chunk within the storage, never into memory.
+ * whose row names the chunks where they were staged.
  * Validation reads the chunks one at a time through ChangesetStream, which
  * holds one chunk and at most one change spanning chunks (≤ maxChangeBytes),
  * so the isolate's memory (128 MB) bounds the chunk and a row, not the entry.
  */
-function complete(sql: Sql, client: string, part: EntryPart, now: number, opts: PartOptions): number {
+function complete(sql: Sql, client: string, part: EntryPart, key: number, now: number, opts: PartOptions): number {
   const cache = opts.shapes ?? new schemaStore.ShapeCache();
   const version = cache.version(sql);
   const entry = { cseq: part.cseq, v: part.v };
   schemaStore.checkVersion(entry, version);
   const shapes = version === 0 ? undefined : cache.get(sql, version);
   const stream = new ChangesetStream(opts.maxChangeBytes + STORAGE_CHUNK_BYTES);
-  const chunks = sql.exec<{ data: ArrayBuffer }>("SELECT data FROM relay_upload_chunk WHERE client = ? AND cseq = ? ORDER BY idx", client, part.cseq);
+  const chunks = sql.exec<{ data: ArrayBuffer }>("SELECT data FROM relay_chunk WHERE seq = ? ORDER BY idx", key);
   let n = 0;
   try {
     for (const { data } of chunks) {
@@ -141,10 +146,8 @@ function complete(sql: Sql, client: string, part: EntryPart, now: number, opts: 
   }
   if (shapes) schemaStore.checkTables(entry, stream.tables, shapes);
   const seq = store.head(sql) + 1;
-  store.appendRow(sql, seq, client, part.cseq, now, part.size, n, part.v, opts.sub);
-  sql.exec(`INSERT INTO relay_chunk(seq, idx, data)
-            SELECT ?1, row_number() OVER (ORDER BY idx) - 1, data FROM relay_upload_chunk WHERE client = ?2 AND cseq = ?3`, seq, client, part.cseq);
-  drop(sql, client, part.cseq);
+  store.appendRow(sql, seq, client, part.cseq, now, part.size, n, part.v, opts.sub, key);
+  sql.exec("DELETE FROM relay_upload WHERE client = ? AND cseq = ?", client, part.cseq);
   return seq;
 }
 

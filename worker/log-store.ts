@@ -85,11 +85,18 @@ export function head(sql: Sql): number {
   return sql.exec<{ h: number }>("SELECT max(coalesce((SELECT max(seq) FROM relay_log), 0), coalesce((SELECT max(seq) FROM relay_schema), 0), coalesce((SELECT value FROM relay_meta WHERE key = 'trimmed'), 0)) AS h").one().h;
 }
 
+/**
+ * The chunks of entry `?1` are keyed by its seq, or, for an entry uploaded in
+ * parts, by the key they were staged under (entry-parts.ts: `chunk_key`, so
+ * appending it moves no bytes).
+ */
+const CHUNK_KEY = "(SELECT coalesce(chunk_key, seq) FROM relay_log WHERE seq = ?1)";
+
 function readChangeset(sql: Sql, seq: number, size: number, chunks: number, body: ArrayBuffer | null): Uint8Array {
   if (chunks === 0) return new Uint8Array(body ?? new ArrayBuffer(0));
   const out = new Uint8Array(size);
   let at = 0;
-  for (const { data } of sql.exec<{ data: ArrayBuffer }>("SELECT data FROM relay_chunk WHERE seq = ? ORDER BY idx", seq)) {
+  for (const { data } of sql.exec<{ data: ArrayBuffer }>(`SELECT data FROM relay_chunk WHERE seq = ${CHUNK_KEY} ORDER BY idx`, seq)) {
     out.set(new Uint8Array(data), at);
     at += data.byteLength;
   }
@@ -112,11 +119,11 @@ export function readRange(sql: Sql, seq: number, from: number, length: number): 
   }
   let at = 0; // where the chunk starts in the changeset
   let got = 0;
-  for (const { idx, n } of sql.exec<{ idx: number; n: number }>("SELECT idx, length(data) AS n FROM relay_chunk WHERE seq = ? ORDER BY idx", seq).toArray()) {
+  for (const { key, idx, n } of sql.exec<{ key: number; idx: number; n: number }>(`SELECT seq AS key, idx, length(data) AS n FROM relay_chunk WHERE seq = ${CHUNK_KEY} ORDER BY idx`, seq).toArray()) {
     const lo = Math.max(from, at);
     const hi = Math.min(from + length, at + n);
     if (lo < hi) {
-      const { d } = sql.exec<{ d: ArrayBuffer }>("SELECT substr(data, ?, ?) AS d FROM relay_chunk WHERE seq = ? AND idx = ?", lo - at + 1, hi - lo, seq, idx).one();
+      const { d } = sql.exec<{ d: ArrayBuffer }>("SELECT substr(data, ?, ?) AS d FROM relay_chunk WHERE seq = ? AND idx = ?", lo - at + 1, hi - lo, key, idx).one();
       out.set(new Uint8Array(d), lo - from);
       got += hi - lo;
     }
@@ -126,9 +133,9 @@ export function readRange(sql: Sql, seq: number, from: number, length: number): 
   return out;
 }
 
-/** A log row whose changeset lives in relay_chunk (`chunks` rows, written by the caller in the same transaction). */
-export function appendRow(sql: Sql, seq: number, client: string, cseq: number, ts: number, size: number, chunks: number, v: number, sub: string | null): void {
-  sql.exec("INSERT INTO relay_log(seq, client, cseq, ts, size, chunks, body, v, sub) VALUES (?, ?, ?, ?, ?, ?, NULL, ?, ?)", seq, client, cseq, ts, size, chunks, v, sub);
+/** A log row whose changeset lives in relay_chunk: `chunks` rows under `chunkKey` (null: its seq), written by the caller. */
+export function appendRow(sql: Sql, seq: number, client: string, cseq: number, ts: number, size: number, chunks: number, v: number, sub: string | null, chunkKey: number | null = null): void {
+  sql.exec("INSERT INTO relay_log(seq, client, cseq, ts, size, chunks, body, v, sub, chunk_key) VALUES (?, ?, ?, ?, ?, ?, NULL, ?, ?, ?)", seq, client, cseq, ts, size, chunks, v, sub, chunkKey);
 }
 
 function append(sql: Sql, seq: number, client: string, entry: PushEntry, ts: number, sub: string | null): void {

@@ -205,7 +205,8 @@ export function compact(sql: Sql, head: number, now: number, keep: Retention): {
   sql.exec(`INSERT INTO relay_client_floor(client, cseq) SELECT client, max(cseq) FROM relay_log WHERE seq <= ?1 GROUP BY client
             ON CONFLICT(client) DO UPDATE SET cseq = max(cseq, excluded.cseq)`, s.seq);
   const entries = sql.exec<{ n: number }>("SELECT count(*) AS n FROM relay_log WHERE seq <= ?", s.seq).one().n;
-  sql.exec("DELETE FROM relay_chunk WHERE seq <= ?", s.seq);
+  // An entry uploaded in parts keeps its chunks under the key they were staged with (entry-parts.ts).
+  sql.exec("DELETE FROM relay_chunk WHERE seq IN (SELECT coalesce(chunk_key, seq) FROM relay_log WHERE seq <= ? AND chunks > 0)", s.seq);
   sql.exec("DELETE FROM relay_log WHERE seq <= ?", s.seq);
   const old = sql.exec<{ id: number }>("SELECT id FROM relay_snapshot WHERE seq < ?", s.seq).toArray();
   for (const { id } of old) drop(sql, id);
