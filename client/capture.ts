@@ -4,6 +4,7 @@ import type { PushEntry } from "../protocol/messages.ts";
 import type { Driver, Params, Row } from "./drivers/types.ts";
 import { nullKeyError } from "./null-keys.ts";
 import * as outbox from "./outbox.ts";
+import { checkEntrySize, goesInParts, type EntryLimits } from "./parts.ts";
 import type { Step } from "./step.ts";
 import * as store from "./store.ts";
 import type { Tx } from "./types.ts";
@@ -31,16 +32,16 @@ export interface Captured<T> {
 /**
  * `sendAtOnce`: whether the caller will send this entry as soon as it commits
  * (asked before COMMIT). `readOnly`: refuse the transaction if it writes a
- * replicated table (local tables stay writable). `maxBytes`: the largest
- * changeset the relay accepts; a larger one could never be pushed, so it
- * never commits.
+ * replicated table (local tables stay writable). `limits`: what the relay
+ * accepts (parts.ts); a larger changeset could never be pushed, so it never
+ * commits.
  */
 export async function capture<T>(
   d: Driver,
   step: Step,
   fn: (tx: Tx) => Promise<T> | T,
   sendAtOnce: (entry: PushEntry) => boolean,
-  { readOnly = false, maxBytes = Infinity }: { readOnly?: boolean; maxBytes?: number } = {},
+  { readOnly = false, limits }: { readOnly?: boolean; limits?: EntryLimits } = {},
 ): Promise<Captured<T>> {
   d.exec("BEGIN IMMEDIATE");
   // Read before and after (~1-2 µs each): DDL reaches the connection outside
@@ -93,15 +94,14 @@ export async function capture<T>(
     // (invariant 8), not at push time where it would block the outbox.
     // ~0.2 µs for a one-row changeset.
     validateChangeset(changeset);
-    if (changeset.byteLength > maxBytes) {
-      throw new RelayError("write_too_large", `this transaction's changeset is ${changeset.byteLength} bytes; the relay accepts at most ${maxBytes}: nothing was written`);
-    }
+    if (limits) checkEntrySize(changeset, limits);
     const entry = { cseq: step.nextCseq(), changeset, v: step.versions.local() };
     // Sent right after COMMIT, so marked sent in the same transaction: that
     // spares a flush its query, its second write (a second commit, an fsync
     // on a file database) and a turn of the lock.
     const direct = sendAtOnce(entry);
-    outbox.enqueue(d, entry, direct);
+    // An entry that goes in parts is marked sent now: marking it later rewrites its row (both copies of the changeset).
+    outbox.enqueue(d, entry, direct || (limits !== undefined && goesInParts(changeset.byteLength, limits)));
     step.numbered(entry.cseq);
     d.exec("COMMIT");
     return { result, entry, direct, tables: [...changesetTables(changeset).map((t) => t.name), ...local] };

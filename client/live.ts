@@ -205,11 +205,12 @@ export class Live {
     // Schema versions the log lacks go over HTTP, ahead of what needs them.
     if (this.delegate.schemaAhead()) return this.loop.request();
     const d = this.delegate.d;
-    const entries = outbox.entriesAfter(d, this.flushedUpTo, MAX_ENTRIES_PER_PUSH);
+    // Entries too large for a frame stay in the database (read only by their HTTP push).
+    const entries = outbox.entriesAfter(d, this.flushedUpTo, MAX_ENTRIES_PER_PUSH, FRAME_ENTRY_BUDGET);
     for (let rest = entries; rest.length > 0; ) {
       const batch = outbox.batchByBytes(rest, FRAME_ENTRY_BUDGET);
       // Too large for any frame: HTTP pushes it and what follows.
-      if (batch[0]!.changeset.byteLength > FRAME_ENTRY_BUDGET) return this.loop.request();
+      if (outbox.sizeOf(batch[0]!) > FRAME_ENTRY_BUDGET) return this.loop.request();
       outbox.markSent(d, batch[0]!.cseq, batch.at(-1)!.cseq);
       if (!this.sendFrame(batch)) return;
       this.flushedUpTo = batch.at(-1)!.cseq;

@@ -1,5 +1,6 @@
 import type { PushEntry } from "../protocol/messages.ts";
 import type { Driver } from "./drivers/types.ts";
+import { RelayError } from "./errors.ts";
 
 /**
  * The outbox: local transactions not yet confirmed by the log, in capture
@@ -49,9 +50,32 @@ export function pendingCount(d: Driver): number {
   return d.all("SELECT count(*) AS n FROM _relay_outbox")[0]!.n as number;
 }
 
-/** Up to `limit` entries to send, in cseq order, from the one after `cseq`. */
-export function entriesAfter(d: Driver, cseq: number, limit: number): PushEntry[] {
-  return d.all("SELECT cseq, changeset, v FROM _relay_outbox WHERE cseq > ? ORDER BY cseq LIMIT ?", [cseq, limit]).map(pushEntry);
+/**
+ * A pending entry as sent. `size` is set (and `changeset` empty) for one
+ * larger than the caller holds at once: it goes in parts, read with slice().
+ */
+export type OutboxEntry = PushEntry & { size?: number };
+
+/** An entry's changeset size, whether held or not. */
+export const sizeOf = (e: OutboxEntry): number => e.size ?? e.changeset.byteLength;
+
+/**
+ * Up to `limit` entries to send, in cseq order, from the one after `cseq`;
+ * the changeset of one larger than `inlineMax` is left in the database
+ * (`size` says how large).
+ */
+export function entriesAfter(d: Driver, cseq: number, limit: number, inlineMax = Infinity): OutboxEntry[] {
+  if (inlineMax === Infinity) return d.all("SELECT cseq, changeset, v FROM _relay_outbox WHERE cseq > ? ORDER BY cseq LIMIT ?", [cseq, limit]).map(pushEntry);
+  return d.all("SELECT cseq, v, length(changeset) AS size, CASE WHEN length(changeset) <= ? THEN changeset END AS changeset FROM _relay_outbox WHERE cseq > ? ORDER BY cseq LIMIT ?", [inlineMax, cseq, limit])
+    .map((r) => (r.changeset === null ? { cseq: r.cseq as number, v: r.v as number, changeset: new Uint8Array(0), size: r.size as number } : pushEntry(r)));
+}
+
+/** Bytes `from..from+length` of pending entry `cseq`'s changeset (a part of a large one), read by SQLite's substr(). */
+export function slice(d: Driver, cseq: number, from: number, length: number): Uint8Array {
+  const row = d.all("SELECT substr(changeset, ?, ?) AS part FROM _relay_outbox WHERE cseq = ?", [from + 1, length, cseq])[0];
+  const part = row?.part;
+  if (!(part instanceof Uint8Array) || part.byteLength !== length) throw new RelayError("internal", `pending entry ${cseq} has no bytes ${from}..${from + length}`);
+  return part;
 }
 
 /** Pending entries `from..upTo` as pushed, by cseq (acknowledged ones, applied from here). */
@@ -62,7 +86,19 @@ export function changesets(d: Driver, from: number, upTo: number): Map<number, P
 
 /** `sent`: the caller sends it as soon as this transaction commits. */
 export function enqueue(d: Driver, entry: PushEntry, sent = false): void {
-  d.run("INSERT INTO _relay_outbox(cseq, changeset, applied, sent, v) VALUES (?, ?, ?, ?, ?)", [entry.cseq, entry.changeset, entry.changeset, sent ? 1 : 0, entry.v ?? 0]);
+  // Bound once, stored twice: a large changeset crosses into SQLite once.
+  d.run("INSERT INTO _relay_outbox(cseq, changeset, applied, sent, v) VALUES (?1, ?2, ?2, ?3, ?4)", [entry.cseq, entry.changeset, sent ? 1 : 0, entry.v ?? 0]);
+}
+
+/**
+ * Whether `cseqs` are the oldest pending entries, in order, each captured
+ * under `version` and holding locally exactly what it ships: then the log
+ * taking them changes nothing here (rebase.ts's confirmedPrefix), decided in
+ * SQL, without reading the changesets into memory.
+ */
+export function unchangedHead(d: Driver, cseqs: readonly number[], version: number): boolean {
+  const rows = d.all("SELECT cseq, v, changeset = applied AS same FROM _relay_outbox ORDER BY cseq LIMIT ?", [cseqs.length]);
+  return rows.length === cseqs.length && rows.every((r, i) => r.cseq === cseqs[i] && r.v === version && r.same === 1);
 }
 
 /**
@@ -95,13 +131,15 @@ export function recapture(d: Driver, row: OutboxRow, applied: Uint8Array, versio
  * push request or one live frame. Never empty when `entries` is not: an entry
  * larger than the budget goes alone (the caller decides whether it may).
  */
-export function batchByBytes(entries: readonly PushEntry[], budget: number): PushEntry[] {
+export function batchByBytes<E extends OutboxEntry>(entries: readonly E[], budget: number): E[] {
   let bytes = 0;
   let n = 0;
   for (const e of entries) {
-    if (n > 0 && bytes + e.changeset.byteLength > budget) break;
-    bytes += e.changeset.byteLength;
+    // An entry left in the database goes alone.
+    if (n > 0 && (bytes + sizeOf(e) > budget || e.size !== undefined)) break;
+    bytes += sizeOf(e);
     n++;
+    if (e.size !== undefined) break;
   }
   return entries.slice(0, n);
 }
@@ -111,9 +149,10 @@ export function batchByBytes(entries: readonly PushEntry[], budget: number): Pus
  * all captured under one schema version (the push carries the versions
  * they need before them), marked sent before they go: a sent entry's bytes
  * are fixed, because the relay may have stored them even if we never hear back.
+ * One larger than `partedAbove` comes alone, by size: it goes up in parts.
  */
-export function takeForPush(d: Driver, after: number, limit: number, budget: number): PushEntry[] {
-  const entries = entriesAfter(d, after, limit);
+export function takeForPush(d: Driver, after: number, limit: number, budget: number, partedAbove = Infinity): OutboxEntry[] {
+  const entries = entriesAfter(d, after, limit, partedAbove);
   const other = entries.findIndex((e) => e.v !== entries[0]!.v);
   const batch = batchByBytes(other < 0 ? entries : entries.slice(0, other), budget);
   if (batch.length > 0) markSent(d, batch[0]!.cseq, batch.at(-1)!.cseq);

@@ -1,5 +1,7 @@
 import { asRelayError, RelayError } from "./errors.ts";
-import { MAX_BODY_BYTES_DEFAULT, MAX_ENTRIES_PER_PUSH, maxEntryBytes } from "../protocol/limits.ts";
+import { MAX_BODY_BYTES_DEFAULT, MAX_ENTRIES_PER_PUSH, MAX_PARTED_ENTRY_BYTES, maxEntryBytes, PART_BYTES_DEFAULT } from "../protocol/limits.ts";
+import type { HealthResponse } from "../protocol/messages.ts";
+import type { EntryLimits } from "./parts.ts";
 import { DEFAULT_BACKOFF, realClock } from "./backoff.ts";
 import { capture, plain } from "./capture.ts";
 import type { ConflictRecord } from "./conflicts.ts";
@@ -56,8 +58,9 @@ export class Replica {
   private readonly atOpen: AtOpen;
   private readonly tokens: TokenSource;
   private readonly lock: FileLock | undefined;
-  /** The largest changeset the relay accepts: learned from it (limits.ts), kept in the database for offline opens. */
-  private maxEntryBytes: number;
+  /** What the relay accepts (parts.ts): learned from it (limits.ts), kept in the database for offline opens. */
+  private limits: EntryLimits;
+  private readonly parts: boolean;
   private limitsKnown = false;
   private closed = false;
 
@@ -70,7 +73,7 @@ export class Replica {
     this.atOpen = atOpen;
     this.tokens = tokens;
     this.lock = lock;
-    this.maxEntryBytes = Number(store.getMeta(d, "max_entry_bytes") ?? maxEntryBytes(MAX_BODY_BYTES_DEFAULT));
+    this.limits = storedLimits(d);
     const backoff = { ...DEFAULT_BACKOFF, ...opts.backoff };
     const transport = opts.transport ?? httpTransport({
       url: opts.url,
@@ -80,6 +83,8 @@ export class Replica {
       ...(opts.fetch ? { fetch: opts.fetch } : {}),
       ...(opts.requestTimeoutMs === undefined ? {} : { timeoutMs: opts.requestTimeoutMs }),
     });
+    // A transport that cannot push parts (an app's own) keeps every write within one request.
+    this.parts = transport.pushPart !== undefined;
     this.snaps = snapshotClient({ url: opts.url, db: opts.db, token: () => tokens.current(), refreshToken: () => tokens.refresh(), ...(opts.fetch ? { fetch: opts.fetch } : {}) });
     this.step = new Step(d, clientId, opts.conflicts ?? {}, this.events, sql);
     const step = this.step;
@@ -92,10 +97,13 @@ export class Replica {
       assertOpen: () => this.assertOpen(),
       isClosed: () => this.closed,
       nextPush: (after, schemaAfter) => {
-        const entries = outbox.takeForPush(d, after, MAX_ENTRIES_PER_PUSH, PUSH_BYTE_BUDGET);
+        // Larger than a part: left in the outbox, and sent in parts read from there.
+        const entries = outbox.takeForPush(d, after, MAX_ENTRIES_PER_PUSH, PUSH_BYTE_BUDGET, this.entryLimits.partBytes ?? Infinity);
         // The schema versions these entries need, ahead of them (none when the log has them).
         return { entries, schema: step.versions.unconfirmed(schemaAfter, entries[0]?.v) };
       },
+      partBytes: () => this.entryLimits.partBytes,
+      slice: (cseq, from, length) => this.local.run(() => outbox.slice(d, cseq, from, length)),
       schemaAhead: () => step.versions.ahead(),
       cursor: () => step.cursor(),
       page: (entries) => this.local.run(() => step.page(entries)),
@@ -134,24 +142,33 @@ export class Replica {
   }
 
   /**
-   * Ask the relay how large an entry may be (once per open, in the first
-   * sync that reaches it); offline, the last answer (or the default) stands.
+   * Ask the relay how large an entry may be and whether it takes parts (once
+   * per open, in the first sync that reaches it); offline, the last answer
+   * (or the default: a relay of this version) stands.
    */
   private async learnLimits(transport: Transport, signal: AbortSignal): Promise<void> {
-    let max: unknown;
+    let health: HealthResponse | undefined;
     try {
-      max = (await transport.health?.(signal))?.limits?.maxEntryBytes;
+      health = await transport.health?.(signal);
     } catch {
       if (signal.aborted) throw new RelayError("aborted", "sync aborted");
       return; // unreachable now: the push will say so; the next sync asks again
     }
     this.limitsKnown = true;
-    if (typeof max !== "number" || !Number.isSafeInteger(max) || max <= 0 || max === this.maxEntryBytes) return;
+    if (!health) return;
+    const limits = limitsFrom(health);
+    if (JSON.stringify(limits) === JSON.stringify(this.limits)) return;
     await this.local.run(() => {
       if (this.closed) return;
-      this.maxEntryBytes = max;
-      store.setMeta(this.d, "max_entry_bytes", max);
+      this.limits = limits;
+      store.setMeta(this.d, "max_entry_bytes", limits.requestBytes);
+      store.setMeta(this.d, "part_bytes", limits.partBytes ?? 0);
+      store.setMeta(this.d, "max_parted_entry_bytes", limits.partedBytes);
     });
+  }
+
+  private get entryLimits(): EntryLimits {
+    return this.parts ? this.limits : { ...this.limits, partBytes: undefined };
   }
 
   /** Run one write transaction (one or more statements); it becomes one changeset. */
@@ -167,7 +184,7 @@ export class Replica {
   transaction<T>(fn: (tx: Tx) => Promise<T> | T): Promise<T> {
     return this.local.run(async () => {
       this.assertOpen();
-      const opts = { readOnly: this.readOnly, maxBytes: this.maxEntryBytes };
+      const opts = { readOnly: this.readOnly, limits: this.entryLimits };
       const { result, entry, direct, tables } = await capture(this.d, this.step, fn, (e) => this.live.sendsAtOnce(e), opts);
       if (entry) this.events.emit("change", { source: "local", cursor: this.step.cursor(), tables });
       // A write to local tables alone replicates nothing (no "change" event), but it changed what watches may read.
@@ -373,4 +390,23 @@ export class Replica {
   private assertOpen(): void {
     if (this.closed) throw new RelayError("closed", "replica is closed");
   }
+}
+
+/**
+ * The relay's limits as last learned (kept in _relay_meta); before any
+ * answer, those of a relay of this version (defaults, parts taken).
+ */
+function storedLimits(d: Driver): EntryLimits {
+  const get = (key: string, dflt: number) => Number(store.getMeta(d, key) ?? dflt);
+  const part = get("part_bytes", PART_BYTES_DEFAULT);
+  return { requestBytes: get("max_entry_bytes", maxEntryBytes(MAX_BODY_BYTES_DEFAULT)), partBytes: part > 0 ? part : undefined, partedBytes: get("max_parted_entry_bytes", MAX_PARTED_ENTRY_BYTES) };
+}
+
+/** What /v1/health says; a relay that names no part size takes no parts (older relays: writes stay within one request). */
+function limitsFrom(health: HealthResponse): EntryLimits {
+  const int = (v: unknown): number | undefined => (typeof v === "number" && Number.isSafeInteger(v) && v > 0 ? v : undefined);
+  const l = health.limits;
+  const requestBytes = int(l?.maxEntryBytes) ?? maxEntryBytes(MAX_BODY_BYTES_DEFAULT);
+  const partBytes = int(l?.partBytes);
+  return { requestBytes, partBytes, partedBytes: partBytes === undefined ? requestBytes : (int(l?.maxPartedEntryBytes) ?? MAX_PARTED_ENTRY_BYTES) };
 }

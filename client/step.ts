@@ -123,6 +123,7 @@ export class Step {
     if (this.closed) return true;
     const cursor = this.cursor();
     const fresh = acks.filter((a) => a.seq > cursor);
+    if (this.ownUnchanged(fresh, schema.filter((s) => s.seq > cursor), cursor)) return true;
     const entries: LogEntry[] = [];
     if (fresh.length > 0) {
       const pushed = outbox.changesets(this.d, fresh[0]!.cseq, fresh.at(-1)!.cseq);
@@ -143,6 +144,32 @@ export class Step {
     entries.sort((a, b) => a.seq - b.seq);
     if (entries.some((e, i) => i > 0 && e.seq !== entries[i - 1]!.seq + 1)) return false;
     return this.page(entries);
+  }
+
+  /**
+   * Acked entries that directly follow the cursor: the oldest pending ones,
+   * unchanged since capture, and versions this replica already runs. What
+   * rebase would do with them (they leave the outbox, the log is at those
+   * versions, nothing is applied), without reading the changesets, which for
+   * one large transaction are tens of MB read three times, and without
+   * undoing and redoing the rest (rebase's fast path stops at a schema entry).
+   */
+  private ownUnchanged(fresh: readonly Ack[], schema: readonly SchemaAck[], cursor: number): boolean {
+    if (fresh.length === 0) return false;
+    const local = this.versions.local();
+    const seqs = [...fresh.map((a) => a.seq), ...schema.map((s) => s.seq)].sort((a, b) => a - b);
+    if (seqs.some((seq, i) => seq !== cursor + 1 + i) || schema.some((s) => s.version > local || this.versions.statementsKey(s.version) === undefined)) return false;
+    const cseqs = fresh.map((a) => a.cseq);
+    if (!outbox.unchangedHead(this.d, cseqs, local)) return false;
+    this.transact(seqs.at(-1)!, false, () => Math.max(...cseqs), () => {
+      for (const s of schema) {
+        const key = this.versions.statementsKey(s.version)!;
+        this.versions.fromLog({ seq: s.seq, client: this.me, cseq: 0, changeset: new Uint8Array(0), ts: 0, v: s.version, schema: JSON.parse(key) as string[] });
+      }
+      for (const c of cseqs) outbox.dequeue(this.d, c);
+      return { conflicts: [], applied: 0, skipped: 0, dropped: [] };
+    });
+    return true;
   }
 
   /** Drop pending entry `cseq` and what it did locally, in one transaction (discard.ts); only when the app asks. */

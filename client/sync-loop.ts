@@ -1,10 +1,12 @@
 import { asRelayError, RelayError } from "./errors.ts";
 import { PULL_BYTE_BUDGET } from "../protocol/limits.ts";
-import type { Ack, LogEntry, PullResponse, PushEntry, SchemaAck } from "../protocol/messages.ts";
+import type { Ack, LogEntry, PullResponse, PushResponse, SchemaAck } from "../protocol/messages.ts";
 import type { SchemaVersion } from "../protocol/schema.ts";
 import { withRetry, type BackoffOptions, type Clock } from "./backoff.ts";
 import { Mutex, type Emitter } from "./events.ts";
 import type { Transport } from "./transport/http.ts";
+import type { OutboxEntry } from "./outbox.ts";
+import { pushInParts } from "./parts.ts";
 import type { ReplicaEvents, SyncEvent, SyncProgress } from "./types.ts";
 
 /**
@@ -37,7 +39,14 @@ export interface SyncDelegate extends Clock {
    * sent before they go, and the schema versions above `schemaAfter` they
    * need the log to have (sent ahead of them).
    */
-  nextPush(after: number, schemaAfter: number): { entries: PushEntry[]; schema: SchemaVersion[] };
+  nextPush(after: number, schemaAfter: number): { entries: OutboxEntry[]; schema: SchemaVersion[] };
+  /**
+   * Entries larger than one request (nextPush gives one alone, by `size`):
+   * the relay's part size, and bytes of such an entry read from the outbox
+   * under the lock, a part at a time (parts.ts).
+   */
+  partBytes?(): number | undefined;
+  slice?(cseq: number, from: number, length: number): Promise<Uint8Array>;
   /** The replica has schema versions the log lacks (only HTTP pushes carry them). */
   schemaAhead(): boolean;
   cursor(): number;
@@ -270,7 +279,8 @@ export class SyncLoop {
       }
       let res;
       try {
-        res = await this.retry(() => delegate.transport.push(this.opts.clientId, batch, signal, schema), signal);
+        const parted = batch[0]?.size === undefined ? undefined : { cseq: batch[0].cseq, v: batch[0].v ?? 0, size: batch[0].size };
+        res = parted ? await this.pushParted(parted, schema, signal) : await this.retry(() => delegate.transport.push(this.opts.clientId, batch, signal, schema), signal);
       } catch (e) {
         throw new PushFailed(asRelayError(e), batch[0]?.cseq);
       }
@@ -281,6 +291,18 @@ export class SyncLoop {
       after = batch.at(-1)?.cseq ?? after;
       schemaAfter = schema.at(-1)?.version ?? schemaAfter;
     }
+  }
+
+  /** An entry larger than one request, in parts (parts.ts), after the schema versions it needs. */
+  private async pushParted(entry: { cseq: number; v: number; size: number }, schema: SchemaVersion[], signal: AbortSignal): Promise<PushResponse> {
+    const { delegate } = this;
+    const { transport } = delegate;
+    const partBytes = delegate.partBytes?.();
+    if (partBytes === undefined || !transport.pushPart || !delegate.slice) throw new RelayError("internal", `cseq ${entry.cseq} needs a push in parts, which this transport cannot do`);
+    const client = this.opts.clientId;
+    const versions = schema.length > 0 ? await this.retry(() => transport.push(client, [], signal, schema), signal) : undefined;
+    const res = await pushInParts(entry, partBytes, (from, length) => delegate.slice!(entry.cseq, from, length), (part) => transport.pushPart!(client, part, signal), (fn) => this.retry(fn, signal));
+    return versions?.schema ? { ...res, schema: versions.schema } : res;
   }
 
   /**

@@ -13,6 +13,27 @@ export const PUSH_ENVELOPE_BYTES = 4096;
 export function maxEntryBytes(bodyLimit: number): number {
   return bodyLimit - PUSH_ENVELOPE_BYTES;
 }
+/**
+ * Transactions of any size (issue 18). A relay that takes parts (it says so
+ * on /v1/health: `limits.partBytes`) accepts an entry larger than one part as
+ * numbered parts of this size, each its own request, appended as one log
+ * entry when the last arrives; a pull lists such an entry with its size and
+ * the client fetches it in parts of the same size. Well under the body limit,
+ * so a part and its envelope always fit one request. Relays may set another
+ * (PART_BYTES; tests use small parts).
+ */
+export const PART_BYTES_DEFAULT = 8 * 1024 * 1024;
+/**
+ * The largest changeset one entry may hold on a relay that takes parts: what
+ * a client can hold. It keeps the changeset as one BLOB in its outbox
+ * (SQLite's default SQLITE_MAX_LENGTH is 10^9 bytes), SQLite's session
+ * builds it in one allocation, and every replica assembles it into one buffer
+ * to apply it (inside a 32-bit wasm heap in browsers). A larger write is
+ * refused at commit (`write_too_large`). Besides, one change (one row) may
+ * not pass `maxEntryBytes`: the relay validates a parted entry holding at
+ * most one change and one storage chunk at a time (worker/entry-parts.ts).
+ */
+export const MAX_PARTED_ENTRY_BYTES = 512 * 1024 * 1024;
 /** Entries in one push request or socket frame. */
 export const MAX_ENTRIES_PER_PUSH = 1000;
 /** Columns in one changeset table header (SQLite's own SQLITE_MAX_COLUMN default). */

@@ -21,6 +21,18 @@ export interface PushEntry {
   /** The schema version it was captured under; absent: 0 (a log without schema entries). Always set by the parsers. */
   v?: number;
 }
+/**
+ * Part `idx` of entry `cseq` pushed in parts (a relay that names
+ * `limits.partBytes`): bytes `idx × partBytes …` of its changeset; `size`:
+ * the whole changeset's, `v`: the schema version it was captured under.
+ */
+export interface EntryPart {
+  cseq: number;
+  v: number;
+  size: number;
+  idx: number;
+  data: Uint8Array;
+}
 export type PushRequest = ReturnType<typeof parsePushRequest>;
 export type Ack = ReturnType<typeof parseAck>;
 /** `schema`: the versions this push added to the log and their seqs (absent when none). */
@@ -37,8 +49,13 @@ export interface HealthResponse {
   ok: true;
   version: string;
   protocol: { min: number; max: number };
-  /** The largest changeset one entry may hold (bytes); absent from relays before 0.1.0's identity changes. */
-  limits?: { maxEntryBytes: number };
+  /**
+   * The largest changeset one request may carry (bytes); absent from relays
+   * before 0.1.0's identity changes. `partBytes` and `maxPartedEntryBytes`:
+   * the relay takes and serves larger entries in parts of `partBytes`, up to
+   * `maxPartedEntryBytes` (limits.ts); absent from relays without parts.
+   */
+  limits?: { maxEntryBytes: number; partBytes?: number; maxPartedEntryBytes?: number };
 }
 
 /** The schema version an entry was captured under (protocol/schema.ts); 0, or absent: a log without schema entries. */
@@ -106,6 +123,12 @@ export interface LogEntry {
   /** Data entry: the schema version it was captured under; schema entry: its version. Absent: 0. Always set by the parser. */
   v?: number;
   schema?: string[];
+  /**
+   * Set only in pulls that ask for parts (`parts=1`): the changeset is not in
+   * this message (it is empty here) but `size` bytes, fetched with
+   * GET /v1/db/:db/entries/:seq/parts/:idx (raw bytes, part by part).
+   */
+  size?: number;
 }
 
 export function parseLogEntry(v: unknown, what = "entry"): LogEntry {
@@ -120,6 +143,10 @@ export function parseLogEntry(v: unknown, what = "entry"): LogEntry {
   };
   if (o.schema === undefined) {
     e.cseq = positiveInt(o.cseq, `${what}.cseq`);
+    if (o.size !== undefined) {
+      e.size = positiveInt(o.size, `${what}.size`);
+      if (e.changeset.byteLength > 0) bad(`${what}: an entry listed by size carries no changeset`);
+    }
     return e;
   }
   e.schema = parseSchemaVersions([{ version: o.v, statements: o.schema }])[0]!.statements;

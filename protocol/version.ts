@@ -6,6 +6,19 @@
  * error code it maps to `internal`) do not.
  *
  * Changelog (newest first):
+ *   v1, package 0.1.0, transactions of any size (issue 18), additions an
+ *   older peer ignores:
+ *     - /v1/health's `limits` adds `partBytes` and `maxPartedEntryBytes`:
+ *       the relay takes and serves entries larger than one request in parts.
+ *       Clients that see no `partBytes` (older relays) keep refusing writes
+ *       above `maxEntryBytes` at commit.
+ *     - PUT /v1/db/:db/push/:client/:cseq/parts/:idx (raw part bytes, an
+ *       answer shaped like a push's) and GET /v1/db/:db/entries/:seq/parts/:idx.
+ *     - pull's `parts=1`: an entry larger than a part is listed with `size`
+ *       and an empty changeset (older clients never ask: they get it whole).
+ *     - a push of a cseq above one the client has staged in parts is
+ *       `cseq_conflict`; a socket subscriber hears of an entry in parts by a
+ *       `head` frame only.
  *   v1, package 0.1.0, identity and tokens (issue 12), all additions an
  *   older peer ignores or already handles:
  *     - a push's `client` no longer has to equal the token's `sub`: the first

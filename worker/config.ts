@@ -1,5 +1,5 @@
 import { RelayError } from "../protocol/errors.ts";
-import { MAX_BODY_BYTES_DEFAULT } from "../protocol/limits.ts";
+import { MAX_BODY_BYTES_DEFAULT, maxEntryBytes, PART_BYTES_DEFAULT } from "../protocol/limits.ts";
 
 /**
  * The relay's configuration, read from its bindings (wrangler.toml [vars] and
@@ -24,3 +24,12 @@ export function bodyLimit(env: { MAX_BODY_BYTES?: string | undefined }): number 
   return Number.isSafeInteger(n) && n > 0 ? n : MAX_BODY_BYTES_DEFAULT;
 }
 
+
+/**
+ * PART_BYTES when set to a positive integer (tests use small parts), else the
+ * default; never more than a request carries, so a part always fits one.
+ */
+export function partBytes(env: { PART_BYTES?: string | undefined; MAX_BODY_BYTES?: string | undefined }): number {
+  const n = Number(env.PART_BYTES);
+  return Math.min(Number.isSafeInteger(n) && n > 0 ? n : PART_BYTES_DEFAULT, maxEntryBytes(bodyLimit(env)));
+}

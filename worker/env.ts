@@ -15,6 +15,8 @@ export interface Env {
   ALLOWED_ORIGINS?: string;
   /** Request body limit in bytes (default 32 MiB). */
   MAX_BODY_BYTES?: string;
+  /** Entries larger than this are uploaded and pulled in parts of this many bytes (default 8 MiB; protocol/limits.ts). */
+  PART_BYTES?: string;
   /** Role granted to requests without a token ("read" or "write"); unset: tokens are required. */
   PUBLIC_ROLE?: string;
   /** Role a token needs to add a schema version ("write", the default, or "admin"). */

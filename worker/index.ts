@@ -2,8 +2,8 @@ import { Hono } from "hono";
 import { decode, encode } from "../protocol/codec.ts";
 import { RelayError } from "../protocol/errors.ts";
 import { parsePullQuery, parsePushRequest, type HealthResponse } from "../protocol/messages.ts";
-import { maxEntryBytes, PULL_LIMIT_DEFAULT, PULL_LIMIT_MAX } from "../protocol/limits.ts";
-import { name } from "../protocol/validate.ts";
+import { MAX_PARTED_ENTRY_BYTES, maxEntryBytes, PULL_LIMIT_DEFAULT, PULL_LIMIT_MAX } from "../protocol/limits.ts";
+import { name, nonNegativeInt, positiveInt } from "../protocol/validate.ts";
 import { acceptsGzip, COMPRESS_MIN_BYTES, GZIP } from "../protocol/compression.ts";
 import { MIN_PROTOCOL_VERSION, MSGPACK, PACKAGE_VERSION, PROTOCOL_VERSION } from "../protocol/version.ts";
 import { authorize, checkPush } from "./auth.ts";
@@ -11,7 +11,7 @@ import { checkSocketOrigin, corsHeaders } from "./cors.ts";
 import { discardBody, withPushBody } from "./body.ts";
 import { FrontDoor } from "./admission.ts";
 import { toPushArgs } from "./push-args.ts";
-import { bodyLimit } from "./config.ts";
+import { bodyLimit, partBytes } from "./config.ts";
 import { devTokens } from "./dev-tokens.ts";
 import { errorResponse, unwrap } from "./errors.ts";
 import type { Env } from "./env.ts";
@@ -36,7 +36,7 @@ app.get("/v1/health", (c) =>
     ok: true,
     version: PACKAGE_VERSION,
     protocol: { min: MIN_PROTOCOL_VERSION, max: PROTOCOL_VERSION },
-    limits: { maxEntryBytes: maxEntryBytes(bodyLimit(c.env)) },
+    limits: { maxEntryBytes: maxEntryBytes(bodyLimit(c.env)), partBytes: partBytes(c.env), maxPartedEntryBytes: MAX_PARTED_ENTRY_BYTES },
   } satisfies HealthResponse),
 );
 
@@ -47,47 +47,87 @@ function logFor(env: Env, db: string) {
 
 const frontDoor = new FrontDoor();
 
-app.post("/v1/db/:db/push", async (c) => {
-  const db = name(c.req.param("db"), "database name");
-  const claims = await authorize(c.env, c.req.raw, db, "write");
+/**
+ * A write's body (a push, a part), read once the front door lets its caller
+ * in (else drained, up to `limit`, and refused) and handed to `send`, whose
+ * `overloaded` answers the front door remembers; the answer goes back as msgpack.
+ */
+async function write(req: Request, db: string, sub: string, limit: number, send: (bytes: Uint8Array) => Promise<unknown>): Promise<Response> {
   try {
-    frontDoor.check(db, claims.sub);
+    frontDoor.check(db, sub);
   } catch (e) {
-    await discardBody(c.req.raw, bodyLimit(c.env));
+    await discardBody(req, limit);
     throw e;
   }
-  const type = c.req.header("content-type") ?? "";
-  if (!type.startsWith(MSGPACK)) throw new RelayError("unsupported_media_type", `push bodies must be ${MSGPACK}`);
-  // The object has copied the entries (RPC serializes its arguments) by the time push resolves.
-  const res = await withPushBody(c.req.raw, bodyLimit(c.env), async (bytes) => {
-    const body = parsePushRequest(decode(bytes));
-    checkPush(claims, body);
+  // The object has copied what it was sent (RPC serializes its arguments) by the time `send` resolves.
+  const res = await withPushBody(req, limit, async (bytes) => {
     try {
-      return unwrap(await logFor(c.env, db).push(body.client, toPushArgs(body.entries), { role: claims.role, sub: claims.sub }, body.schema));
+      return await send(bytes);
     } catch (e) {
-      frontDoor.note(db, claims.sub, e);
+      frontDoor.note(db, sub, e);
       throw e;
     }
   });
   return new Response(encode(res), { headers: { "content-type": MSGPACK } });
+}
+
+app.post("/v1/db/:db/push", async (c) => {
+  const db = name(c.req.param("db"), "database name");
+  const claims = await authorize(c.env, c.req.raw, db, "write");
+  const type = c.req.header("content-type") ?? "";
+  if (!type.startsWith(MSGPACK)) throw new RelayError("unsupported_media_type", `push bodies must be ${MSGPACK}`);
+  return write(c.req.raw, db, claims.sub, bodyLimit(c.env), async (bytes) => {
+    const body = parsePushRequest(decode(bytes));
+    checkPush(claims, body);
+    return unwrap(await logFor(c.env, db).push(body.client, toPushArgs(body.entries), { role: claims.role, sub: claims.sub }, body.schema));
+  });
+});
+
+const int = (s: string | undefined, what: string) => nonNegativeInt(/^\d{1,15}$/.test(s ?? "") ? Number(s) : NaN, what);
+
+/**
+ * One part of an entry larger than one request (worker/entry-parts.ts): the
+ * raw changeset bytes `idx × partBytes …` (gzip allowed), `size` the whole
+ * changeset's, `v` its schema version. Answers like a push: `acks` holds the
+ * entry's once the log has it (after its last part), else nothing.
+ */
+app.put("/v1/db/:db/push/:client/:cseq/parts/:idx", async (c) => {
+  const db = name(c.req.param("db"), "database name");
+  const claims = await authorize(c.env, c.req.raw, db, "write");
+  const client = name(c.req.param("client"), "client");
+  const part = { cseq: positiveInt(int(c.req.param("cseq"), "cseq"), "cseq"), idx: int(c.req.param("idx"), "idx"), size: int(c.req.query("size"), "size"), v: int(c.req.query("v") ?? "0", "v") };
+  return write(c.req.raw, db, claims.sub, partBytes(c.env), async (data) =>
+    unwrap(await logFor(c.env, db).pushPart(client, { ...part, data }, { role: claims.role, sub: claims.sub })));
+});
+
+/** Part `idx` of log entry `seq`, raw (a pull with `parts=1` lists entries larger than a part by size). */
+app.get("/v1/db/:db/entries/:seq/parts/:idx", async (c) => {
+  const db = name(c.req.param("db"), "database name");
+  await authorize(c.env, c.req.raw, db, "read");
+  return compressible(await logFor(c.env, db).entryPart(int(c.req.param("seq"), "seq"), int(c.req.param("idx"), "idx")), c.req.header("accept-encoding"));
 });
 
 app.get("/v1/db/:db/pull", async (c) => {
   const db = name(c.req.param("db"), "database name");
   await authorize(c.env, c.req.raw, db, "read");
   const q = parsePullQuery(c.req.query("after"), c.req.query("limit"), PULL_LIMIT_MAX, PULL_LIMIT_DEFAULT);
-  const res = await logFor(c.env, db).pull(q.after, q.limit);
-  if (!res.ok || !acceptsGzip(c.req.header("accept-encoding"))) return res;
-  // Compressed here, in the stateless Worker, not in the database's object:
-  // the Workers runtime gzips a body whose Content-Encoding says so
-  // (encodeBody "automatic"), natively, as it streams out. The page is read
-  // first because its size decides (the object's response has no length here).
+  return compressible(await logFor(c.env, db).pull(q.after, q.limit, c.req.query("parts") === "1"), c.req.header("accept-encoding"));
+});
+
+/**
+ * Compressed here, in the stateless Worker, not in the database's object:
+ * the Workers runtime gzips a body whose Content-Encoding says so
+ * (encodeBody "automatic"), natively, as it streams out. The body is read
+ * first because its size decides (the object's response has no length here).
+ */
+async function compressible(res: Response, acceptEncoding: string | undefined): Promise<Response> {
+  if (!res.ok || !acceptsGzip(acceptEncoding)) return res;
   const body = await res.arrayBuffer();
   const headers = new Headers(res.headers);
   headers.append("vary", "accept-encoding");
   if (body.byteLength >= COMPRESS_MIN_BYTES) headers.set("content-encoding", GZIP);
   return new Response(body, { status: res.status, headers });
-});
+}
 
 app.get("/v1/db/:db/ws", async (c) => {
   const db = name(c.req.param("db"), "database name");

@@ -5,6 +5,7 @@ import type { Ack, LogEntry, PushEntry, PushResponse } from "../protocol/message
 import type { SchemaVersion } from "../protocol/schema.ts";
 import * as schemaStore from "./schema-store.ts";
 import * as snapshotStore from "./snapshot-store.ts";
+import * as entryParts from "./entry-parts.ts";
 
 /**
  * The rules of the log, as plain functions over a Durable Object SQL handle.
@@ -65,6 +66,8 @@ const STEPS: ((sql: Sql) => void)[] = [
   (sql) => schemaStore.migrate(sql),
   // 4: snapshots and compaction (snapshot-store.ts).
   (sql) => snapshotStore.migrate(sql),
+  // 5: entries uploaded in parts, staged until their last part (entry-parts.ts).
+  (sql) => entryParts.migrate(sql),
 ];
 
 /** Bring this object's tables to the last step; cheap when they are there already. */
@@ -82,11 +85,18 @@ export function head(sql: Sql): number {
   return sql.exec<{ h: number }>("SELECT max(coalesce((SELECT max(seq) FROM relay_log), 0), coalesce((SELECT max(seq) FROM relay_schema), 0), coalesce((SELECT value FROM relay_meta WHERE key = 'trimmed'), 0)) AS h").one().h;
 }
 
+/**
+ * The chunks of entry `?1` are keyed by its seq, or, for an entry uploaded in
+ * parts, by the key they were staged under (entry-parts.ts: `chunk_key`, so
+ * appending it moves no bytes).
+ */
+const CHUNK_KEY = "(SELECT coalesce(chunk_key, seq) FROM relay_log WHERE seq = ?1)";
+
 function readChangeset(sql: Sql, seq: number, size: number, chunks: number, body: ArrayBuffer | null): Uint8Array {
   if (chunks === 0) return new Uint8Array(body ?? new ArrayBuffer(0));
   const out = new Uint8Array(size);
   let at = 0;
-  for (const { data } of sql.exec<{ data: ArrayBuffer }>("SELECT data FROM relay_chunk WHERE seq = ? ORDER BY idx", seq)) {
+  for (const { data } of sql.exec<{ data: ArrayBuffer }>(`SELECT data FROM relay_chunk WHERE seq = ${CHUNK_KEY} ORDER BY idx`, seq)) {
     out.set(new Uint8Array(data), at);
     at += data.byteLength;
   }
@@ -94,6 +104,39 @@ function readChangeset(sql: Sql, seq: number, size: number, chunks: number, body
   return out;
 }
 
+
+/**
+ * Bytes `from..from+length` of entry `seq`'s changeset, read with substr() so
+ * that only those bytes leave storage (a part of a large entry: a pull in
+ * parts, or a part sent again after its entry landed).
+ */
+export function readRange(sql: Sql, seq: number, from: number, length: number): Uint8Array {
+  const out = new Uint8Array(length);
+  const inline = sql.exec<{ d: ArrayBuffer | null }>("SELECT substr(body, ?, ?) AS d FROM relay_log WHERE seq = ? AND chunks = 0", from + 1, length, seq).toArray()[0];
+  if (inline) {
+    out.set(new Uint8Array(inline.d ?? new ArrayBuffer(0)));
+    return out;
+  }
+  let at = 0; // where the chunk starts in the changeset
+  let got = 0;
+  for (const { key, idx, n } of sql.exec<{ key: number; idx: number; n: number }>(`SELECT seq AS key, idx, length(data) AS n FROM relay_chunk WHERE seq = ${CHUNK_KEY} ORDER BY idx`, seq).toArray()) {
+    const lo = Math.max(from, at);
+    const hi = Math.min(from + length, at + n);
+    if (lo < hi) {
+      const { d } = sql.exec<{ d: ArrayBuffer }>("SELECT substr(data, ?, ?) AS d FROM relay_chunk WHERE seq = ? AND idx = ?", lo - at + 1, hi - lo, key, idx).one();
+      out.set(new Uint8Array(d), lo - from);
+      got += hi - lo;
+    }
+    at += n;
+  }
+  if (got !== length) throw new RelayError("internal", `log entry ${seq} is incomplete in storage`);
+  return out;
+}
+
+/** A log row whose changeset lives in relay_chunk: `chunks` rows under `chunkKey` (null: its seq), written by the caller. */
+export function appendRow(sql: Sql, seq: number, client: string, cseq: number, ts: number, size: number, chunks: number, v: number, sub: string | null, chunkKey: number | null = null): void {
+  sql.exec("INSERT INTO relay_log(seq, client, cseq, ts, size, chunks, body, v, sub, chunk_key) VALUES (?, ?, ?, ?, ?, ?, NULL, ?, ?, ?)", seq, client, cseq, ts, size, chunks, v, sub, chunkKey);
+}
 
 function append(sql: Sql, seq: number, client: string, entry: PushEntry, ts: number, sub: string | null): void {
   const { changeset } = entry;
@@ -103,8 +146,7 @@ function append(sql: Sql, seq: number, client: string, entry: PushEntry, ts: num
     return;
   }
   const chunks = Math.ceil(changeset.byteLength / STORAGE_CHUNK_BYTES);
-  sql.exec("INSERT INTO relay_log(seq, client, cseq, ts, size, chunks, body, v, sub) VALUES (?, ?, ?, ?, ?, ?, NULL, ?, ?)",
-    seq, client, entry.cseq, ts, changeset.byteLength, chunks, entry.v ?? 0, sub);
+  appendRow(sql, seq, client, entry.cseq, ts, changeset.byteLength, chunks, entry.v ?? 0, sub);
   for (let i = 0; i < chunks; i++) {
     const part = changeset.subarray(i * STORAGE_CHUNK_BYTES, (i + 1) * STORAGE_CHUNK_BYTES);
     sql.exec("INSERT INTO relay_chunk(seq, idx, data) VALUES (?, ?, ?)", seq, i, part);
@@ -148,27 +190,22 @@ export function push(sql: Sql, client: string, entries: readonly PushEntry[], no
     cache.added(version);
   }
   const shapes = version === 0 ? undefined : () => cache.get(sql, version);
-  let maxCseq = Math.max(sql.exec<{ m: number | null }>("SELECT max(cseq) AS m FROM relay_log WHERE client = ?", client).one().m ?? 0, snapshotStore.clientFloor(sql, client));
+  let maxCseq = highestCseq(sql, client);
+  // An entry of this client's being uploaded in parts comes first (entry-parts.ts).
+  const staged = entryParts.firstStaged(sql, client, now);
   const acks: Ack[] = [];
   for (const entry of entries) {
     // Only a cseq at or below the client's highest can be a retry: new
     // entries (the usual case) skip the lookup.
     if (entry.cseq <= maxCseq) {
-      const prior = sql
-        .exec<{ seq: number; size: number; chunks: number; body: ArrayBuffer | null }>(
-          "SELECT seq, size, chunks, body FROM relay_log WHERE client = ? AND cseq = ?", client, entry.cseq)
-        .toArray()[0];
-      if (!prior) {
-        // A retry of an entry compacted since (its ack was lost): the snapshot holds it.
-        if (entry.cseq <= snapshotStore.clientFloor(sql, client)) throw new RelayError("snapshot_required", `cseq ${entry.cseq} of client ${client} was compacted into a snapshot: reset onto it`);
-        throw new RelayError("cseq_conflict", `cseq ${entry.cseq} is not above client ${client}'s highest cseq ${maxCseq}`);
-      }
+      const prior = priorEntry(sql, client, entry.cseq, maxCseq);
       if (!sameBytes(readChangeset(sql, prior.seq, prior.size, prior.chunks, prior.body), entry.changeset)) {
         throw new RelayError("cseq_conflict", `client ${client} already pushed cseq ${entry.cseq} with different bytes (seq ${prior.seq})`);
       }
       acks.push({ cseq: entry.cseq, seq: prior.seq });
       continue;
     }
+    if (entry.cseq > staged) throw entryParts.stagedFirst(client, staged, entry.cseq);
     schemaStore.checkEntry(entry, version, shapes);
     h += 1;
     append(sql, h, client, entry, now, sub);
@@ -180,11 +217,34 @@ export function push(sql: Sql, client: string, entries: readonly PushEntry[], no
   return { acks, head: h, appended, ...(added.length > 0 ? { schema: added } : {}) };
 }
 
+/** The highest cseq of `client`'s the log has held (compacted entries included): a push at or below it can only be a retry. */
+export function highestCseq(sql: Sql, client: string): number {
+  return Math.max(sql.exec<{ m: number | null }>("SELECT max(cseq) AS m FROM relay_log WHERE client = ?", client).one().m ?? 0, snapshotStore.clientFloor(sql, client));
+}
+
+/**
+ * The stored entry a push of `cseq` (at or below the client's highest) retries;
+ * none is `cseq_conflict`, or `snapshot_required` when compaction took it.
+ */
+export function priorEntry(sql: Sql, client: string, cseq: number, maxCseq: number): { seq: number; size: number; chunks: number; body: ArrayBuffer | null } {
+  const prior = sql
+    .exec<{ seq: number; size: number; chunks: number; body: ArrayBuffer | null }>(
+      "SELECT seq, size, chunks, body FROM relay_log WHERE client = ? AND cseq = ?", client, cseq)
+    .toArray()[0];
+  if (prior) return prior;
+  // A retry of an entry compacted since (its ack was lost): the snapshot holds it.
+  if (cseq <= snapshotStore.clientFloor(sql, client)) throw new RelayError("snapshot_required", `cseq ${cseq} of client ${client} was compacted into a snapshot: reset onto it`);
+  throw new RelayError("cseq_conflict", `cseq ${cseq} is not above client ${client}'s highest cseq ${maxCseq}`);
+}
+
 /**
  * Entries after `after`, at most `limit`, cut once the page holds
  * `budget` changeset bytes (but never empty while entries remain).
+ * `partedAbove`: an entry larger is listed by its size, without its
+ * changeset (fetched in parts: readRange), and ends the page, so a page
+ * never holds more than one.
  */
-export function pull(sql: Sql, after: number, limit: number, budget = PULL_BYTE_BUDGET): { entries: LogEntry[]; head: number; more: boolean } {
+export function pull(sql: Sql, after: number, limit: number, budget = PULL_BYTE_BUDGET, partedAbove = Infinity): { entries: LogEntry[]; head: number; more: boolean } {
   snapshotStore.checkRetained(sql, after);
   const h = head(sql);
   const entries: LogEntry[] = [];
@@ -195,6 +255,10 @@ export function pull(sql: Sql, after: number, limit: number, budget = PULL_BYTE_
     `SELECT seq, client, cseq, ts, size, chunks, body, v, NULL AS statements FROM relay_log WHERE seq > ?1
      UNION ALL ${schemaStore.SCHEMA_ENTRIES} ORDER BY seq LIMIT ?2`, after, limit);
   for (const r of rows) {
+    if (r.size > partedAbove && r.statements === null) {
+      entries.push({ seq: r.seq, client: r.client, cseq: r.cseq, ts: r.ts, changeset: new Uint8Array(0), v: r.v, size: r.size });
+      break;
+    }
     if (entries.length > 0 && bytes + r.size > budget) break;
     const e: LogEntry = { seq: r.seq, client: r.client, cseq: r.cseq, ts: r.ts, changeset: readChangeset(sql, r.seq, r.size, r.chunks, r.body), v: r.v };
     if (r.statements !== null) e.schema = JSON.parse(r.statements) as string[];

@@ -2,7 +2,7 @@ import { DurableObject } from "cloudflare:workers";
 import { decode, encode } from "../protocol/codec.ts";
 import { RelayError } from "../protocol/errors.ts";
 import { CLOSE, FRAME, FRAME_ENTRY_BUDGET, HEARTBEAT_PING, HEARTBEAT_PONG, MAX_FRAME_BYTES, parseClientFrame, type RelayFrame } from "../protocol/frames.ts";
-import type { PushEntry, PushResponse } from "../protocol/messages.ts";
+import type { EntryPart, PushEntry, PushResponse } from "../protocol/messages.ts";
 import type { SchemaVersion } from "../protocol/schema.ts";
 import { expiresAt, roleAtLeast, ROLES, type Role, type TokenClaims } from "../protocol/token.ts";
 import { isName } from "../protocol/validate.ts";
@@ -10,6 +10,9 @@ import { MSGPACK } from "../protocol/version.ts";
 import { checkPush } from "./auth.ts";
 import { bindClient } from "./identity.ts";
 import * as store from "./log-store.ts";
+import * as entryParts from "./entry-parts.ts";
+import { bodyLimit, partBytes } from "./config.ts";
+import { maxEntryBytes } from "../protocol/limits.ts";
 import { ShapeCache } from "./schema-store.ts";
 import { framesFor, NEW_FLOW, noteGot, Outgoing, send, type Flow } from "./outgoing.ts";
 import { PushQueue } from "./push-queue.ts";
@@ -89,15 +92,62 @@ export class ChangesetLog extends DurableObject<Env> {
   }
 
   /**
+   * RPC: one part of an entry larger than one request (entry-parts.ts),
+   * validated as far as the Worker can (sizes, the caller's role). The part
+   * that completes the entry appends it, in one transaction with that part;
+   * a refusal also forgets what was staged of it (the log is unchanged, and
+   * the client's later entries are not held behind it).
+   */
+  async pushPart(client: string, part: EntryPart, caller: Caller): Promise<Outcome<PushResponse>> {
+    const admitted = outcome(() => this.admission.admit(admittedAs(client, caller), 1, part.data.byteLength));
+    if ("error" in admitted) return admitted;
+    return outcome(() => {
+      this.drain();
+      const opts = { partBytes: partBytes(this.env), maxChangeBytes: maxEntryBytes(bodyLimit(this.env)), shapes: this.shapes, sub: caller.sub };
+      let res: ReturnType<typeof entryParts.putPart>;
+      try {
+        res = this.guarded(() => {
+          bindClient(this.sql, client, caller, Date.now());
+          return entryParts.putPart(this.sql, client, part, Date.now(), opts);
+        });
+      } catch (e) {
+        const err = toRelayError(e);
+        if (!err.retryable && err.code !== "forbidden") this.ctx.storage.transactionSync(() => entryParts.drop(this.sql, client, part.cseq));
+        throw e;
+      }
+      if (res.appended) {
+        // Never sent over a socket (it passes any frame): subscribers hear of the new head and pull it in parts.
+        const out = new Outgoing();
+        for (const ws of this.subscribers()) out.frame(ws, { t: FRAME.head, head: res.head });
+        out.flush();
+        this.askForSnapshot(res.head);
+      }
+      return { acks: res.acks, head: res.head };
+    });
+  }
+
+  /** RPC: part `idx` of entry `seq` (a pull in parts), as a Response like pull's (its body streams; a value is cloned whole). */
+  entryPart(seq: number, idx: number): Response {
+    try {
+      const bytes = entryParts.readPart(this.sql, seq, idx, partBytes(this.env));
+      return new Response(bytes as Uint8Array<ArrayBuffer>, { headers: { "content-type": "application/octet-stream" } });
+    } catch (e) {
+      return errorResponse(e);
+    }
+  }
+
+  /**
    * RPC: one page of the log after `after`; the Worker has checked both
    * numbers. Encoded here and returned as a Response, whose body streams:
    * a page always holds at least one entry, whatever its size, so as a value
-   * it could pass RPC's 32 MiB limit.
+   * it could pass RPC's 32 MiB limit. `parts`: the client fetches entries
+   * larger than a part in parts (listed by size here), as clients since
+   * issue 18 do; older ones get every entry whole.
    */
-  pull(after: number, limit: number): Response {
+  pull(after: number, limit: number, parts = false): Response {
     try {
       const headers = { "content-type": MSGPACK, "x-relay-instance": this.instance };
-      return new Response(encode(store.pull(this.sql, after, limit)), { headers });
+      return new Response(encode(store.pull(this.sql, after, limit, undefined, parts ? partBytes(this.env) : Infinity)), { headers });
     } catch (e) {
       return errorResponse(e);
     }
@@ -266,7 +316,8 @@ export class ChangesetLog extends DurableObject<Env> {
       if (frame.t === FRAME.sub) {
         this.drain(); // the backlog must include pushes that arrived before
         ws.serializeAttachment({ ...info, subscribed: true } satisfies SocketInfo);
-        const page = store.pull(this.sql, frame.after, SOCKET_BACKLOG_ENTRIES, FRAME_ENTRY_BUDGET);
+        // An entry too large for a frame is listed by size, not read: framesFor turns it into a head frame.
+        const page = store.pull(this.sql, frame.after, SOCKET_BACKLOG_ENTRIES, FRAME_ENTRY_BUDGET, FRAME_ENTRY_BUDGET);
         const frames = page.more ? [] : framesFor(page.entries, page.head);
         send(ws, frames.length === 1 ? frames[0]! : { t: FRAME.head, head: page.head });
         return;

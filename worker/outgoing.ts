@@ -146,7 +146,7 @@ function close(ws: WebSocket): void {
  * Counted so that a run of many small entries stays under the 1 MiB message
  * limit too.
  */
-const entryBytes = (e: LogEntry) => e.changeset.byteLength + e.client.length + 64 + (e.schema?.reduce((n, s) => n + 3 * s.length + 5, 0) ?? 0);
+const entryBytes = (e: LogEntry) => (e.size ?? e.changeset.byteLength) + e.client.length + 64 + (e.schema?.reduce((n, s) => n + 3 * s.length + 5, 0) ?? 0);
 
 /**
  * Consecutive entries packed into frames under the byte budget. An entry too

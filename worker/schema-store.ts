@@ -1,4 +1,4 @@
-import { changesetTables } from "../protocol/changeset.ts";
+import { changesetTables, type TableHeader } from "../protocol/changeset.ts";
 import { RelayError } from "../protocol/errors.ts";
 import type { LogEntry, PushEntry } from "../protocol/messages.ts";
 import { byName, checkMigrations, SHAPES_QUERY, shapeMismatch, shapesFromRows, statementsKey, type SchemaVersion, type ShapeRow, type TableShape } from "../protocol/schema.ts";
@@ -130,14 +130,22 @@ const RESERVED_OBJECTS = `
  * key. Called before it is stored; throws `schema_outdated` or `schema_mismatch`.
  */
 export function checkEntry(entry: PushEntry, current: number, shapes: (() => Map<string, TableShape>) | undefined): void {
+  checkVersion(entry, current);
+  if (shapes) checkTables(entry, changesetTables(entry.changeset), shapes());
+}
+
+/** The `v` rule of checkEntry (an entry uploaded in parts is checked before its bytes are read: entry-parts.ts). */
+export function checkVersion(entry: Pick<PushEntry, "cseq" | "v">, current: number): void {
   const v = entry.v ?? 0;
   if (v < current) {
     throw new RelayError("schema_outdated", `cseq ${entry.cseq} was captured under schema version ${v}, the log is at ${current}: pull, migrate and push again`);
   }
   if (v > current) throw new RelayError("schema_mismatch", `cseq ${entry.cseq} was captured under schema version ${v}, which the log does not have (it is at ${current})`);
-  if (!shapes) return;
-  const tables = shapes();
-  for (const t of changesetTables(entry.changeset)) {
+}
+
+/** The shape rule of checkEntry, over the entry's table headers. */
+export function checkTables(entry: Pick<PushEntry, "cseq">, headers: readonly TableHeader[], tables: Map<string, TableShape>): void {
+  for (const t of headers) {
     const why = shapeMismatch(tables.get(t.name.toLowerCase()), t);
     if (why) throw new RelayError("schema_mismatch", `cseq ${entry.cseq}: ${why}`);
   }

@@ -1,6 +1,7 @@
 import { RelayError } from "../protocol/errors.ts";
 import { STORAGE_CHUNK_BYTES } from "../protocol/limits.ts";
 import type { Sql } from "./log-store.ts";
+import { abandonedBefore, checkPart, partCount } from "./staging.ts";
 
 /**
  * Snapshots and compaction on the relay (DESIGN.md "Snapshots and
@@ -21,8 +22,6 @@ import type { Sql } from "./log-store.ts";
  * version, and a replica bootstrapping from it gets the versions up to it.
  */
 export const SNAPSHOT_PART_BYTES = STORAGE_CHUNK_BYTES;
-/** Uploads not committed within this long are abandoned (cleared when the next one starts). */
-const UPLOAD_TTL_MS = 60 * 60 * 1000;
 
 /** Step 4 of log-store.ts's STEPS. */
 export function migrate(sql: Sql): void {
@@ -89,9 +88,10 @@ export function begin(sql: Sql, meta: SnapshotMeta, sub: string, now: number, he
   if (meta.version !== v) throw new RelayError("schema_mismatch", `the log is at schema version ${v} at seq ${meta.seq}, the snapshot says ${meta.version}`);
   if (!/^[0-9a-f]{64}$/.test(meta.hash)) throw new RelayError("bad_request", "hash must be a lower-case hex SHA-256");
   if (!Number.isSafeInteger(meta.size) || meta.size < 0) throw new RelayError("bad_request", "size must be a non-negative integer");
-  sql.exec("DELETE FROM relay_snapshot_part WHERE id IN (SELECT id FROM relay_snapshot WHERE state <> 'ready' AND ts < ?)", now - UPLOAD_TTL_MS);
-  sql.exec("DELETE FROM relay_snapshot WHERE state <> 'ready' AND ts < ?", now - UPLOAD_TTL_MS);
-  const parts = Math.ceil(meta.size / SNAPSHOT_PART_BYTES);
+  // Uploads in parts (staging.ts): abandoned ones are cleared when the next starts.
+  sql.exec("DELETE FROM relay_snapshot_part WHERE id IN (SELECT id FROM relay_snapshot WHERE state <> 'ready' AND ts < ?)", abandonedBefore(now));
+  sql.exec("DELETE FROM relay_snapshot WHERE state <> 'ready' AND ts < ?", abandonedBefore(now));
+  const parts = partCount(meta.size, SNAPSHOT_PART_BYTES);
   const id = sql.exec<{ id: number }>(
     "INSERT INTO relay_snapshot(seq, version, size, hash, parts, sub, ts, state) VALUES (?, ?, ?, ?, ?, ?, ?, 'upload') RETURNING id",
     meta.seq, meta.version, meta.size, meta.hash, parts, sub, now).one().id;
@@ -107,9 +107,7 @@ function upload(sql: Sql, id: number, sub: string): { size: number; parts: numbe
 /** Store part `idx` (each but the last exactly SNAPSHOT_PART_BYTES); sending a part again replaces it. */
 export function putPart(sql: Sql, id: number, idx: number, data: Uint8Array, sub: string): void {
   const u = upload(sql, id, sub);
-  if (!Number.isSafeInteger(idx) || idx < 0 || idx >= u.parts) throw new RelayError("bad_request", `part ${idx} is not in 0..${u.parts - 1}`);
-  const want = idx < u.parts - 1 ? SNAPSHOT_PART_BYTES : u.size - SNAPSHOT_PART_BYTES * (u.parts - 1);
-  if (data.byteLength !== want) throw new RelayError("bad_request", `part ${idx} must be ${want} bytes, got ${data.byteLength}`);
+  checkPart(idx, data.byteLength, u.size, SNAPSHOT_PART_BYTES);
   sql.exec("INSERT OR REPLACE INTO relay_snapshot_part(id, idx, data) VALUES (?, ?, ?)", id, idx, data);
 }
 
@@ -207,7 +205,8 @@ export function compact(sql: Sql, head: number, now: number, keep: Retention): {
   sql.exec(`INSERT INTO relay_client_floor(client, cseq) SELECT client, max(cseq) FROM relay_log WHERE seq <= ?1 GROUP BY client
             ON CONFLICT(client) DO UPDATE SET cseq = max(cseq, excluded.cseq)`, s.seq);
   const entries = sql.exec<{ n: number }>("SELECT count(*) AS n FROM relay_log WHERE seq <= ?", s.seq).one().n;
-  sql.exec("DELETE FROM relay_chunk WHERE seq <= ?", s.seq);
+  // An entry uploaded in parts keeps its chunks under the key they were staged with (entry-parts.ts).
+  sql.exec("DELETE FROM relay_chunk WHERE seq IN (SELECT coalesce(chunk_key, seq) FROM relay_log WHERE seq <= ? AND chunks > 0)", s.seq);
   sql.exec("DELETE FROM relay_log WHERE seq <= ?", s.seq);
   const old = sql.exec<{ id: number }>("SELECT id FROM relay_snapshot WHERE seq < ?", s.seq).toArray();
   for (const { id } of old) drop(sql, id);
