@@ -52,6 +52,17 @@ describe("rebase's pure parts", () => {
     assert.equal(confirmedPrefix("me", [own(1, 1, 9)], [row(1, 7)]), 0);
     assert.equal(confirmedPrefix("me", [own(1, 1, 7)], []), 0);
   });
+  it("confirmedPrefix goes on past schema entries of versions the local tables have, not newer ones", () => {
+    const schema = (seq: number, v: number): LogEntry => ({ seq, client: "x", cseq: 0, changeset: new Uint8Array(0), ts: 0, v, schema: ["CREATE TABLE t(id PRIMARY KEY)"] });
+    const at = (e: LogEntry, v: number): LogEntry => ({ ...e, v });
+    const rows = [{ ...row(1, 7), v: 2 }, { ...row(2, 8), v: 2 }];
+    // A fresh replica's first push: its versions, then its writes.
+    assert.equal(confirmedPrefix("me", [schema(1, 1), schema(2, 2), at(own(3, 1, 7), 2), at(own(4, 2, 8), 2)], rows, 2), 4);
+    assert.equal(confirmedPrefix("me", [at(own(1, 1, 7), 2), schema(2, 2), at(own(3, 2, 8), 2)], rows, 2), 3);
+    // A version the local tables lack runs a migration: the full rebase.
+    assert.equal(confirmedPrefix("me", [at(own(1, 1, 7), 2), schema(2, 3), at(own(3, 2, 8), 2)], rows, 2), 1);
+    assert.equal(confirmedPrefix("me", [schema(1, 1)], [], undefined), 0);
+  });
   it("lastOwnCseq", () => {
     assert.equal(lastOwnCseq("me", [own(1, 4, 0), { ...own(2, 9, 0), client: "x" }, own(3, 2, 0)]), 4);
     assert.equal(lastOwnCseq("me", []), 0);
