@@ -88,6 +88,16 @@ describe("compression module", () => {
     await assert.rejects(readBody(streamOf(broken).stream, "gzip", 100_000), (e) => code(e) === "bad_request");
     await assert.rejects(readBody(streamOf(new Uint8Array([1, 2, 3, 4])).stream, "gzip", 100), (e) => code(e) === "bad_request");
   });
+
+  it("inflates concatenated gzip members; truncated gzip and bytes after its end are bad_request", async () => {
+    const a = new Uint8Array(70_000).fill(1), b = new Uint8Array(90_000).fill(2);
+    const two = Buffer.concat([gzipSync(a), gzipSync(b)]);
+    assert.ok(Buffer.from(await readBody(streamOf(two, 1000).stream, "gzip", 160_000)).equals(Buffer.concat([a, b])));
+    await assert.rejects(readBody(streamOf(two, 1000).stream, "gzip", 159_999), (e) => code(e) === "payload_too_large");
+    const one = gzipSync(a);
+    await assert.rejects(readBody(streamOf(one.subarray(0, one.byteLength - 3)).stream, "gzip", 100_000), (e) => code(e) === "bad_request");
+    await assert.rejects(readBody(streamOf(Buffer.concat([one, Buffer.from([1, 2, 3, 4])])).stream, "gzip", 100_000), (e) => code(e) === "bad_request");
+  });
 });
 
 describe("relay", () => {
