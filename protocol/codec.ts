@@ -88,9 +88,20 @@ function checkPlain(bytes: Uint8Array): void {
   if (at !== end) throw new RelayError("bad_request", `body is not valid msgpack (${end - at} bytes after the document)`);
 }
 
-/** Byte-for-byte equality: idempotent pushes and own entries are recognised by their exact bytes. */
+/**
+ * Byte-for-byte equality: idempotent pushes and own entries are recognised by
+ * their exact bytes. Four bytes a step where both are aligned for it (a
+ * 6 MB changeset: ~10 ms byte by byte, a writer's every large push).
+ */
 export function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.byteLength !== b.byteLength) return false;
-  for (let i = 0; i < a.byteLength; i++) if (a[i] !== b[i]) return false;
+  const n = a.byteLength;
+  if (n !== b.byteLength) return false;
+  let i = 0;
+  if ((a.byteOffset | b.byteOffset) % 4 === 0) {
+    const wa = new Uint32Array(a.buffer, a.byteOffset, n >>> 2), wb = new Uint32Array(b.buffer, b.byteOffset, n >>> 2);
+    for (let k = 0; k < wa.length; k++) if (wa[k] !== wb[k]) return false;
+    i = wa.length << 2;
+  }
+  for (; i < n; i++) if (a[i] !== b[i]) return false;
   return true;
 }

@@ -149,6 +149,8 @@ describe("relay", () => {
     assert.equal((await pushRaw(relay.url, db, admin, plain)).status, 200);
     const zipped = await rawPull(db, "gzip, deflate");
     assert.equal(zipped.encoding, "gzip");
+    // One gzip member, compressed at zlib's fastest level (XFL 4, RFC 1952), not the runtime's default 6 (XFL 0).
+    assert.equal(zipped.bytes[8], 4, "gzip XFL");
     const page = gunzipSync(zipped.bytes);
     assert.ok(zipped.bytes.byteLength < page.byteLength / 4, `${zipped.bytes.byteLength} vs ${page.byteLength}`);
     const [entry] = (decode(page) as any).entries;

@@ -4,11 +4,12 @@ import { RelayError } from "../protocol/errors.ts";
 import { parsePullQuery, parsePushRequest, type HealthResponse } from "../protocol/messages.ts";
 import { maxEntryBytes, PULL_LIMIT_DEFAULT, PULL_LIMIT_MAX } from "../protocol/limits.ts";
 import { name } from "../protocol/validate.ts";
-import { acceptsGzip, COMPRESS_MIN_BYTES, GZIP } from "../protocol/compression.ts";
+import { acceptsGzip } from "../protocol/compression.ts";
 import { MIN_PROTOCOL_VERSION, MSGPACK, PACKAGE_VERSION, PROTOCOL_VERSION } from "../protocol/version.ts";
 import { authorize, checkPush } from "./auth.ts";
 import { checkSocketOrigin, corsHeaders } from "./cors.ts";
 import { discardBody, withPushBody } from "./body.ts";
+import { compressedPage } from "./compress.ts";
 import { FrontDoor } from "./admission.ts";
 import { toPushArgs } from "./push-args.ts";
 import { bodyLimit } from "./config.ts";
@@ -78,15 +79,8 @@ app.get("/v1/db/:db/pull", async (c) => {
   const q = parsePullQuery(c.req.query("after"), c.req.query("limit"), PULL_LIMIT_MAX, PULL_LIMIT_DEFAULT);
   const res = await logFor(c.env, db).pull(q.after, q.limit);
   if (!res.ok || !acceptsGzip(c.req.header("accept-encoding"))) return res;
-  // Compressed here, in the stateless Worker, not in the database's object:
-  // the Workers runtime gzips a body whose Content-Encoding says so
-  // (encodeBody "automatic"), natively, as it streams out. The page is read
-  // first because its size decides (the object's response has no length here).
-  const body = await res.arrayBuffer();
-  const headers = new Headers(res.headers);
-  headers.append("vary", "accept-encoding");
-  if (body.byteLength >= COMPRESS_MIN_BYTES) headers.set("content-encoding", GZIP);
-  return new Response(body, { status: res.status, headers });
+  // Compressed here, in the stateless Worker, not in the database's object (worker/compress.ts).
+  return compressedPage(res);
 });
 
 app.get("/v1/db/:db/ws", async (c) => {
