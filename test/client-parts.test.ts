@@ -80,6 +80,17 @@ describe("rebase's pure parts", () => {
         if (len > 0) assert.equal(sameBytes(a, b.subarray(1)), false);
       }
     }
+    // Large ones (memcmp where the runtime has it), at an offset.
+    const big = new Uint8Array(100_003).map((_, i) => i * 31);
+    const copy = new Uint8Array(100_010);
+    copy.set(big, 7);
+    const view = copy.subarray(7, 7 + big.length);
+    assert.equal(sameBytes(big, view), true);
+    for (const i of [0, 50_000, 100_002]) {
+      view[i]! ^= 1;
+      assert.equal(sameBytes(big, view), false, `byte ${i}`);
+      view[i]! ^= 1;
+    }
   });
   it("lastOwnCseq", () => {
     assert.equal(lastOwnCseq("me", [own(1, 4, 0), { ...own(2, 9, 0), client: "x" }, own(3, 2, 0)]), 4);
