@@ -33,6 +33,16 @@ const head = async (db: string) => (await pull(relay.url, db, admin)).body.head 
 const extPackr = new Packr({ moreTypes: true, useRecords: false });
 
 describe("only plain msgpack", () => {
+  it("a large message is encoded into a buffer of about its size (msgpackr's own grows to 4×), and small ones after it into small ones", () => {
+    const page = { entries: [1, 2].map((seq) => ({ seq, client: "c", cseq: seq, ts: 0, changeset: new Uint8Array(3_000_000).fill(seq), v: 1 })), head: 2, more: false };
+    const bytes = encode(page);
+    assert.ok(bytes.buffer.byteLength < 1.1 * bytes.byteLength, `${bytes.byteLength} bytes in a buffer of ${bytes.buffer.byteLength}`);
+    assert.deepEqual(decode(bytes), page);
+    const next = encode({ t: "ack", id: 1 });
+    assert.ok(next.buffer.byteLength < 1 << 20, `a small message after it sits in a buffer of ${next.buffer.byteLength}`);
+    assert.deepEqual(decode(next), { t: "ack", id: 1 });
+    assert.deepEqual(decode(bytes), page, "still intact");
+  });
   it("the codec refuses every extension type, the reserved 0xc1 and trailing bytes, wherever they sit", () => {
     const refused = (bytes: number[] | Uint8Array, why: RegExp) =>
       assert.throws(() => decode(Uint8Array.from(bytes)), (e) => isRelayError(e, "bad_request") && why.test((e as Error).message));
