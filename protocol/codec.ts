@@ -25,12 +25,21 @@ export function encode(value: unknown): Uint8Array<ArrayBuffer> {
   // of the log object's CPU for W1's 6 MB page. One buffer the size of the
   // binaries plus room for the rest instead, then a small one again so the
   // next small message does not start a buffer of this size.
-  packr.useBuffer(new Uint8Array(size + 64 * 1024));
+  packr.useBuffer(packBuffer(size + 64 * 1024));
   try {
     return packr.pack(value) as Uint8Array<ArrayBuffer>;
   } finally {
-    packr.useBuffer(new Uint8Array(8192));
+    packr.useBuffer(packBuffer(8192));
   }
+}
+
+/**
+ * A buffer for msgpackr to pack into: a Buffer where the runtime has Node's
+ * (msgpackr then writes strings with its methods), over a plain zeroed
+ * ArrayBuffer (cheap to allocate), else a Uint8Array.
+ */
+function packBuffer(size: number): Uint8Array {
+  return NodeBuffer ? (NodeBuffer.from(new ArrayBuffer(size), 0, size) as unknown as Uint8Array) : new Uint8Array(size);
 }
 
 /** From this size of a message's binaries on, encode sizes msgpackr's buffer itself. */
