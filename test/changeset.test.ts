@@ -651,3 +651,21 @@ test("changesetTables: headers decoded once and shared stay right when the next 
   assert.equal(seen[5]![0], seen[6]![0], "a repeated header is the same object");
   assert.ok(Object.isFrozen(seen[5]![0]) && Object.isFrozen(seen[5]![0]!.pk), "shared, so frozen");
 });
+
+test("changesetTables: a large changeset's tables are remembered by its array, and a different array is scanned anew", () => {
+  const db = new DatabaseSync(":memory:");
+  db.exec("CREATE TABLE big(id INTEGER PRIMARY KEY, body TEXT); CREATE TABLE other(id PRIMARY KEY)");
+  const s = db.createSession();
+  db.exec("BEGIN");
+  for (let i = 0; i < 2000; i++) db.prepare("INSERT INTO big VALUES (?, ?)").run(i, "x".repeat(50));
+  db.exec("INSERT INTO other VALUES (1); COMMIT");
+  const cs = s.changeset();
+  assert.ok(cs.byteLength >= 64 * 1024);
+  const first = changesetTables(cs);
+  assert.deepEqual(first.map((t) => t.name), ["big", "other"]);
+  first.pop(); // the caller's copy
+  assert.deepEqual(changesetTables(cs).map((t) => t.name), ["big", "other"]);
+  // The same bytes broken in another array: still refused.
+  const broken = cs.slice(0, cs.byteLength - 1);
+  assert.throws(() => changesetTables(broken), RelayError);
+});
