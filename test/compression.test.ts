@@ -149,8 +149,7 @@ describe("relay", () => {
     assert.equal((await pushRaw(relay.url, db, admin, plain)).status, 200);
     const zipped = await rawPull(db, "gzip, deflate");
     assert.equal(zipped.encoding, "gzip");
-    // One gzip member, compressed at zlib's fastest level (XFL 4, RFC 1952), not the runtime's default 6 (XFL 0).
-    assert.equal(zipped.bytes[8], 4, "gzip XFL");
+    assert.equal(zipped.bytes[8], 0, "gzip XFL: a page under 1 MiB at zlib's default level");
     const page = gunzipSync(zipped.bytes);
     assert.ok(zipped.bytes.byteLength < page.byteLength / 4, `${zipped.bytes.byteLength} vs ${page.byteLength}`);
     const [entry] = (decode(page) as any).entries;
@@ -162,6 +161,25 @@ describe("relay", () => {
     assert.equal(tiny.encoding, undefined);
     assert.ok(tiny.bytes.byteLength < COMPRESS_MIN_BYTES);
     assert.equal((decode(tiny.bytes) as any).entries.length, 1);
+  });
+
+  it("gzips a pull page over 1 MiB at zlib's fastest level, byte for byte what was pushed", async () => {
+    const db = "gz-big-page";
+    // Two entries of ~700 KB each (the body limit here is 1 MiB), pulled as one page.
+    const text = (i: number) => `row ${i} ${"abcdefghijklmnopqrstuvwxyz".repeat(4)}`;
+    const sent: Uint8Array[] = [];
+    for (const cseq of [1, 2]) {
+      const changeset = insertChangeset(Array.from({ length: 6000 }, (_, i) => [cseq * 10_000 + i, text(i)]));
+      sent.push(changeset);
+      assert.equal((await pushRaw(relay.url, db, admin, await gzip(encode({ client: "c", entries: [{ cseq, changeset }] })), { "content-encoding": "gzip" })).status, 200);
+    }
+    const zipped = await rawPull(db, "gzip");
+    assert.equal(zipped.encoding, "gzip");
+    // RFC 1952 XFL: 4 = compressed with the fastest algorithm (level 1); the runtime's own encoding writes 0.
+    assert.equal(zipped.bytes[8], 4, "gzip XFL");
+    const page = decode(gunzipSync(zipped.bytes)) as { entries: { changeset: Uint8Array }[] };
+    assert.ok(gunzipSync(zipped.bytes).byteLength > 1024 * 1024);
+    assert.deepEqual(page.entries.map((e) => Buffer.from(e.changeset).equals(sent[page.entries.indexOf(e)]!)), [true, true]);
   });
 
   it("the client gzips large pushes, sends small ones plain, and reads gzip pulls", async () => {
