@@ -21,6 +21,8 @@ import type { ReplicaEvents, ReplicaOptions } from "./types.ts";
 
 /** How long a live write may wait for the next one to share its frame (only right after a send). */
 const COALESCE_MS = 1;
+/** Why a held frame's wait ends early: it went out with a later write. */
+const SENT_MEANWHILE = new Error("sent meanwhile");
 
 export type LiveDelegate = Pick<SyncDelegate, "locked" | "cursor" | "page" | "acked" | "now" | "sleep" | "schemaAhead"> & {
   readonly d: Driver;
@@ -190,7 +192,8 @@ export class Live {
   private dropHeld(): void {
     this.held = [];
     this.heldBytes = 0;
-    this.heldWait?.abort();
+    // With a reason: abort() without one builds a DOMException (~5 µs, a held frame's every send).
+    this.heldWait?.abort(SENT_MEANWHILE);
     this.heldWait = undefined;
   }
 

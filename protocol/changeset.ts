@@ -395,12 +395,35 @@ function newScan(buf: Uint8Array): Scan {
  * client's invert (client/changeset-writer.ts) are visitors over it.
  */
 export function scan(buf: Uint8Array, visitor: Visitor | undefined): { tables: number; changes: number } {
-  return scanWith(newScan(buf), visitor);
+  const s = takeScan(buf);
+  try {
+    return scanWith(s, visitor);
+  } finally {
+    giveBack(s);
+  }
 }
 
 /** validateChangeset's parser state, reused: without a visitor nothing can re-enter the scan. */
 const NO_BYTES = new Uint8Array(0);
 const validation = newScan(NO_BYTES) as { -readonly [K in keyof Scan]: Scan[K] };
+
+/**
+ * Parser states for scans with visitors, reused (a fresh one with its offset
+ * arrays cost ~2 µs: most of scanning a one-row entry). A pool, not one
+ * state, since a visitor may scan another changeset; visitors do not keep
+ * the state past their call.
+ */
+type MutableScan = { -readonly [K in keyof Scan]: Scan[K] };
+const scans: MutableScan[] = [];
+function takeScan(buf: Uint8Array): MutableScan {
+  const s = scans.pop() ?? (newScan(NO_BYTES) as MutableScan);
+  s.buf = buf;
+  return s;
+}
+function giveBack(s: MutableScan): void {
+  s.buf = NO_BYTES; // not kept alive by the parser
+  if (scans.length < 8) scans.push(s);
+}
 
 function scanWith(s: Scan, visitor: Visitor | undefined): { tables: number; changes: number } {
   const buf = s.buf;
@@ -498,14 +521,42 @@ function headerOf(s: Scan): TableHeader {
  * apply, at the cost of a validation rather than a decode.
  */
 export function changesetTables(bytes: Uint8Array): TableHeader[] {
+  const known = bytes.byteLength >= REMEMBERED_BYTES ? scanned.get(bytes) : undefined;
+  if (known) return [...known];
   const tables: TableHeader[] = [];
   scan(bytes, {
     table(s) {
-      tables.push(headerOf(s));
+      tables.push(sharedHeader(s));
     },
     change() {},
   });
+  if (bytes.byteLength >= REMEMBERED_BYTES) scanned.set(bytes, [...tables]);
   return tables;
+}
+
+/**
+ * The tables of large changesets already scanned, by the array that holds
+ * them: a receiver's apply checks an entry's tables and its sync step lists
+ * them for the change event, one full scan each (~10 ms for W1's 6 MB entry).
+ * Entries' bytes are never written once received or captured; small ones
+ * cost less to scan again than to remember.
+ */
+const REMEMBERED_BYTES = 64 * 1024;
+const scanned = new WeakMap<Uint8Array, readonly TableHeader[]>();
+
+/**
+ * The header last decoded by changesetTables, with its bytes: a live
+ * writer's changesets, a frame's entries and a push's repeat the same one
+ * (decoding it again cost ~3 µs: two small allocations). Shared, so frozen.
+ */
+let lastHeader: { bytes: Uint8Array; header: TableHeader } | undefined;
+function sharedHeader(s: Scan): TableHeader {
+  const last = lastHeader;
+  if (last && last.bytes.length === s.tableEnd - s.tableStart && sameBytes(last.bytes, 0, last.bytes.length, s.buf, s.tableStart)) return last.header;
+  const header = headerOf(s);
+  Object.freeze(header.pk);
+  lastHeader = { bytes: s.buf.slice(s.tableStart, s.tableEnd), header: Object.freeze(header) };
+  return header;
 }
 
 /** A header seen by tableBlocks, found again by its bytes. */
@@ -542,37 +593,41 @@ export function tableBlocks(
     const buf = parts[part]!;
     if (buf.length === 0) continue;
     if (buf[0] !== TABLE) scan(buf, undefined); // throws what validateChangeset throws
-    const s = newScan(buf);
-    let open: { start: number; body: number; header: TableHeader; first: boolean } | undefined;
-    let pos = 0;
-    while (pos < buf.length) {
-      if (buf[pos] !== TABLE) {
-        pos = readChange(s, pos);
-        continue;
-      }
-      if (open) block(part, open.start, open.body, pos, open.header, open.first);
-      const known = seen.find((h) => sameBytes(h.buf, h.start, h.end, buf, pos));
-      if (known) {
-        // The bytes end with the name's NUL, so equal bytes are the whole header.
-        s.tableStart = pos;
-        s.tableEnd = pos + (known.end - known.start);
-        s.pkAt = pos + known.pkOffset;
-        s.nCol = known.nCol;
-        s.name = known.header.name;
-        if (s.oldAt.length <= s.nCol) {
-          s.oldAt = new Int32Array(s.nCol + 1);
-          s.newAt = new Int32Array(s.nCol + 1);
+    const s = takeScan(buf);
+    try {
+      let open: { start: number; body: number; header: TableHeader; first: boolean } | undefined;
+      let pos = 0;
+      while (pos < buf.length) {
+        if (buf[pos] !== TABLE) {
+          pos = readChange(s, pos);
+          continue;
         }
-        open = { start: pos, body: s.tableEnd, header: known.header, first: false };
-      } else {
-        readTableHeader(s, pos);
-        const header = headerOf(s);
-        seen.push({ buf, start: pos, end: s.tableEnd, pkOffset: s.pkAt - pos, nCol: s.nCol, header });
-        open = { start: pos, body: s.tableEnd, header, first: true };
+        if (open) block(part, open.start, open.body, pos, open.header, open.first);
+        const known = seen.find((h) => sameBytes(h.buf, h.start, h.end, buf, pos));
+        if (known) {
+          // The bytes end with the name's NUL, so equal bytes are the whole header.
+          s.tableStart = pos;
+          s.tableEnd = pos + (known.end - known.start);
+          s.pkAt = pos + known.pkOffset;
+          s.nCol = known.nCol;
+          s.name = known.header.name;
+          if (s.oldAt.length <= s.nCol) {
+            s.oldAt = new Int32Array(s.nCol + 1);
+            s.newAt = new Int32Array(s.nCol + 1);
+          }
+          open = { start: pos, body: s.tableEnd, header: known.header, first: false };
+        } else {
+          readTableHeader(s, pos);
+          const header = headerOf(s);
+          seen.push({ buf, start: pos, end: s.tableEnd, pkOffset: s.pkAt - pos, nCol: s.nCol, header });
+          open = { start: pos, body: s.tableEnd, header, first: true };
+        }
+        pos = s.tableEnd;
       }
-      pos = s.tableEnd;
+      if (open) block(part, open.start, open.body, buf.length, open.header, open.first);
+    } finally {
+      giveBack(s);
     }
-    if (open) block(part, open.start, open.body, buf.length, open.header, open.first);
   }
 }
 

@@ -7,7 +7,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { DatabaseSync, constants } from "node:sqlite";
 import fc from "fast-check";
-import { decodeChangeset, primaryKey, validateChangeset, type Change, type Changeset, type SqlValue, type TableHeader } from "../protocol/changeset.ts";
+import { changesetTables, decodeChangeset, primaryKey, validateChangeset, type Change, type Changeset, type SqlValue, type TableHeader } from "../protocol/changeset.ts";
 import { encodeChangeset, invertChangeset } from "../client/changeset-writer.ts";
 import { RelayError } from "../protocol/errors.ts";
 import { capi, sqliteInvert, sqliteIterate } from "./support/sqlite-oracle.ts";
@@ -630,4 +630,42 @@ test("a ~40 MB changeset validates", () => {
   const ms = performance.now() - started;
   assert.deepEqual(counts, { tables: 1, changes: 650_000 });
   console.log(`validateChangeset: ${(cs.length / 1e6).toFixed(1)} MB, ${counts.changes} changes in ${ms.toFixed(0)} ms`);
+});
+
+test("changesetTables: headers decoded once and shared stay right when the next changeset's header differs in any byte", () => {
+  const captured = (ddl: string, sql: string) => {
+    const db = new DatabaseSync(":memory:");
+    db.exec(ddl);
+    const s = db.createSession();
+    db.exec(sql);
+    return s.changeset();
+  };
+  // Same length of header bytes, different name / PK flags / column count.
+  const a = captured("CREATE TABLE ta(x PRIMARY KEY, y)", "INSERT INTO ta VALUES (1, 2)");
+  const b = captured("CREATE TABLE tb(x PRIMARY KEY, y)", "INSERT INTO tb VALUES (1, 2)");
+  const c = captured("CREATE TABLE ta(x, y, PRIMARY KEY(y))", "INSERT INTO ta VALUES (1, 2)");
+  const d = captured("CREATE TABLE ta(x PRIMARY KEY, y, z)", "INSERT INTO ta VALUES (1, 2, 3)");
+  const seen = [a, b, a, c, a, d, d, a].map((cs) => changesetTables(cs));
+  const plain = (t: TableHeader[]) => t.map((h) => ({ name: h.name, pk: [...h.pk], pkRaw: [...h.pkRaw!] }));
+  assert.deepEqual(seen.map(plain), [a, b, a, c, a, d, d, a].map((cs) => plain(decodeChangeset(cs).tables)));
+  assert.equal(seen[5]![0], seen[6]![0], "a repeated header is the same object");
+  assert.ok(Object.isFrozen(seen[5]![0]) && Object.isFrozen(seen[5]![0]!.pk), "shared, so frozen");
+});
+
+test("changesetTables: a large changeset's tables are remembered by its array, and a different array is scanned anew", () => {
+  const db = new DatabaseSync(":memory:");
+  db.exec("CREATE TABLE big(id INTEGER PRIMARY KEY, body TEXT); CREATE TABLE other(id PRIMARY KEY)");
+  const s = db.createSession();
+  db.exec("BEGIN");
+  for (let i = 0; i < 2000; i++) db.prepare("INSERT INTO big VALUES (?, ?)").run(i, "x".repeat(50));
+  db.exec("INSERT INTO other VALUES (1); COMMIT");
+  const cs = s.changeset();
+  assert.ok(cs.byteLength >= 64 * 1024);
+  const first = changesetTables(cs);
+  assert.deepEqual(first.map((t) => t.name), ["big", "other"]);
+  first.pop(); // the caller's copy
+  assert.deepEqual(changesetTables(cs).map((t) => t.name), ["big", "other"]);
+  // The same bytes broken in another array: still refused.
+  const broken = cs.slice(0, cs.byteLength - 1);
+  assert.throws(() => changesetTables(broken), RelayError);
 });

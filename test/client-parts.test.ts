@@ -11,6 +11,7 @@ import { Step } from "../client/step.ts";
 import * as store from "../client/store.ts";
 import type { ReplicaEvents } from "../client/types.ts";
 import { decodeChangeset } from "../protocol/changeset.ts";
+import { sameBytes } from "../protocol/codec.ts";
 import type { LogEntry, PushEntry } from "../protocol/messages.ts";
 
 /** The client's plain parts on their own: the outbox's batching, rebase's and apply's pure decisions, the step. */
@@ -51,6 +52,45 @@ describe("rebase's pure parts", () => {
     assert.equal(confirmedPrefix("me", [own(1, 1, 7), own(2, 3, 8)], [row(1, 7), row(2, 8)]), 1);
     assert.equal(confirmedPrefix("me", [own(1, 1, 9)], [row(1, 7)]), 0);
     assert.equal(confirmedPrefix("me", [own(1, 1, 7)], []), 0);
+  });
+  it("confirmedPrefix goes on past schema entries of versions the local tables have, not newer ones", () => {
+    const schema = (seq: number, v: number): LogEntry => ({ seq, client: "x", cseq: 0, changeset: new Uint8Array(0), ts: 0, v, schema: ["CREATE TABLE t(id PRIMARY KEY)"] });
+    const at = (e: LogEntry, v: number): LogEntry => ({ ...e, v });
+    const rows = [{ ...row(1, 7), v: 2 }, { ...row(2, 8), v: 2 }];
+    // A fresh replica's first push: its versions, then its writes.
+    assert.equal(confirmedPrefix("me", [schema(1, 1), schema(2, 2), at(own(3, 1, 7), 2), at(own(4, 2, 8), 2)], rows, 2), 4);
+    assert.equal(confirmedPrefix("me", [at(own(1, 1, 7), 2), schema(2, 2), at(own(3, 2, 8), 2)], rows, 2), 3);
+    // A version the local tables lack runs a migration: the full rebase.
+    assert.equal(confirmedPrefix("me", [at(own(1, 1, 7), 2), schema(2, 3), at(own(3, 2, 8), 2)], rows, 2), 1);
+    assert.equal(confirmedPrefix("me", [schema(1, 1)], [], undefined), 0);
+  });
+  it("sameBytes finds a difference in any byte, whatever the lengths and alignments", () => {
+    const base = new Uint8Array(64).map((_, i) => i * 7);
+    for (let len = 0; len <= 21; len++) {
+      for (const [oa, ob] of [[0, 0], [4, 8], [1, 0], [3, 5]] as const) {
+        const a = new Uint8Array(new ArrayBuffer(40), oa, len), b = new Uint8Array(new ArrayBuffer(40), ob, len);
+        a.set(base.subarray(0, len));
+        b.set(base.subarray(0, len));
+        assert.equal(sameBytes(a, b), true, `len ${len}, offsets ${oa}/${ob}`);
+        for (let i = 0; i < len; i++) {
+          b[i]! ^= 0x10;
+          assert.equal(sameBytes(a, b), false, `len ${len}, offsets ${oa}/${ob}, byte ${i}`);
+          b[i]! ^= 0x10;
+        }
+        if (len > 0) assert.equal(sameBytes(a, b.subarray(1)), false);
+      }
+    }
+    // Large ones (memcmp where the runtime has it), at an offset.
+    const big = new Uint8Array(100_003).map((_, i) => i * 31);
+    const copy = new Uint8Array(100_010);
+    copy.set(big, 7);
+    const view = copy.subarray(7, 7 + big.length);
+    assert.equal(sameBytes(big, view), true);
+    for (const i of [0, 50_000, 100_002]) {
+      view[i]! ^= 1;
+      assert.equal(sameBytes(big, view), false, `byte ${i}`);
+      view[i]! ^= 1;
+    }
   });
   it("lastOwnCseq", () => {
     assert.equal(lastOwnCseq("me", [own(1, 4, 0), { ...own(2, 9, 0), client: "x" }, own(3, 2, 0)]), 4);

@@ -88,6 +88,16 @@ describe("compression module", () => {
     await assert.rejects(readBody(streamOf(broken).stream, "gzip", 100_000), (e) => code(e) === "bad_request");
     await assert.rejects(readBody(streamOf(new Uint8Array([1, 2, 3, 4])).stream, "gzip", 100), (e) => code(e) === "bad_request");
   });
+
+  it("inflates concatenated gzip members; truncated gzip and bytes after its end are bad_request", async () => {
+    const a = new Uint8Array(70_000).fill(1), b = new Uint8Array(90_000).fill(2);
+    const two = Buffer.concat([gzipSync(a), gzipSync(b)]);
+    assert.ok(Buffer.from(await readBody(streamOf(two, 1000).stream, "gzip", 160_000)).equals(Buffer.concat([a, b])));
+    await assert.rejects(readBody(streamOf(two, 1000).stream, "gzip", 159_999), (e) => code(e) === "payload_too_large");
+    const one = gzipSync(a);
+    await assert.rejects(readBody(streamOf(one.subarray(0, one.byteLength - 3)).stream, "gzip", 100_000), (e) => code(e) === "bad_request");
+    await assert.rejects(readBody(streamOf(Buffer.concat([one, Buffer.from([1, 2, 3, 4])])).stream, "gzip", 100_000), (e) => code(e) === "bad_request");
+  });
 });
 
 describe("relay", () => {
@@ -139,6 +149,7 @@ describe("relay", () => {
     assert.equal((await pushRaw(relay.url, db, admin, plain)).status, 200);
     const zipped = await rawPull(db, "gzip, deflate");
     assert.equal(zipped.encoding, "gzip");
+    assert.equal(zipped.bytes[8], 0, "gzip XFL: a page under 1 MiB at zlib's default level");
     const page = gunzipSync(zipped.bytes);
     assert.ok(zipped.bytes.byteLength < page.byteLength / 4, `${zipped.bytes.byteLength} vs ${page.byteLength}`);
     const [entry] = (decode(page) as any).entries;
@@ -150,6 +161,25 @@ describe("relay", () => {
     assert.equal(tiny.encoding, undefined);
     assert.ok(tiny.bytes.byteLength < COMPRESS_MIN_BYTES);
     assert.equal((decode(tiny.bytes) as any).entries.length, 1);
+  });
+
+  it("gzips a pull page over 1 MiB at zlib's fastest level, byte for byte what was pushed", async () => {
+    const db = "gz-big-page";
+    // Two entries of ~700 KB each (the body limit here is 1 MiB), pulled as one page.
+    const text = (i: number) => `row ${i} ${"abcdefghijklmnopqrstuvwxyz".repeat(4)}`;
+    const sent: Uint8Array[] = [];
+    for (const cseq of [1, 2]) {
+      const changeset = insertChangeset(Array.from({ length: 6000 }, (_, i) => [cseq * 10_000 + i, text(i)]));
+      sent.push(changeset);
+      assert.equal((await pushRaw(relay.url, db, admin, await gzip(encode({ client: "c", entries: [{ cseq, changeset }] })), { "content-encoding": "gzip" })).status, 200);
+    }
+    const zipped = await rawPull(db, "gzip");
+    assert.equal(zipped.encoding, "gzip");
+    // RFC 1952 XFL: 4 = compressed with the fastest algorithm (level 1); the runtime's own encoding writes 0.
+    assert.equal(zipped.bytes[8], 4, "gzip XFL");
+    const page = decode(gunzipSync(zipped.bytes)) as { entries: { changeset: Uint8Array }[] };
+    assert.ok(gunzipSync(zipped.bytes).byteLength > 1024 * 1024);
+    assert.deepEqual(page.entries.map((e) => Buffer.from(e.changeset).equals(sent[page.entries.indexOf(e)]!)), [true, true]);
   });
 
   it("the client gzips large pushes, sends small ones plain, and reads gzip pulls", async () => {

@@ -33,6 +33,28 @@ const head = async (db: string) => (await pull(relay.url, db, admin)).body.head 
 const extPackr = new Packr({ moreTypes: true, useRecords: false });
 
 describe("only plain msgpack", () => {
+  it("a large message is encoded into a buffer of about its size (msgpackr's own grows to 4×), and small ones after it into small ones", () => {
+    // Strings long and not ASCII too: msgpackr writes those with Buffer's methods in Node (a plain Uint8Array has none).
+    const client = "é-".repeat(40);
+    const page = { entries: [1, 2].map((seq) => ({ seq, client, cseq: seq, ts: 0, changeset: new Uint8Array(3_000_000).fill(seq), v: 1, schema: ["x".repeat(300)] })), head: 2, more: false };
+    const bytes = encode(page);
+    assert.ok(bytes.buffer.byteLength < 1.1 * bytes.byteLength, `${bytes.byteLength} bytes in a buffer of ${bytes.buffer.byteLength}`);
+    // Binaries decode as Buffers in Node: compared as bytes.
+    const same = (bytes: Uint8Array) => {
+      const got = decode(bytes) as typeof page;
+      assert.deepEqual({ ...got, entries: [] }, { ...page, entries: [] });
+      got.entries.forEach((e, i) => {
+        const { changeset, ...rest } = page.entries[i]!;
+        assert.deepEqual({ ...e, changeset: null }, { ...rest, changeset: null });
+        assert.ok(Buffer.from(e.changeset).equals(changeset), `entry ${i}'s bytes`);
+      });
+    };
+    same(bytes);
+    const next = encode({ t: "ack", id: 1, note: "ü".repeat(100) });
+    assert.ok(next.buffer.byteLength < 1 << 20, `a small message after it sits in a buffer of ${next.buffer.byteLength}`);
+    assert.deepEqual(decode(next), { t: "ack", id: 1, note: "ü".repeat(100) });
+    same(bytes); // still intact
+  });
   it("the codec refuses every extension type, the reserved 0xc1 and trailing bytes, wherever they sit", () => {
     const refused = (bytes: number[] | Uint8Array, why: RegExp) =>
       assert.throws(() => decode(Uint8Array.from(bytes)), (e) => isRelayError(e, "bad_request") && why.test((e as Error).message));

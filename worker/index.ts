@@ -4,11 +4,12 @@ import { RelayError } from "../protocol/errors.ts";
 import { parsePullQuery, parsePushRequest, type HealthResponse } from "../protocol/messages.ts";
 import { MAX_PARTED_ENTRY_BYTES, maxEntryBytes, PULL_LIMIT_DEFAULT, PULL_LIMIT_MAX } from "../protocol/limits.ts";
 import { name, nonNegativeInt, positiveInt } from "../protocol/validate.ts";
-import { acceptsGzip, COMPRESS_MIN_BYTES, GZIP } from "../protocol/compression.ts";
+import { acceptsGzip } from "../protocol/compression.ts";
 import { MIN_PROTOCOL_VERSION, MSGPACK, PACKAGE_VERSION, PROTOCOL_VERSION } from "../protocol/version.ts";
 import { authorize, checkPush } from "./auth.ts";
 import { checkSocketOrigin, corsHeaders } from "./cors.ts";
 import { discardBody, withPushBody } from "./body.ts";
+import { compressedPage } from "./compress.ts";
 import { FrontDoor } from "./admission.ts";
 import { toPushArgs } from "./push-args.ts";
 import { bodyLimit, partBytes } from "./config.ts";
@@ -114,19 +115,9 @@ app.get("/v1/db/:db/pull", async (c) => {
   return compressible(await logFor(c.env, db).pull(q.after, q.limit, c.req.query("parts") === "1"), c.req.header("accept-encoding"));
 });
 
-/**
- * Compressed here, in the stateless Worker, not in the database's object:
- * the Workers runtime gzips a body whose Content-Encoding says so
- * (encodeBody "automatic"), natively, as it streams out. The body is read
- * first because its size decides (the object's response has no length here).
- */
+/** Compressed here, in the stateless Worker, not in the database's object (worker/compress.ts). */
 async function compressible(res: Response, acceptEncoding: string | undefined): Promise<Response> {
-  if (!res.ok || !acceptsGzip(acceptEncoding)) return res;
-  const body = await res.arrayBuffer();
-  const headers = new Headers(res.headers);
-  headers.append("vary", "accept-encoding");
-  if (body.byteLength >= COMPRESS_MIN_BYTES) headers.set("content-encoding", GZIP);
-  return new Response(body, { status: res.status, headers });
+  return res.ok && acceptsGzip(acceptEncoding) ? compressedPage(res) : res;
 }
 
 app.get("/v1/db/:db/ws", async (c) => {
