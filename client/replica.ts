@@ -92,6 +92,9 @@ export class Replica {
     this.snaps = snapshotClient({ url: opts.url, db: opts.db, token: () => tokens.current(), refreshToken: () => tokens.refresh(), ...(opts.fetch ? { fetch: opts.fetch } : {}) });
     this.step = new Step(d, clientId, opts.conflicts ?? {}, this.events, sql);
     const step = this.step;
+    const partReader = new outbox.PartReader();
+    // A sync that ends (done or failed) ends its pass over a large entry: the bytes held for it go.
+    for (const ended of ["sync", "error"] as const) this.events.on(ended, () => partReader.drop());
     const delegate: SyncDelegate & LiveDelegate = {
       now: realClock.now,
       sleep: realClock.sleep,
@@ -107,7 +110,7 @@ export class Replica {
         return { entries, schema: step.versions.unconfirmed(schemaAfter, entries[0]?.v) };
       },
       partBytes: () => this.entryLimits.partBytes,
-      slice: (cseq, from, length) => this.local.run(() => outbox.slice(d, cseq, from, length)),
+      slice: (cseq, from, length) => this.local.run(() => partReader.read(d, cseq, from, length)),
       schemaAhead: () => step.versions.ahead(),
       cursor: () => step.cursor(),
       page: (entries) => this.local.run(() => step.page(entries)),

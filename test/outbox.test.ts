@@ -108,4 +108,24 @@ describe("outbox: one copy while applied = changeset", () => {
     await A.close();
     await B.close();
   });
+
+  it("a large entry's parts come from one read of its BLOB per pass, byte for byte", () => {
+    const d = openNode(":memory:");
+    outbox.createOutbox(d);
+    const entry = Uint8Array.from({ length: 10_000 }, (_, i) => (i * 7) % 251);
+    outbox.enqueue(d, { cseq: 1, changeset: entry, v: 1 }, true);
+    let reads = 0;
+    const counted = new Proxy(d, { get: (t, k) => (k === "all" ? (...a: Parameters<typeof d.all>) => (reads++, t.all(...a)) : Reflect.get(t, k)) });
+    const reader = new outbox.PartReader();
+    const pass = () => [0, 1, 2, 3].map((i) => reader.read(counted, 1, i * 3000, Math.min(3000, entry.byteLength - i * 3000)));
+    assert.deepEqual(Buffer.concat(pass()), Buffer.from(entry));
+    assert.equal(reads, 1, "one read for four parts (substr() loaded the whole BLOB for each)");
+    reader.read(counted, 1, 0, 3000);
+    reader.read(counted, 1, 3000, 3000);
+    assert.equal(reads, 2, "a new pass reads afresh");
+    reader.drop();
+    assert.throws(() => reader.read(counted, 2, 0, 10), /pending entry 2 has no bytes/);
+    assert.throws(() => reader.read(counted, 1, 9000, 2000), /pending entry 1 has no bytes 9000..11000/);
+    d.close();
+  });
 });
