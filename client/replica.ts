@@ -62,6 +62,10 @@ export class Replica {
   private limits: EntryLimits;
   private readonly parts: boolean;
   private limitsKnown = false;
+  /** The request for the relay's limits under way (started at open): every sync shares it. */
+  private learning: Promise<void> | undefined;
+  /** Aborted by close(): ends requests the replica makes on its own (the limits at open). */
+  private readonly opened = new AbortController();
   private closed = false;
 
   /** Use `openReplica`. */
@@ -88,6 +92,9 @@ export class Replica {
     this.snaps = snapshotClient({ url: opts.url, db: opts.db, token: () => tokens.current(), refreshToken: () => tokens.refresh(), ...(opts.fetch ? { fetch: opts.fetch } : {}) });
     this.step = new Step(d, clientId, opts.conflicts ?? {}, this.events, sql);
     const step = this.step;
+    const partReader = new outbox.PartReader();
+    // A sync that ends (done or failed) ends its pass over a large entry: the bytes held for it go.
+    for (const ended of ["sync", "error"] as const) this.events.on(ended, () => partReader.drop());
     const delegate: SyncDelegate & LiveDelegate = {
       now: realClock.now,
       sleep: realClock.sleep,
@@ -103,13 +110,17 @@ export class Replica {
         return { entries, schema: step.versions.unconfirmed(schemaAfter, entries[0]?.v) };
       },
       partBytes: () => this.entryLimits.partBytes,
-      slice: (cseq, from, length) => this.local.run(() => outbox.slice(d, cseq, from, length)),
+      slice: (cseq, from, length) => this.local.run(() => partReader.read(d, cseq, from, length)),
       schemaAhead: () => step.versions.ahead(),
       cursor: () => step.cursor(),
       page: (entries) => this.local.run(() => step.page(entries)),
       acked: (acks, schema) => this.local.run(() => step.acked(acks, schema)),
       fatal: () => this.liveOffAfterFatal(),
-      prepare: (signal) => (this.limitsKnown ? Promise.resolve() : this.learnLimits(transport, signal)),
+      prepare: async (signal) => {
+        const learning = this.limitsLearned(transport);
+        // Only what is pushed depends on the limits: a sync with nothing pending pulls meanwhile.
+        if (!this.readOnly && outbox.pendingCount(d) > 0) await untilAborted(learning, signal);
+      },
       fail: (e) => this.fail(e),
       snapshotReset: (required, signal) => this.resetOntoSnapshot(required, signal),
       snapshotAsked: (seq, build) => void this.snapshotAsked(seq, build).catch((e: unknown) => this.fail(e)),
@@ -139,20 +150,29 @@ export class Replica {
       this.watches.changed(e.tables, now !== version);
       version = now;
     });
+    // Ask now, in the background: the first sync then finds the answer (or the
+    // request under way) and a fresh process's first fetch (loading the HTTP
+    // client, connecting) is not paid inside it.
+    void this.limitsLearned(transport).catch((e: unknown) => this.fail(e));
+  }
+
+  /** The relay's limits, asked once per open (again after a failure); resolves when known or unreachable, never rejects. */
+  private limitsLearned(transport: Transport): Promise<void> {
+    if (this.limitsKnown || this.closed) return Promise.resolve();
+    return (this.learning ??= this.learnLimits(transport).finally(() => (this.learning = undefined)));
   }
 
   /**
    * Ask the relay how large an entry may be and whether it takes parts (once
-   * per open, in the first sync that reaches it); offline, the last answer
-   * (or the default: a relay of this version) stands.
+   * per open, from open on); offline, the last answer (or the default: a
+   * relay of this version) stands.
    */
-  private async learnLimits(transport: Transport, signal: AbortSignal): Promise<void> {
+  private async learnLimits(transport: Transport): Promise<void> {
     let health: HealthResponse | undefined;
     try {
-      health = await transport.health?.(signal);
+      health = await transport.health?.(this.opened.signal);
     } catch {
-      if (signal.aborted) throw new RelayError("aborted", "sync aborted");
-      return; // unreachable now: the push will say so; the next sync asks again
+      return; // unreachable now (or closed): a push will say so; the next sync asks again
     }
     this.limitsKnown = true;
     if (!health) return;
@@ -364,6 +384,7 @@ export class Replica {
 
   async close(): Promise<void> {
     if (this.closed) return;
+    this.opened.abort();
     this.live.stop();
     this.tokens.close();
     this.watches.close();
@@ -390,6 +411,16 @@ export class Replica {
   private assertOpen(): void {
     if (this.closed) throw new RelayError("closed", "replica is closed");
   }
+}
+
+/** `p`, or an "aborted" error as soon as `signal` is: a sync stops waiting for what it shares with others. */
+function untilAborted(p: Promise<void>, signal: AbortSignal): Promise<void> {
+  if (signal.aborted) return Promise.reject(new RelayError("aborted", "sync aborted"));
+  return new Promise((resolve, reject) => {
+    const abort = () => reject(new RelayError("aborted", "sync aborted"));
+    signal.addEventListener("abort", abort, { once: true });
+    p.then(resolve, reject).finally(() => signal.removeEventListener("abort", abort));
+  });
 }
 
 /**

@@ -293,6 +293,66 @@ describe("a relay that never answers", () => {
   });
 });
 
+describe("the relay's limits, asked at open", () => {
+  /** A fetch that holds /v1/health until `answer()` and logs the requests in order. */
+  function holdingHealth() {
+    const log: string[] = [];
+    let answer!: () => void;
+    const answered = new Promise<void>((r) => (answer = r));
+    let pulled!: () => void;
+    const pulling = new Promise<void>((r) => (pulled = r));
+    const fetch: typeof globalThis.fetch = async (input, init) => {
+      const path = new URL(input instanceof Request ? input.url : String(input)).pathname.replace(/^.*\//, "");
+      log.push(path);
+      if (path === "pull") pulled();
+      if (path === "health") {
+        const aborted = new Promise((_, reject) => init?.signal?.addEventListener("abort", () => reject(init.signal!.reason), { once: true }));
+        await Promise.race([answered, aborted]).catch((e: unknown) => {
+          log.push("health aborted");
+          throw e;
+        });
+        log.push("health answered");
+      }
+      return globalThis.fetch(input, init);
+    };
+    return { log, fetch, answer, pulling };
+  }
+
+  it("are asked when the replica opens; a sync with nothing to push pulls without waiting for them", { timeout: 20_000 }, async () => {
+    const db = relay.db("limits-at-open");
+    const h = holdingHealth();
+    const B = await replica(relay, db, "b", "node", { fetch: h.fetch });
+    assert.deepEqual(h.log, ["health"], "asked at open, before any sync");
+    const synced = B.sync();
+    await h.pulling; // before: the sync waited for the held answer and never pulled
+    h.answer();
+    await synced;
+    assert.equal(h.log.filter((x) => x === "health").length, 1, "one request, shared by open and the sync");
+    await B.close();
+  });
+
+  it("a sync with a write to push waits for them, and close() ends a request still under way", { timeout: 20_000 }, async () => {
+    const db = relay.db("limits-before-push");
+    const h = holdingHealth();
+    const A = await replica(relay, db, "a", "node", { fetch: h.fetch });
+    await A.exec("INSERT INTO todo(id) VALUES ('1')");
+    const synced = A.sync();
+    await new Promise((r) => setTimeout(r, 20));
+    assert.deepEqual(h.log, ["health"], "nothing pushed before the limits are known");
+    h.answer();
+    await synced;
+    assert.deepEqual(h.log.slice(0, 3), ["health", "health answered", "push"]);
+    assert.equal(A.status().pending, 0);
+    await A.close();
+    // A relay that never answers /v1/health: close() does not wait out the request's 30 s.
+    const silent = holdingHealth();
+    const C = await replica(relay, db, "c", "node", { fetch: silent.fetch });
+    await C.close();
+    await new Promise((r) => setImmediate(r));
+    assert.deepEqual(silent.log, ["health", "health aborted"]);
+  });
+});
+
 describe("guards", () => {
   it("a read-only replica pulls and applies, and refuses local writes before capturing", async () => {
     const db = relay.db("readonly");

@@ -12,6 +12,8 @@ import * as schemaStore from "../worker/schema-store.ts";
 import { capturedColumns, readStatement } from "../protocol/schema.ts";
 import { isRelayError } from "../protocol/errors.ts";
 import { doSql } from "./support/do-sql.ts";
+import { checkPushTables } from "../worker/auth.ts";
+import { changesetTables } from "../protocol/changeset.ts";
 
 function fresh() {
   const sql = doSql();
@@ -125,6 +127,20 @@ describe("schema-store: data entries", () => {
     ];
     for (const [changeset, v, c] of cases) assert.throws(() => store.push(sql, "a", [{ cseq: 1, changeset, v }], 2), code(c as "schema_mismatch"));
     assert.equal(store.head(sql), 1);
+  });
+
+  it("checks the table headers the Worker's validation read (no second scan), and refuses a push whose bytes do not fit", () => {
+    const sql = at1();
+    const other = captured("CREATE TABLE todo(id TEXT PRIMARY KEY, title TEXT, extra)", "INSERT INTO todo VALUES ('1', 'a', 1)");
+    const [rowTables, otherTables] = checkPushTables({ role: "write" }, { entries: [{ cseq: 1, changeset: row }, { cseq: 2, changeset: other }] });
+    assert.deepEqual(rowTables, changesetTables(row));
+    // The headers are what is checked: these name a shape the log does not have.
+    assert.throws(() => store.push(sql, "a", [{ cseq: 1, changeset: row, v: 1 }], 2, undefined, { tables: [otherTables!] }), code("schema_mismatch"));
+    // Headers read from the bytes: the bytes that do not fit are refused, those that do are taken.
+    assert.throws(() => store.push(sql, "a", [{ cseq: 1, changeset: other, v: 1 }], 2, undefined, { tables: [otherTables!] }), code("schema_mismatch"));
+    assert.deepEqual(store.push(sql, "a", [{ cseq: 1, changeset: row, v: 1 }], 2, undefined, { tables: [rowTables!] }).acks, [{ cseq: 1, seq: 2 }]);
+    // The validation is the same as checkPush's: a broken changeset names its entry.
+    assert.throws(() => checkPushTables({ role: "write" }, { entries: [{ cseq: 7, changeset: row.subarray(0, row.byteLength - 1) }] }), (e: unknown) => isRelayError(e, "malformed_changeset") && /cseq 7/.test((e as Error).message));
   });
 
   it("table names match case-insensitively, as in SQLite", () => {

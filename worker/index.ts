@@ -6,7 +6,7 @@ import { MAX_PARTED_ENTRY_BYTES, maxEntryBytes, PULL_LIMIT_DEFAULT, PULL_LIMIT_M
 import { name, nonNegativeInt, positiveInt } from "../protocol/validate.ts";
 import { acceptsGzip } from "../protocol/compression.ts";
 import { MIN_PROTOCOL_VERSION, MSGPACK, PACKAGE_VERSION, PROTOCOL_VERSION } from "../protocol/version.ts";
-import { authorize, checkPush } from "./auth.ts";
+import { authorize, checkPushTables } from "./auth.ts";
 import { checkSocketOrigin, corsHeaders } from "./cors.ts";
 import { discardBody, withPushBody } from "./body.ts";
 import { compressedPage } from "./compress.ts";
@@ -79,8 +79,8 @@ app.post("/v1/db/:db/push", async (c) => {
   if (!type.startsWith(MSGPACK)) throw new RelayError("unsupported_media_type", `push bodies must be ${MSGPACK}`);
   return write(c.req.raw, db, claims.sub, bodyLimit(c.env), async (bytes) => {
     const body = parsePushRequest(decode(bytes));
-    checkPush(claims, body);
-    return unwrap(await logFor(c.env, db).push(body.client, toPushArgs(body.entries), { role: claims.role, sub: claims.sub }, body.schema));
+    const tables = checkPushTables(claims, body);
+    return unwrap(await logFor(c.env, db).push(body.client, toPushArgs(body.entries, tables), { role: claims.role, sub: claims.sub }, body.schema));
   });
 });
 

@@ -1,4 +1,5 @@
 import { sameBytes } from "../protocol/codec.ts";
+import type { TableHeader } from "../protocol/changeset.ts";
 import { RelayError } from "../protocol/errors.ts";
 import { PULL_BYTE_BUDGET, STORAGE_CHUNK_BYTES } from "../protocol/limits.ts";
 import type { Ack, LogEntry, PushEntry, PushResponse } from "../protocol/messages.ts";
@@ -163,6 +164,8 @@ export interface PushOptions {
   shapes?: schemaStore.ShapeCache;
   /** The token's sub, recorded with each entry appended, data and schema alike (null: unknown, as before identities). */
   sub?: string | null;
+  /** Each entry's table headers as the Worker's validation read them (push-args.ts); scanned here without. */
+  tables?: readonly (readonly TableHeader[])[] | undefined;
 }
 
 /**
@@ -194,7 +197,7 @@ export function push(sql: Sql, client: string, entries: readonly PushEntry[], no
   // An entry of this client's being uploaded in parts comes first (entry-parts.ts).
   const staged = entryParts.firstStaged(sql, client, now);
   const acks: Ack[] = [];
-  for (const entry of entries) {
+  for (const [i, entry] of entries.entries()) {
     // Only a cseq at or below the client's highest can be a retry: new
     // entries (the usual case) skip the lookup.
     if (entry.cseq <= maxCseq) {
@@ -206,7 +209,7 @@ export function push(sql: Sql, client: string, entries: readonly PushEntry[], no
       continue;
     }
     if (entry.cseq > staged) throw entryParts.stagedFirst(client, staged, entry.cseq);
-    schemaStore.checkEntry(entry, version, shapes);
+    schemaStore.checkEntry(entry, version, shapes, opts.tables?.[i]);
     h += 1;
     append(sql, h, client, entry, now, sub);
     maxCseq = entry.cseq;

@@ -1,5 +1,6 @@
 import { DurableObject } from "cloudflare:workers";
 import { decode, encode } from "../protocol/codec.ts";
+import type { TableHeader } from "../protocol/changeset.ts";
 import { RelayError } from "../protocol/errors.ts";
 import { CLOSE, FRAME, FRAME_ENTRY_BUDGET, HEARTBEAT_PING, HEARTBEAT_PONG, MAX_FRAME_BYTES, parseClientFrame, type RelayFrame } from "../protocol/frames.ts";
 import type { EntryPart, PushEntry, PushResponse } from "../protocol/messages.ts";
@@ -82,7 +83,7 @@ export class ChangesetLog extends DurableObject<Env> {
       this.drain(); // socket pushes that arrived first go first
       // transactionSync: all-or-nothing; the output gate holds every response
       // and socket message until the write is durable.
-      const { appended, ...res } = this.guarded(() => this.append(client, entries, caller, Date.now(), undefined, schema));
+      const { appended, ...res } = this.guarded(() => this.append(client, entries, caller, Date.now(), undefined, schema, args.tables));
       const out = new Outgoing();
       for (const ws of this.subscribers()) out.entries(ws, appended, res.head);
       out.flush();
@@ -239,9 +240,9 @@ export class ChangesetLog extends DurableObject<Env> {
    * for data: both are recorded under the client and the sub. Then the log's
    * own rules.
    */
-  private append(client: string, entries: PushEntry[], caller: Caller, now: number, knownHead?: number, schema: SchemaVersion[] = []) {
+  private append(client: string, entries: PushEntry[], caller: Caller, now: number, knownHead?: number, schema: SchemaVersion[] = [], tables?: TableHeader[][]) {
     bindClient(this.sql, client, caller, now);
-    const opts = { schema, mayChangeSchema: this.mayChangeSchema(caller.role), shapes: this.shapes, sub: caller.sub };
+    const opts = { schema, mayChangeSchema: this.mayChangeSchema(caller.role), shapes: this.shapes, sub: caller.sub, tables };
     return store.push(this.sql, client, entries, now, knownHead, opts);
   }
 

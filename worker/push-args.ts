@@ -1,3 +1,4 @@
+import type { TableHeader } from "../protocol/changeset.ts";
 import type { PushEntry } from "../protocol/messages.ts";
 import type { SchemaVersion } from "../protocol/schema.ts";
 
@@ -10,16 +11,25 @@ import type { SchemaVersion } from "../protocol/schema.ts";
  */
 export const RPC_INLINE_BYTES = 16 * 1024 * 1024;
 
-export type PushArgs =
+/**
+ * `tables`: each entry's table headers, as the Worker's validating scan read
+ * them from these bytes (checkPushTables), so the object checks the schema
+ * without scanning them again. The object trusts them as it trusts the
+ * Worker's validation; without them (socket pushes) it scans.
+ */
+export type PushArgs = (
   | { entries: PushEntry[] }
-  | { sizes: { cseq: number; size: number; v: number }[]; bytes: ReadableStream<Uint8Array> };
+  | { sizes: { cseq: number; size: number; v: number }[]; bytes: ReadableStream<Uint8Array> }
+) & { tables?: TableHeader[][] };
 
-export function toPushArgs(entries: PushEntry[]): PushArgs {
+export function toPushArgs(entries: PushEntry[], tables?: TableHeader[][]): PushArgs {
   const total = entries.reduce((n, e) => n + e.changeset.byteLength, 0);
-  if (total <= RPC_INLINE_BYTES) return { entries };
+  const headers = tables ? { tables } : {};
+  if (total <= RPC_INLINE_BYTES) return { entries, ...headers };
   return {
     sizes: entries.map((e) => ({ cseq: e.cseq, size: e.changeset.byteLength, v: e.v ?? 0 })),
     bytes: new Blob(entries.map((e) => e.changeset as Uint8Array<ArrayBuffer>)).stream(),
+    ...headers,
   };
 }
 

@@ -129,9 +129,9 @@ const RESERVED_OBJECTS = `
  * version, and every table it touches has that version's columns and primary
  * key. Called before it is stored; throws `schema_outdated` or `schema_mismatch`.
  */
-export function checkEntry(entry: PushEntry, current: number, shapes: (() => Map<string, TableShape>) | undefined): void {
+export function checkEntry(entry: PushEntry, current: number, shapes: (() => Map<string, TableShape>) | undefined, headers?: readonly TableHeader[]): void {
   checkVersion(entry, current);
-  if (shapes) checkTables(entry, changesetTables(entry.changeset), shapes());
+  if (shapes) checkTables(entry, headers ?? changesetTables(entry.changeset), shapes());
 }
 
 /** The `v` rule of checkEntry (an entry uploaded in parts is checked before its bytes are read: entry-parts.ts). */
