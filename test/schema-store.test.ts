@@ -12,7 +12,7 @@ import * as schemaStore from "../worker/schema-store.ts";
 import { capturedColumns, readStatement } from "../protocol/schema.ts";
 import { isRelayError } from "../protocol/errors.ts";
 import { doSql } from "./support/do-sql.ts";
-import { checkPushTables } from "../worker/auth.ts";
+import { checkPushTables } from "../worker/push-check.ts";
 import { changesetTables } from "../protocol/changeset.ts";
 
 function fresh() {

@@ -6,7 +6,8 @@ import { MAX_PARTED_ENTRY_BYTES, maxEntryBytes, PULL_LIMIT_DEFAULT, PULL_LIMIT_M
 import { name, nonNegativeInt, positiveInt } from "../protocol/validate.ts";
 import { acceptsGzip } from "../protocol/compression.ts";
 import { MIN_PROTOCOL_VERSION, MSGPACK, PACKAGE_VERSION, PROTOCOL_VERSION } from "../protocol/version.ts";
-import { authorize, checkPushTables } from "./auth.ts";
+import { authorize } from "./auth.ts";
+import { checkPushTables } from "./push-check.ts";
 import { checkSocketOrigin, corsHeaders } from "./cors.ts";
 import { discardBody, withPushBody } from "./body.ts";
 import { compressedPage } from "./compress.ts";

@@ -8,7 +8,7 @@ import type { SchemaVersion } from "../protocol/schema.ts";
 import { expiresAt, roleAtLeast, ROLES, type Role, type TokenClaims } from "../protocol/token.ts";
 import { isName } from "../protocol/validate.ts";
 import { MSGPACK } from "../protocol/version.ts";
-import { checkPush } from "./auth.ts";
+import { checkPush } from "./push-check.ts";
 import { bindClient } from "./identity.ts";
 import * as store from "./log-store.ts";
 import * as entryParts from "./entry-parts.ts";
