@@ -446,9 +446,12 @@ if (only.has("w2")) {
   const w2: Record<string, unknown> = {};
   for (const d of drivers) w2[d] = await withRelay((r) => w2Bench(r, d));
   results.w2 = w2;
-  const w2watch: Record<string, unknown> = {};
-  for (const d of drivers) w2watch[d] = await withRelay((r) => w2WatchBench(r, d));
-  results.w2watch = w2watch;
+  // Traced or paced runs are about the latency path: the watch comparison is left out.
+  if (!args["w2-stages"] && !args["w2-rate"]) {
+    const w2watch: Record<string, unknown> = {};
+    for (const d of drivers) w2watch[d] = await withRelay((r) => w2WatchBench(r, d));
+    results.w2watch = w2watch;
+  }
 }
 if (only.has("browser")) {
   const dist = await buildBrowserBench();
