@@ -17,7 +17,8 @@ import { httpTransport } from "../client/transport/http.ts";
 import { socketUrl } from "../client/transport/socket.ts";
 import { INSERT_TODO, TODOS_SCHEMA, UPDATE_TODO, W2_POINT_WATCHES, w1Row, w2Update, type W2Watch } from "./rows.ts";
 import { installWireMeter, wireBytes, wireSince, type WireBytes } from "./wire.ts";
-import { selfPeakRss } from "./proc.ts";
+import { schedMs, selfPeakRss } from "./proc.ts";
+import { readerTimes, tracedWebSocket, writerTimes, type FrameLog } from "./stages.ts";
 
 export const now = (): number => Number(process.hrtime.bigint()) / 1e6;
 
@@ -25,8 +26,8 @@ export type Job =
   | { kind: "limit"; n: number }
   | { kind: "w1-write"; url: string; db: string; token: string; driver: DriverKind; n: number }
   | { kind: "catch-up"; url: string; db: string; token: string; driver: DriverKind; rows: number }
-  | { kind: "w2-writer"; url: string; db: string; token: string; driver: DriverKind; n: number }
-  | { kind: "w2-reader"; url: string; db: string; token: string; driver: DriverKind; target: number; watch?: W2Watch; n?: number }
+  | { kind: "w2-writer"; url: string; db: string; token: string; driver: DriverKind; n: number; stages?: boolean; rate?: number }
+  | { kind: "w2-reader"; url: string; db: string; token: string; driver: DriverKind; target: number; watch?: W2Watch; n?: number; stages?: boolean }
   | { kind: "w3"; url: string; db: string; tokens: string[]; ms: number; mode: "batched" | "single"; rate: number }
   | { kind: "w4-seed"; url: string; db: string; token: string; entries: number };
 
@@ -83,9 +84,12 @@ function limit(n: number) {
   return { captureMs: t1 - t0, applyMs: t2 - t1, totalMs: t2 - t0, changesetBytes: changeset.byteLength };
 }
 
-function open(job: { url: string; db: string; token: string; driver: DriverKind }, live = false): Promise<Replica> {
-  return openReplica({ url: job.url, db: job.db, token: job.token, driver: job.driver, schema: [TODOS_SCHEMA], live });
+function open(job: { url: string; db: string; token: string; driver: DriverKind }, live = false, frames?: FrameLog): Promise<Replica> {
+  return openReplica({ url: job.url, db: job.db, token: job.token, driver: job.driver, schema: [TODOS_SCHEMA], live, ...(frames ? { createWebSocket: tracedWebSocket(frames) } : {}) });
 }
+
+/** The frames of a W2 replica's socket, when its stages are traced (stages.ts). */
+const frameLog = (on: boolean | undefined): FrameLog | undefined => (on ? { sent: [], got: [] } : undefined);
 
 async function count(r: Replica): Promise<number> {
   return (await r.query<{ c: number }>("SELECT count(*) AS c FROM todos"))[0]!.c;
@@ -131,12 +135,23 @@ async function catchUp(job: Extract<Job, { kind: "catch-up" }>) {
 }
 
 /**
+ * Paced W2 (`--w2-rate`): wait for update k's due time, or at least yield to
+ * the event loop, as an app writing in response to events does (a loop of
+ * awaited exec() calls alone never yields: node:sqlite is synchronous).
+ */
+async function pace(due: number): Promise<void> {
+  const ahead = due - now();
+  await new Promise((r) => (ahead >= 1 ? setTimeout(r, ahead) : setImmediate(r)));
+}
+
+/**
  * W2, replica A: holds the W1 rows (1..n), synced; then, on "go", n
  * single-row updates, each its own transaction, live. Records when each
  * exec() resolved.
  */
 async function w2Writer(job: Extract<Job, { kind: "w2-writer" }>) {
-  const a = await open(job, true);
+  const frames = frameLog(job.stages);
+  const a = await open(job, true, frames);
   await a.transaction(async (tx) => {
     for (let i = 1; i <= job.n; i++) await tx.exec(INSERT_TODO, w1Row(i));
   });
@@ -145,25 +160,33 @@ async function w2Writer(job: Extract<Job, { kind: "w2-writer" }>) {
   const seedHead = a.status().cursor;
   await reply({ stage: "seeded", seedHead });
   await nextMessage(); // go
+  if (frames) frames.sent.length = frames.got.length = 0;
+  const sched0 = schedMs([process.pid], true);
   const w = wireBytes();
   const resolved = new Float64Array(job.n + 1);
+  const execStart = new Float64Array(job.n + 1);
   const start = now();
   for (let k = 1; k <= job.n; k++) {
+    if (job.rate) await pace(start + ((k - 1) * 1000) / job.rate);
+    execStart[k] = now();
     await a.exec(UPDATE_TODO, w2Update(k));
     resolved[k] = now();
   }
   const execEnd = now();
   await until(() => a.status().pending === 0, "A's updates confirmed");
   const confirmed = now();
+  const sched = schedMs([process.pid], true);
   const wire = wireSince(w);
   await a.close();
-  return { start, execEnd, confirmed, resolved: Array.from(resolved), wire };
+  const traced = frames && { ...writerTimes(frames), execStart: Array.from(execStart), runCpuMs: sched.cpu - sched0.cpu, runWaitMs: sched.wait - sched0.wait };
+  return { start, execEnd, confirmed, resolved: Array.from(resolved), wire, ...(traced ? { traced } : {}) };
 }
 
 /** W2, replica B: live, already holding the seed; records every remote "change" event (cursor, time), and what its watches saw. */
 async function w2Reader(job: Extract<Job, { kind: "w2-reader" }>) {
   const unrelated = Array.from({ length: 10 }, (_, t) => `CREATE TABLE IF NOT EXISTS other${t}(id INTEGER PRIMARY KEY, v TEXT)`);
-  const b = job.watch === "unrelated" ? await openReplica({ url: job.url, db: job.db, token: job.token, driver: job.driver, migrations: [[TODOS_SCHEMA], unrelated], live: true }) : await open(job, true);
+  const frames = frameLog(job.stages);
+  const b = job.watch === "unrelated" ? await openReplica({ url: job.url, db: job.db, token: job.token, driver: job.driver, migrations: [[TODOS_SCHEMA], unrelated], live: true }) : await open(job, true, frames);
   await b.sync();
   await until(() => b.status().connected, "B connected");
   const events: number[] = [];
@@ -191,13 +214,16 @@ async function w2Reader(job: Extract<Job, { kind: "w2-reader" }>) {
   await b.query("SELECT 1"); // the watches' first runs are done
   const w = wireBytes();
   const cpu = process.cpuUsage();
+  if (frames) frames.sent.length = frames.got.length = 0;
+  const sched0 = schedMs([process.pid], true);
   await reply({ stage: "ready", cursor: b.status().cursor });
   await until(() => last >= job.target && seen.length === 2 * watched.size, "B to receive every update", 600_000);
   const c = process.cpuUsage(cpu);
+  const sched = schedMs([process.pid], true);
   const wire = wireSince(w);
   await b.close();
   // B's CPU while the updates arrive (not opening, not the watches' first runs).
-  return { events, seen, wire, runCpuMs: (c.user + c.system) / 1000 };
+  return { events, seen, wire, runCpuMs: (c.user + c.system) / 1000, ...(frames ? { traced: { ...readerTimes(frames), runWaitMs: sched.wait - sched0.wait } } : {}) };
 }
 
 const TODOS: TableHeader = { name: "todos", pk: [true, false, false, false] };

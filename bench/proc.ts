@@ -103,3 +103,31 @@ export function machine(): { load1: number; load5: number; cores: number; cpu: s
   const memGiB = kb(readFileSync("/proc/meminfo", "utf8").replace("MemTotal", "MemTotal"), "MemTotal") / 1024 / 1024;
   return { load1: l1 ?? 0, load5: l5 ?? 0, cores, cpu, memGiB: Math.round(memGiB) };
 }
+
+/**
+ * CPU time and run-queue wait of processes, in ms, summed over all their
+ * threads or only the main one (/proc/PID/task/TID/schedstat): the wait is
+ * how long a thread was ready to run while no core was free for it.
+ */
+export function schedMs(pids: number[], mainThread = false): { cpu: number; wait: number } {
+  let cpu = 0;
+  let wait = 0;
+  for (const pid of pids) {
+    let tasks: string[] = [];
+    try {
+      tasks = mainThread ? [String(pid)] : readdirSync(`/proc/${pid}/task`);
+    } catch {
+      continue; // exited
+    }
+    for (const tid of tasks) {
+      try {
+        const [run, queued] = readFileSync(`/proc/${pid}/task/${tid}/schedstat`, "utf8").split(" ").map(Number);
+        cpu += run! / 1e6;
+        wait += queued! / 1e6;
+      } catch {
+        // exited meanwhile
+      }
+    }
+  }
+  return { cpu, wait };
+}

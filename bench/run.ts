@@ -7,7 +7,9 @@
  * (default 3) with min–max. See README "Benchmarks".
  *
  * Also: --drivers node,wasm; --w1 / --w2 with a list of N; --out FILE;
- * BENCH_DEBUG=1 prints how W2's latency moves through each run.
+ * BENCH_DEBUG=1 prints how W2's latency moves through each run; --w2-stages
+ * times each W2 update at every stage of its path (stages.ts) and prints them;
+ * --w2-rate R paces W2's writer at R updates a second.
  */
 import { w5, w5Report, type W5Result } from "./w5.ts";
 import { fork, type ChildProcess } from "node:child_process";
@@ -19,9 +21,10 @@ import { freePort, LOCAL_SECRET } from "../scripts/local-relay.ts";
 import type { DriverKind } from "../client/drivers/types.ts";
 import type { Job } from "./child.ts";
 import { W2_POINT_WATCHES, type W2Watch } from "./rows.ts";
-import { cpuMs, findByName, machine, memory, resetPeak } from "./proc.ts";
+import { cpuMs, findByName, machine, memory, resetPeak, schedMs } from "./proc.ts";
 import { connectInspector, profileRelay, sampleHeap, type HeapSampler } from "./inspector.ts";
 import { figure, fmt, percentile, table, type Figure } from "./stats.ts";
+import { stages as w2Stages, type StageInput } from "./stages.ts";
 import { browserBench, buildBrowserBench, journalBench, type W1Sample, type W2Sample } from "./browser.ts";
 
 const here = (f: string) => fileURLToPath(new URL(f, import.meta.url));
@@ -36,6 +39,9 @@ const { values: args } = parseArgs({
     /** Override W1's N list, e.g. --w1 100000 (while profiling). */
     w1: { type: "string" },
     w2: { type: "string" },
+    "w2-stages": { type: "boolean", default: false },
+    /** W2 paced: A writes this many updates a second (yielding between writes) instead of back to back. */
+    "w2-rate": { type: "string" },
     "w1-big": { type: "string" },
     "browser-w1": { type: "string" },
     "browser-w2": { type: "string" },
@@ -258,16 +264,19 @@ async function w2Run(relay: Relay, driver: DriverKind, n: number, watch?: W2Watc
   const db = freshDb(`w2-${driver}-${n}`);
   return onRelay(relay, async () => {
     const a = new Child("child.ts");
-    a.send({ kind: "w2-writer", url: relay.url, db, token: await token("a", db), driver, n } satisfies Job);
+    const traced = args["w2-stages"] && !watch;
+    a.send({ kind: "w2-writer", url: relay.url, db, token: await token("a", db), driver, n, stages: traced, ...(args["w2-rate"] ? { rate: Number(args["w2-rate"]) } : {}) } satisfies Job);
     const { seedHead } = await a.expect<{ seedHead: number }>("seeded");
     const b = new Child("child.ts");
-    b.send({ kind: "w2-reader", url: relay.url, db, token: await token("b", db), driver, target: seedHead + n, ...(watch ? { watch, n } : {}) } satisfies Job);
+    b.send({ kind: "w2-reader", url: relay.url, db, token: await token("b", db), driver, target: seedHead + n, ...(watch ? { watch, n } : {}), stages: traced } satisfies Job);
     await b.expect("ready");
+    const relaySched0 = schedMs(relay.pids);
     a.send("go");
     const [ar, br] = await Promise.all([
-      a.expect<{ result: { start: number; resolved: number[]; wire: { up: number; down: number }; peakRss: number; cpuMs: number } }>("done"),
-      b.expect<{ result: { events: number[]; seen: number[]; runCpuMs: number; wire: { up: number; down: number }; peakRss: number; cpuMs: number } }>("done"),
+      a.expect<{ result: { start: number; resolved: number[]; wire: { up: number; down: number }; peakRss: number; cpuMs: number; traced?: StageInput["a"] & { execStart: number[]; runCpuMs: number; runWaitMs: number } } }>("done"),
+      b.expect<{ result: { events: number[]; seen: number[]; runCpuMs: number; wire: { up: number; down: number }; peakRss: number; cpuMs: number; traced?: StageInput["b"] & { runWaitMs: number } } }>("done"),
     ]);
+    const relaySched = schedMs(relay.pids);
     const { start, resolved } = ar.result;
     const ev = br.result.events;
     // Update k is log entry seedHead + k; B sees it at the first remote change whose cursor reaches it.
@@ -283,6 +292,22 @@ async function w2Run(relay: Relay, driver: DriverKind, n: number, watch?: W2Watc
       log(`  latency by tenth of the run (ms): ${Array.from({ length: 10 }, (_, i) => percentile(latencies.slice(i * tenth, (i + 1) * tenth), 50).toFixed(1)).join(" ")}`);
       log(`  B change events: ${ev.length / 2} for ${n} updates; A exec loop ${(resolved[n]! - start).toFixed(0)} ms`);
       log(`  first 20 latencies: ${latencies.slice(0, 20).map((x) => x.toFixed(1)).join(" ")}`);
+    }
+    let stageFigures: Record<string, number> = {};
+    if (ar.result.traced && br.result.traced) {
+      const a = ar.result.traced;
+      const b = br.result.traced;
+      stageFigures = {
+        ...w2Stages({ cseq0: a.sent[0]! - 1, seq0: seedHead, n, execStart: a.execStart, resolved, a, b, events: ev }),
+        // Run-queue waits (ready to run, no core free) and CPU during the run: A's and B's main (JavaScript) thread, all of workerd's.
+        aWaitMs: a.runWaitMs,
+        bWaitMs: b.runWaitMs,
+        relayWaitMs: relaySched.wait - relaySched0.wait,
+        aRunCpuMs: a.runCpuMs,
+        relayRunCpuMs: relaySched.cpu - relaySched0.cpu,
+      };
+      const st = (name: string) => `${name} ${stageFigures[`${name}P50`]!.toFixed(2)}/${stageFigures[`${name}P99`]!.toFixed(2)}`;
+      log(`  stages p50/p99 ms: ${["write", "sent", "relay", "b", "ack", "total", "measured"].map(st).join(", ")}; write mean ${(stageFigures.writeMean! * 1000).toFixed(0)} µs, between writes ${(stageFigures.gapMean! * 1000).toFixed(0)} µs; frames A→ ${stageFigures.pushFrames} →B ${stageFigures.bFrames}; during the run, CPU ms A ${stageFigures.aRunCpuMs!.toFixed(0)} B ${br.result.runCpuMs.toFixed(0)} relay ${stageFigures.relayRunCpuMs!.toFixed(0)}, run-queue wait ms A ${stageFigures.aWaitMs!.toFixed(0)} B ${stageFigures.bWaitMs!.toFixed(0)} relay ${stageFigures.relayWaitMs!.toFixed(0)}`);
     }
     // What a watch adds: from the "change" event that included update k to the callback of row k's watch.
     const added: number[] = [];
@@ -313,6 +338,7 @@ async function w2Run(relay: Relay, driver: DriverKind, n: number, watch?: W2Watc
       bCpuMs: br.result.cpuMs,
       bRunCpuMs: br.result.runCpuMs,
       ...(added.length > 0 ? { watchAddedP50: percentile(added, 50), watchAddedP99: percentile(added, 99) } : {}),
+      ...stageFigures,
     };
   });
 }
@@ -420,9 +446,12 @@ if (only.has("w2")) {
   const w2: Record<string, unknown> = {};
   for (const d of drivers) w2[d] = await withRelay((r) => w2Bench(r, d));
   results.w2 = w2;
-  const w2watch: Record<string, unknown> = {};
-  for (const d of drivers) w2watch[d] = await withRelay((r) => w2WatchBench(r, d));
-  results.w2watch = w2watch;
+  // Traced or paced runs are about the latency path: the watch comparison is left out.
+  if (!args["w2-stages"] && !args["w2-rate"]) {
+    const w2watch: Record<string, unknown> = {};
+    for (const d of drivers) w2watch[d] = await withRelay((r) => w2WatchBench(r, d));
+    results.w2watch = w2watch;
+  }
 }
 if (only.has("browser")) {
   const dist = await buildBrowserBench();
