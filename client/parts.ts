@@ -57,8 +57,9 @@ export const PARTS_IN_FLIGHT = 2;
  * Upload entry `cseq` (`size` bytes) in parts, reading each part from the
  * outbox as it goes (`read`), so only PARTS_IN_FLIGHT parts are in memory.
  * Each request is retried on its own (`retry`); a part sent twice is the same
- * part to the relay, and parts may arrive in any order (the relay appends
- * when it has them all). Resolves with the entry's ack, which comes with the
+ * part to the relay, and parts may arrive in any order (the relay validates
+ * them as they line up and appends when it has them all). Each names the part
+ * size (`part`), which the relay keeps for this upload even if reconfigured. Resolves with the entry's ack, which comes with the
  * part that completed it, or earlier when the log had it already (a lost answer).
  */
 export async function pushInParts(
@@ -81,7 +82,7 @@ export async function pushInParts(
     try {
       for (let idx = 0; idx < parts && !done; idx++) {
         const data = await read(idx * partBytes, Math.min(partBytes, entry.size - idx * partBytes));
-        flying.push(retry(() => send({ cseq: entry.cseq, v: entry.v, size: entry.size, idx, data })));
+        flying.push(retry(() => send({ cseq: entry.cseq, v: entry.v, size: entry.size, idx, data, part: partBytes })));
         if (flying.length >= PARTS_IN_FLIGHT) await settle();
       }
       while (flying.length > 0) await settle();

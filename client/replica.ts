@@ -98,7 +98,8 @@ export class Replica {
       isClosed: () => this.closed,
       nextPush: (after, schemaAfter) => {
         // Larger than a part: left in the outbox, and sent in parts read from there.
-        const entries = outbox.takeForPush(d, after, MAX_ENTRIES_PER_PUSH, PUSH_BYTE_BUDGET, this.entryLimits.partBytes ?? Infinity);
+        const limits = this.entryLimits;
+        const entries = outbox.takeForPush(d, after, MAX_ENTRIES_PER_PUSH, Math.min(PUSH_BYTE_BUDGET, limits.requestBytes), limits.partBytes ?? Infinity);
         // The schema versions these entries need, ahead of them (none when the log has them).
         return { entries, schema: step.versions.unconfirmed(schemaAfter, entries[0]?.v) };
       },
@@ -110,6 +111,7 @@ export class Replica {
       acked: (acks, schema) => this.local.run(() => step.acked(acks, schema)),
       fatal: () => this.liveOffAfterFatal(),
       prepare: (signal) => (this.limitsKnown ? Promise.resolve() : this.learnLimits(transport, signal)),
+      relearn: (signal) => this.learnLimits(transport, signal),
       fail: (e) => this.fail(e),
       snapshotReset: (required, signal) => this.resetOntoSnapshot(required, signal),
       snapshotAsked: (seq, build) => void this.snapshotAsked(seq, build).catch((e: unknown) => this.fail(e)),

@@ -142,12 +142,16 @@ export class ChangesetLog extends DurableObject<Env> {
    * a page always holds at least one entry, whatever its size, so as a value
    * it could pass RPC's 32 MiB limit. `parts`: the client fetches entries
    * larger than a part in parts (listed by size here), as clients since
-   * issue 18 do; older ones get every entry whole.
+   * issue 18 do; older ones get entries whole up to what a request carries,
+   * and `upgrade_required` for a larger one.
    */
   pull(after: number, limit: number, parts = false): Response {
     try {
       const headers = { "content-type": MSGPACK, "x-relay-instance": this.instance };
-      return new Response(encode(store.pull(this.sql, after, limit, undefined, parts ? partBytes(this.env) : Infinity)), { headers });
+      // Without parts, an entry larger than a request is not sent whole either (entry-parts.ts wholeOnly).
+      const whole = maxEntryBytes(bodyLimit(this.env));
+      const page = store.pull(this.sql, after, limit, undefined, parts ? partBytes(this.env) : whole);
+      return new Response(encode(parts ? page : entryParts.wholeOnly(page, whole)), { headers });
     } catch (e) {
       return errorResponse(e);
     }
