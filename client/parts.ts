@@ -1,6 +1,6 @@
 import { scan } from "../protocol/changeset.ts";
 import { RelayError } from "./errors.ts";
-import type { EntryPart, PushResponse } from "../protocol/messages.ts";
+import type { EntryPart, LogEntry, PushResponse } from "../protocol/messages.ts";
 
 /**
  * Transactions of any size, on the client (issue 18): how large a write may
@@ -93,4 +93,14 @@ export async function pushInParts(
     if (done) return done;
   }
   throw new RelayError("internal", `the relay took every part of cseq ${entry.cseq} without appending it`);
+}
+
+/**
+ * Whether a pulled page holds an entry larger than a part (fetched in parts;
+ * undefined: the relay takes no parts and sends every entry whole). The sync
+ * loop asks for the next page only once such a page applied, so a client
+ * holds one large entry at a time.
+ */
+export function holdsLarge(entries: readonly LogEntry[], partBytes: number | undefined): boolean {
+  return partBytes !== undefined && entries.some((e) => e.changeset.byteLength > partBytes);
 }

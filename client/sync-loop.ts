@@ -6,7 +6,7 @@ import { withRetry, type BackoffOptions, type Clock } from "./backoff.ts";
 import { Mutex, type Emitter } from "./events.ts";
 import type { Transport } from "./transport/http.ts";
 import type { OutboxEntry } from "./outbox.ts";
-import { pushInParts } from "./parts.ts";
+import { holdsLarge, pushInParts } from "./parts.ts";
 import type { ReplicaEvents, SyncEvent, SyncProgress } from "./types.ts";
 
 /**
@@ -405,11 +405,6 @@ export class SyncLoop {
     response.catch(() => undefined);
     return { after, response, cancel: () => own.abort() };
   }
-}
-
-/** Whether a page holds an entry larger than a part (undefined: the relay takes no parts, and sends every entry whole). */
-function holdsLarge(entries: readonly LogEntry[], partBytes: number | undefined): boolean {
-  return partBytes !== undefined && entries.some((e) => e.changeset.byteLength > partBytes);
 }
 
 /** One turn of the event loop (I/O included), where setImmediate exists; else a zero timeout. */
