@@ -59,8 +59,9 @@ export const PARTS_IN_FLIGHT = 2;
  * Each request is retried on its own (`retry`); a part sent twice is the same
  * part to the relay, and parts may arrive in any order (the relay validates
  * them as they line up and appends when it has them all). Each names the part
- * size (`part`), which the relay keeps for this upload even if reconfigured. Resolves with the entry's ack, which comes with the
- * part that completed it, or earlier when the log had it already (a lost answer).
+ * size (`part`), which the relay keeps for this upload even if reconfigured.
+ * Resolves with the entry's ack, which comes with the part that completed it,
+ * or earlier when the log had it already (a lost answer).
  */
 export async function pushInParts(
   entry: { cseq: number; v: number; size: number },
@@ -79,17 +80,15 @@ export async function pushInParts(
       const res = await flying.shift()!;
       if (acked(res)) done ??= res;
     };
-    try {
-      for (let idx = 0; idx < parts && !done; idx++) {
-        const data = await read(idx * partBytes, Math.min(partBytes, entry.size - idx * partBytes));
-        flying.push(retry(() => send({ cseq: entry.cseq, v: entry.v, size: entry.size, idx, data, part: partBytes })));
-        if (flying.length >= PARTS_IN_FLIGHT) await settle();
-      }
-      while (flying.length > 0) await settle();
-    } finally {
-      // A failure leaves no request unobserved.
-      for (const f of flying) f.catch(() => undefined);
+    for (let idx = 0; idx < parts && !done; idx++) {
+      const data = await read(idx * partBytes, Math.min(partBytes, entry.size - idx * partBytes));
+      const sent = retry(() => send({ cseq: entry.cseq, v: entry.v, size: entry.size, idx, data, part: partBytes }));
+      // Observed at once: it may fail while the next part is read (unhandled, that ends a Node process); settle() throws it.
+      sent.catch(() => undefined);
+      flying.push(sent);
+      if (flying.length >= PARTS_IN_FLIGHT) await settle();
     }
+    while (flying.length > 0) await settle();
     if (done) return done;
   }
   throw new RelayError("internal", `the relay took every part of cseq ${entry.cseq} without appending it`);

@@ -25,6 +25,8 @@ async function reconfigure(settings: Record<string, string>): Promise<void> {
   Object.assign(bindings, settings);
   await relay.stop();
   await relay.start();
+  const h = (await (await fetch(`${relay.url}/v1/health`)).json()) as { limits: { partBytes: number } };
+  assert.equal(h.limits.partBytes, Math.min(Number(bindings.PART_BYTES), Number(bindings.MAX_BODY_BYTES) - 4096), "reconfigured");
 }
 
 /** ~2 MB in one transaction: rows of 1.1 KB of random text (incompressible). */
