@@ -95,13 +95,13 @@ describe("a relay reconfigured under a client", () => {
 });
 
 describe("a pull without parts=1 (an older client)", () => {
-  it("gets entries whole up to what a request carries, then upgrade_required for a larger one instead of a response holding it", async () => {
+  it("gets entries whole up to what a request (or a page, 8 MiB) carries, then upgrade_required for a larger one instead of a response holding it", async () => {
     const db = relay.db("older");
     const A = await replica(relay, db, "a-older", "node");
     await A.sync();
     await A.exec("INSERT INTO todo(id, title) VALUES ('before', 'small')");
     await A.sync();
-    await bigWrite(A);
+    await bigWrite(A, 8500); // ~9.4 MB
     await A.exec("INSERT INTO todo(id, title) VALUES ('after', 'small')");
     await A.sync();
     const token = await relay.token("read", "reader", db);
