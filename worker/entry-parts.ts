@@ -199,9 +199,13 @@ function validate(sql: Sql, client: string, part: EntryPart, up: Upload, idx: nu
   const stream = new ChangesetStream(opts.maxChangeBytes + STORAGE_CHUNK_BYTES, new Uint8Array(up.header ?? new ArrayBuffer(0)));
   let at = from;
   try {
-    for (const { i, data } of sql.exec<{ i: number; data: ArrayBuffer }>("SELECT idx AS i, data FROM relay_chunk WHERE seq = ? AND idx >= ? AND idx < ? ORDER BY idx", key, first, to * perPart)) {
+    // The part just stored is read from the request, not back from storage.
+    const rows = sql.exec<{ i: number; data: ArrayBuffer | null }>("SELECT idx AS i, CASE WHEN idx / ?4 = ?5 THEN NULL ELSE data END AS data FROM relay_chunk WHERE seq = ?1 AND idx >= ?2 AND idx < ?3 ORDER BY idx", key, first, to * perPart, perPart, idx);
+    for (const { i, data } of rows) {
       at = Math.floor(i / perPart);
-      stream.push(new Uint8Array(data, skip));
+      const j = (i % perPart) * STORAGE_CHUNK_BYTES;
+      const chunk = data ? new Uint8Array(data) : part.data.subarray(j, j + STORAGE_CHUNK_BYTES);
+      stream.push(chunk.subarray(skip));
       skip = 0;
     }
     if (end === up.size) stream.end();
