@@ -1,6 +1,6 @@
 import { scan } from "../protocol/changeset.ts";
 import { RelayError } from "./errors.ts";
-import type { EntryPart, PushResponse } from "../protocol/messages.ts";
+import type { EntryPart, LogEntry, PushResponse } from "../protocol/messages.ts";
 
 /**
  * Transactions of any size, on the client (issue 18): how large a write may
@@ -57,9 +57,11 @@ export const PARTS_IN_FLIGHT = 2;
  * Upload entry `cseq` (`size` bytes) in parts, reading each part from the
  * outbox as it goes (`read`), so only PARTS_IN_FLIGHT parts are in memory.
  * Each request is retried on its own (`retry`); a part sent twice is the same
- * part to the relay, and parts may arrive in any order (the relay appends
- * when it has them all). Resolves with the entry's ack, which comes with the
- * part that completed it, or earlier when the log had it already (a lost answer).
+ * part to the relay, and parts may arrive in any order (the relay validates
+ * them as they line up and appends when it has them all). Each names the part
+ * size (`part`), which the relay keeps for this upload even if reconfigured.
+ * Resolves with the entry's ack, which comes with the part that completed it,
+ * or earlier when the log had it already (a lost answer).
  */
 export async function pushInParts(
   entry: { cseq: number; v: number; size: number },
@@ -78,18 +80,26 @@ export async function pushInParts(
       const res = await flying.shift()!;
       if (acked(res)) done ??= res;
     };
-    try {
-      for (let idx = 0; idx < parts && !done; idx++) {
-        const data = await read(idx * partBytes, Math.min(partBytes, entry.size - idx * partBytes));
-        flying.push(retry(() => send({ cseq: entry.cseq, v: entry.v, size: entry.size, idx, data })));
-        if (flying.length >= PARTS_IN_FLIGHT) await settle();
-      }
-      while (flying.length > 0) await settle();
-    } finally {
-      // A failure leaves no request unobserved.
-      for (const f of flying) f.catch(() => undefined);
+    for (let idx = 0; idx < parts && !done; idx++) {
+      const data = await read(idx * partBytes, Math.min(partBytes, entry.size - idx * partBytes));
+      const sent = retry(() => send({ cseq: entry.cseq, v: entry.v, size: entry.size, idx, data, part: partBytes }));
+      // Observed at once: it may fail while the next part is read (unhandled, that ends a Node process); settle() throws it.
+      sent.catch(() => undefined);
+      flying.push(sent);
+      if (flying.length >= PARTS_IN_FLIGHT) await settle();
     }
+    while (flying.length > 0) await settle();
     if (done) return done;
   }
   throw new RelayError("internal", `the relay took every part of cseq ${entry.cseq} without appending it`);
+}
+
+/**
+ * Whether a pulled page holds an entry larger than a part (fetched in parts;
+ * undefined: the relay takes no parts and sends every entry whole). The sync
+ * loop asks for the next page only once such a page applied, so a client
+ * holds one large entry at a time.
+ */
+export function holdsLarge(entries: readonly LogEntry[], partBytes: number | undefined): boolean {
+  return partBytes !== undefined && entries.some((e) => e.changeset.byteLength > partBytes);
 }

@@ -105,7 +105,8 @@ export class Replica {
       isClosed: () => this.closed,
       nextPush: (after, schemaAfter) => {
         // Larger than a part: left in the outbox, and sent in parts read from there.
-        const entries = outbox.takeForPush(d, after, MAX_ENTRIES_PER_PUSH, PUSH_BYTE_BUDGET, this.entryLimits.partBytes ?? Infinity);
+        const limits = this.entryLimits;
+        const entries = outbox.takeForPush(d, after, MAX_ENTRIES_PER_PUSH, Math.min(PUSH_BYTE_BUDGET, limits.requestBytes), limits.partBytes ?? Infinity);
         // The schema versions these entries need, ahead of them (none when the log has them).
         return { entries, schema: step.versions.unconfirmed(schemaAfter, entries[0]?.v) };
       },
@@ -120,6 +121,11 @@ export class Replica {
         const learning = this.limitsLearned(transport);
         // Only what is pushed depends on the limits: a sync with nothing pending pulls meanwhile.
         if (!this.readOnly && outbox.pendingCount(d) > 0) await untilAborted(learning, signal);
+      },
+      // A part or push refused for its size: the relay may have been reconfigured since open.
+      relearn: (signal) => {
+        this.limitsKnown = false;
+        return untilAborted(this.limitsLearned(transport), signal);
       },
       fail: (e) => this.fail(e),
       snapshotReset: (required, signal) => this.resetOntoSnapshot(required, signal),

@@ -6,7 +6,7 @@ import { withRetry, type BackoffOptions, type Clock } from "./backoff.ts";
 import { Mutex, type Emitter } from "./events.ts";
 import type { Transport } from "./transport/http.ts";
 import type { OutboxEntry } from "./outbox.ts";
-import { pushInParts } from "./parts.ts";
+import { holdsLarge, pushInParts } from "./parts.ts";
 import type { ReplicaEvents, SyncEvent, SyncProgress } from "./types.ts";
 
 /**
@@ -61,8 +61,10 @@ export interface SyncDelegate extends Clock {
   snapshotReset(required: boolean, signal: AbortSignal): Promise<boolean>;
   /** A background sync failed for good (auth, a refused entry...): stop live sync. */
   fatal(): void;
-  /** Runs first in every sync run (the replica learns the relay's limits here); honours `signal`. */
+  /** Runs first in every sync run (the replica waits here for the relay's limits, asked at open, when it has entries to push); honours `signal`. */
   prepare?(signal: AbortSignal): Promise<void>;
+  /** Ask the relay's limits again (a push refused as too large or mis-cut: the relay was reconfigured). */
+  relearn?(signal: AbortSignal): Promise<void>;
 }
 
 export interface SyncLoopOptions {
@@ -270,6 +272,7 @@ export class SyncLoop {
     let schemaAfter = 0;
     const acks: Ack[] = [];
     const schemaAcks: SchemaAck[] = [];
+    let relearned = false;
     for (;;) {
       const { entries: batch, schema } = await delegate.locked(() => delegate.nextPush(after, schemaAfter));
       if (batch.length === 0 && schema.length === 0) {
@@ -282,7 +285,14 @@ export class SyncLoop {
         const parted = batch[0]?.size === undefined ? undefined : { cseq: batch[0].cseq, v: batch[0].v ?? 0, size: batch[0].size };
         res = parted ? await this.pushParted(parted, schema, signal) : await this.retry(() => delegate.transport.push(this.opts.clientId, batch, signal, schema), signal);
       } catch (e) {
-        throw new PushFailed(asRelayError(e), batch[0]?.cseq);
+        const err = asRelayError(e);
+        // Cut for limits the relay no longer has (reconfigured since they were learned): learn them again and cut anew, once.
+        if (!relearned && delegate.relearn && (err.code === "payload_too_large" || err.code === "bad_request")) {
+          relearned = true;
+          await delegate.relearn(signal);
+          continue;
+        }
+        throw new PushFailed(err, batch[0]?.cseq);
       }
       this.seen(res.head);
       acks.push(...res.acks);
@@ -308,7 +318,8 @@ export class SyncLoop {
   /**
    * Pull to the head, one sync step per page. Pipelined: the next page is
    * requested (from the last seq of this one) while this one applies, so the
-   * network and the local apply overlap instead of taking turns; pages still
+   * network and the local apply overlap instead of taking turns (except after
+   * a page holding an entry larger than a part: holdsLarge); pages still
    * apply one at a time, in log order. A step that fails or finds a gap
    * cancels the request in flight (a gap pulls again from the cursor).
    */
@@ -347,16 +358,19 @@ export class SyncLoop {
         if (page.more && !this.progress) this.progress = { entries: 0, entriesExpected: 0, bytes: 0, bytesExpected: null };
         const entries = page.entries;
         if (entries.length > 0 && entries[0]!.seq !== after + 1) throw new RelayError("internal", `relay skipped from ${after} to ${entries[0]!.seq}`);
-        if (page.more) next = this.requestPage(entries.at(-1)?.seq ?? after, signal);
+        // A page holding an entry larger than a part (fetched in parts) applies before the next is asked for, which
+        // may hold another: one such entry in memory at a time, not two.
+        const ahead = page.more && !holdsLarge(entries, delegate.partBytes?.());
+        if (ahead) next = this.requestPage(entries.at(-1)?.seq ?? after, signal);
         let inOrder = true;
         if (entries.length > 0) {
           try {
             // The request must leave before the apply holds the thread (undici writes it on a later turn).
-            if (page.more) await nextTurn();
+            if (ahead) await nextTurn();
             // false: they do not follow the cursor (a gap): pull again from it.
             inOrder = await delegate.page(entries);
           } catch (e) {
-            if (page.more) next.cancel();
+            if (ahead) next.cancel();
             throw e;
           }
           pulled += entries.length;
@@ -364,9 +378,9 @@ export class SyncLoop {
         if (this.progress) this.reportProgress(entries, page.head - start);
         if (!page.more) return pulled;
         if (!inOrder) {
-          next.cancel();
+          if (ahead) next.cancel();
           next = this.requestPage(await delegate.locked(() => delegate.cursor()), signal);
-        }
+        } else if (!ahead) next = this.requestPage(entries.at(-1)?.seq ?? after, signal);
       }
     } finally {
       this.progress = null;

@@ -21,13 +21,32 @@ export class ChangesetStream {
   private nCol = 0;
   private pending: Uint8Array = NO_BYTES;
   private started = false;
-  /** Every distinct table header of the whole changeset (by bytes), for the schema check. */
+  /** Every distinct table header since the start (or the resumed header: not repeated), by bytes, for the schema check. */
   readonly tables: TableHeader[] = [];
   private readonly seen = new Set<string>();
   private readonly maxPending: number;
 
-  constructor(maxPending: number) {
+  /**
+   * `header`: resume a stream stopped at an item boundary (a parted entry
+   * validated over several requests: worker/entry-parts.ts), where this
+   * table header was in force (its `header` then); none: the changeset's start.
+   */
+  constructor(maxPending: number, header: Uint8Array = NO_BYTES) {
     this.maxPending = maxPending;
+    if (header.byteLength === 0) return;
+    this.header = header;
+    this.nCol = changesetTables(header)[0]!.pk.length;
+    this.started = true;
+  }
+
+  /** The table header in force where the complete items end (resume from there with it). */
+  get tableHeader(): Uint8Array {
+    return this.header;
+  }
+
+  /** Bytes held after the last complete item (an item cut off by the end of what was pushed). */
+  get held(): number {
+    return this.pending.byteLength;
   }
 
   push(piece: Uint8Array): void {

@@ -32,6 +32,8 @@ export interface EntryPart {
   size: number;
   idx: number;
   data: Uint8Array;
+  /** The part size the client cut this upload in (absent: the relay's; older clients). */
+  part?: number;
 }
 export type PushRequest = ReturnType<typeof parsePushRequest>;
 export type Ack = ReturnType<typeof parseAck>;

@@ -97,8 +97,9 @@ app.put("/v1/db/:db/push/:client/:cseq/parts/:idx", async (c) => {
   const db = name(c.req.param("db"), "database name");
   const claims = await authorize(c.env, c.req.raw, db, "write");
   const client = name(c.req.param("client"), "client");
-  const part = { cseq: positiveInt(int(c.req.param("cseq"), "cseq"), "cseq"), idx: int(c.req.param("idx"), "idx"), size: int(c.req.query("size"), "size"), v: int(c.req.query("v") ?? "0", "v") };
-  return write(c.req.raw, db, claims.sub, partBytes(c.env), async (data) =>
+  const part = { cseq: positiveInt(int(c.req.param("cseq"), "cseq"), "cseq"), idx: int(c.req.param("idx"), "idx"), size: int(c.req.query("size"), "size"), v: int(c.req.query("v") ?? "0", "v"), ...(c.req.query("part") === undefined ? {} : { part: int(c.req.query("part"), "part") }) };
+  // Any part size a request carries (entry-parts.ts: each upload keeps its own).
+  return write(c.req.raw, db, claims.sub, maxEntryBytes(bodyLimit(c.env)), async (data) =>
     unwrap(await logFor(c.env, db).pushPart(client, { ...part, data }, { role: claims.role, sub: claims.sub })));
 });
 

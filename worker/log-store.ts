@@ -69,6 +69,8 @@ const STEPS: ((sql: Sql) => void)[] = [
   (sql) => snapshotStore.migrate(sql),
   // 5: entries uploaded in parts, staged until their last part (entry-parts.ts).
   (sql) => entryParts.migrate(sql),
+  // 6: each upload's part size and how far it is validated (entry-parts.ts).
+  (sql) => entryParts.migrateChecked(sql),
 ];
 
 /** Bring this object's tables to the last step; cheap when they are there already. */
@@ -194,7 +196,7 @@ export function push(sql: Sql, client: string, entries: readonly PushEntry[], no
   }
   const shapes = version === 0 ? undefined : () => cache.get(sql, version);
   let maxCseq = highestCseq(sql, client);
-  // An entry of this client's being uploaded in parts comes first (entry-parts.ts).
+  // What this client staged in parts and gave up (entry-parts.ts supersede).
   const staged = entryParts.firstStaged(sql, client, now);
   const acks: Ack[] = [];
   for (const [i, entry] of entries.entries()) {
@@ -208,7 +210,7 @@ export function push(sql: Sql, client: string, entries: readonly PushEntry[], no
       acks.push({ cseq: entry.cseq, seq: prior.seq });
       continue;
     }
-    if (entry.cseq > staged) throw entryParts.stagedFirst(client, staged, entry.cseq);
+    if (entry.cseq >= staged) entryParts.supersede(sql, client, entry.cseq);
     schemaStore.checkEntry(entry, version, shapes, opts.tables?.[i]);
     h += 1;
     append(sql, h, client, entry, now, sub);

@@ -13,7 +13,7 @@ import { bindClient } from "./identity.ts";
 import * as store from "./log-store.ts";
 import * as entryParts from "./entry-parts.ts";
 import { bodyLimit, partBytes } from "./config.ts";
-import { maxEntryBytes } from "../protocol/limits.ts";
+import { maxEntryBytes, PULL_BYTE_BUDGET } from "../protocol/limits.ts";
 import { ShapeCache } from "./schema-store.ts";
 import { framesFor, NEW_FLOW, noteGot, Outgoing, send, type Flow } from "./outgoing.ts";
 import { PushQueue } from "./push-queue.ts";
@@ -143,12 +143,16 @@ export class ChangesetLog extends DurableObject<Env> {
    * a page always holds at least one entry, whatever its size, so as a value
    * it could pass RPC's 32 MiB limit. `parts`: the client fetches entries
    * larger than a part in parts (listed by size here), as clients since
-   * issue 18 do; older ones get every entry whole.
+   * issue 18 do; older ones get entries whole up to what a request (or a
+   * full page) carries, and `upgrade_required` for a larger one.
    */
   pull(after: number, limit: number, parts = false): Response {
     try {
       const headers = { "content-type": MSGPACK, "x-relay-instance": this.instance };
-      return new Response(encode(store.pull(this.sql, after, limit, undefined, parts ? partBytes(this.env) : Infinity)), { headers });
+      // Without parts, an entry larger than a request (or a full page) is not sent whole either (entry-parts.ts wholeOnly).
+      const whole = Math.max(maxEntryBytes(bodyLimit(this.env)), PULL_BYTE_BUDGET);
+      const page = store.pull(this.sql, after, limit, undefined, parts ? partBytes(this.env) : whole);
+      return new Response(encode(parts ? page : entryParts.wholeOnly(page, whole)), { headers });
     } catch (e) {
       return errorResponse(e);
     }

@@ -27,3 +27,20 @@ export function checkPart(idx: number, length: number, size: number, partBytes: 
   const want = idx < parts - 1 ? partBytes : size - partBytes * (parts - 1);
   if (length !== want) throw new RelayError("bad_request", `part ${idx} must be ${want} bytes, got ${length}`);
 }
+
+/**
+ * The smallest part size an upload may be cut in, whatever the relay's own
+ * (a bound on rows and requests per entry): the relay's part size if smaller.
+ */
+export const MIN_PART_BYTES = 64 * 1024;
+
+/**
+ * An upload's part size, chosen by its client (what /v1/health said when it
+ * started): any from min(MIN_PART_BYTES, the relay's part size) up to what
+ * one request carries. A relay reconfigured meanwhile keeps taking it.
+ */
+export function checkCut(cut: number, partBytes: number, requestBytes: number): void {
+  const lo = Math.min(MIN_PART_BYTES, partBytes);
+  if (!Number.isSafeInteger(cut) || cut < lo) throw new RelayError("bad_request", `parts of ${cut} bytes: this relay takes parts of ${lo}..${requestBytes} bytes (ask /v1/health again)`);
+  if (cut > requestBytes) throw new RelayError("payload_too_large", `parts of ${cut} bytes: this relay takes at most ${requestBytes} per request (ask /v1/health again)`);
+}

@@ -120,7 +120,7 @@ export function httpTransport(opts: HttpTransportOptions): Transport {
     },
     async pushPart(client, part, signal) {
       const { body, headers } = await compressed(part.data);
-      const q = new URLSearchParams({ size: String(part.size), v: String(part.v) });
+      const q = new URLSearchParams({ size: String(part.size), v: String(part.v), ...(part.part === undefined ? {} : { part: String(part.part) }) });
       const init = (): RequestInit => ({ method: "PUT", body: body as Uint8Array<ArrayBuffer>, headers: { ...auth(), "content-type": "application/octet-stream", ...headers } });
       return parsePushResponse(await call(`/push/${encodeURIComponent(client)}/${part.cseq}/parts/${part.idx}?${q}`, init, signal));
     },
