@@ -1,13 +1,12 @@
 import { asRelayError, RelayError } from "./errors.ts";
-import { MAX_BODY_BYTES_DEFAULT, MAX_ENTRIES_PER_PUSH, MAX_PARTED_ENTRY_BYTES, maxEntryBytes, PART_BYTES_DEFAULT } from "../protocol/limits.ts";
-import type { HealthResponse } from "../protocol/messages.ts";
-import type { EntryLimits } from "./parts.ts";
+import { MAX_ENTRIES_PER_PUSH } from "../protocol/limits.ts";
 import { DEFAULT_BACKOFF, realClock } from "./backoff.ts";
 import { capture, plain } from "./capture.ts";
 import type { ConflictRecord } from "./conflicts.ts";
 import type { Driver, Params, Row } from "./drivers/types.ts";
 import { Emitter, Mutex } from "./events.ts";
 import type { FileLock } from "./file-lock.ts";
+import { RelayLimits } from "./limits.ts";
 import { Live, type LiveDelegate } from "./live.ts";
 import * as outbox from "./outbox.ts";
 import { sha256Hex, type Snapshot } from "./snapshot.ts";
@@ -58,12 +57,7 @@ export class Replica {
   private readonly atOpen: AtOpen;
   private readonly tokens: TokenSource;
   private readonly lock: FileLock | undefined;
-  /** What the relay accepts (parts.ts): learned from it (limits.ts), kept in the database for offline opens. */
-  private limits: EntryLimits;
-  private readonly parts: boolean;
-  private limitsKnown = false;
-  /** The request for the relay's limits under way (started at open): every sync shares it. */
-  private learning: Promise<void> | undefined;
+  private readonly limits: RelayLimits;
   /** Aborted by close(): ends requests the replica makes on its own (the limits at open). */
   private readonly opened = new AbortController();
   private closed = false;
@@ -77,7 +71,6 @@ export class Replica {
     this.atOpen = atOpen;
     this.tokens = tokens;
     this.lock = lock;
-    this.limits = storedLimits(d);
     const backoff = { ...DEFAULT_BACKOFF, ...opts.backoff };
     const transport = opts.transport ?? httpTransport({
       url: opts.url,
@@ -87,8 +80,9 @@ export class Replica {
       ...(opts.fetch ? { fetch: opts.fetch } : {}),
       ...(opts.requestTimeoutMs === undefined ? {} : { timeoutMs: opts.requestTimeoutMs }),
     });
-    // A transport that cannot push parts (an app's own) keeps every write within one request.
-    this.parts = transport.pushPart !== undefined;
+    this.limits = new RelayLimits(d, transport, (fn) => this.local.run(() => {
+      if (!this.closed) fn();
+    }), this.opened.signal);
     this.snaps = snapshotClient({ url: opts.url, db: opts.db, token: () => tokens.current(), refreshToken: () => tokens.refresh(), ...(opts.fetch ? { fetch: opts.fetch } : {}) });
     this.step = new Step(d, clientId, opts.conflicts ?? {}, this.events, sql);
     const step = this.step;
@@ -105,12 +99,12 @@ export class Replica {
       isClosed: () => this.closed,
       nextPush: (after, schemaAfter) => {
         // Larger than a part: left in the outbox, and sent in parts read from there.
-        const limits = this.entryLimits;
+        const limits = this.limits.entry;
         const entries = outbox.takeForPush(d, after, MAX_ENTRIES_PER_PUSH, Math.min(PUSH_BYTE_BUDGET, limits.requestBytes), limits.partBytes ?? Infinity);
         // The schema versions these entries need, ahead of them (none when the log has them).
         return { entries, schema: step.versions.unconfirmed(schemaAfter, entries[0]?.v) };
       },
-      partBytes: () => this.entryLimits.partBytes,
+      partBytes: () => this.limits.entry.partBytes,
       slice: (cseq, from, length) => this.local.run(() => partReader.read(d, cseq, from, length)),
       schemaAhead: () => step.versions.ahead(),
       cursor: () => step.cursor(),
@@ -118,15 +112,11 @@ export class Replica {
       acked: (acks, schema) => this.local.run(() => step.acked(acks, schema)),
       fatal: () => this.liveOffAfterFatal(),
       prepare: async (signal) => {
-        const learning = this.limitsLearned(transport);
         // Only what is pushed depends on the limits: a sync with nothing pending pulls meanwhile.
-        if (!this.readOnly && outbox.pendingCount(d) > 0) await untilAborted(learning, signal);
+        if (!this.readOnly && outbox.pendingCount(d) > 0) await this.limits.waitFor(signal);
+        else void this.limits.learned();
       },
-      // A part or push refused for its size: the relay may have been reconfigured since open.
-      relearn: (signal) => {
-        this.limitsKnown = false;
-        return untilAborted(this.limitsLearned(transport), signal);
-      },
+      relearn: (signal) => this.limits.relearn(signal),
       fail: (e) => this.fail(e),
       snapshotReset: (required, signal) => this.resetOntoSnapshot(required, signal),
       snapshotAsked: (seq, build) => void this.snapshotAsked(seq, build).catch((e: unknown) => this.fail(e)),
@@ -159,42 +149,7 @@ export class Replica {
     // Ask now, in the background: the first sync then finds the answer (or the
     // request under way) and a fresh process's first fetch (loading the HTTP
     // client, connecting) is not paid inside it.
-    void this.limitsLearned(transport).catch((e: unknown) => this.fail(e));
-  }
-
-  /** The relay's limits, asked once per open (again after a failure); resolves when known or unreachable, never rejects. */
-  private limitsLearned(transport: Transport): Promise<void> {
-    if (this.limitsKnown || this.closed) return Promise.resolve();
-    return (this.learning ??= this.learnLimits(transport).finally(() => (this.learning = undefined)));
-  }
-
-  /**
-   * Ask the relay how large an entry may be and whether it takes parts (once
-   * per open, from open on); offline, the last answer (or the default: a
-   * relay of this version) stands.
-   */
-  private async learnLimits(transport: Transport): Promise<void> {
-    let health: HealthResponse | undefined;
-    try {
-      health = await transport.health?.(this.opened.signal);
-    } catch {
-      return; // unreachable now (or closed): a push will say so; the next sync asks again
-    }
-    this.limitsKnown = true;
-    if (!health) return;
-    const limits = limitsFrom(health);
-    if (JSON.stringify(limits) === JSON.stringify(this.limits)) return;
-    await this.local.run(() => {
-      if (this.closed) return;
-      this.limits = limits;
-      store.setMeta(this.d, "max_entry_bytes", limits.requestBytes);
-      store.setMeta(this.d, "part_bytes", limits.partBytes ?? 0);
-      store.setMeta(this.d, "max_parted_entry_bytes", limits.partedBytes);
-    });
-  }
-
-  private get entryLimits(): EntryLimits {
-    return this.parts ? this.limits : { ...this.limits, partBytes: undefined };
+    void this.limits.learned().catch((e: unknown) => this.fail(e));
   }
 
   /** Run one write transaction (one or more statements); it becomes one changeset. */
@@ -210,7 +165,7 @@ export class Replica {
   transaction<T>(fn: (tx: Tx) => Promise<T> | T): Promise<T> {
     return this.local.run(async () => {
       this.assertOpen();
-      const opts = { readOnly: this.readOnly, limits: this.entryLimits };
+      const opts = { readOnly: this.readOnly, limits: this.limits.entry };
       const { result, entry, direct, tables } = await capture(this.d, this.step, fn, (e) => this.live.sendsAtOnce(e), opts);
       if (entry) this.events.emit("change", { source: "local", cursor: this.step.cursor(), tables });
       // A write to local tables alone replicates nothing (no "change" event), but it changed what watches may read.
@@ -417,33 +372,4 @@ export class Replica {
   private assertOpen(): void {
     if (this.closed) throw new RelayError("closed", "replica is closed");
   }
-}
-
-/** `p`, or an "aborted" error as soon as `signal` is: a sync stops waiting for what it shares with others. */
-function untilAborted(p: Promise<void>, signal: AbortSignal): Promise<void> {
-  if (signal.aborted) return Promise.reject(new RelayError("aborted", "sync aborted"));
-  return new Promise((resolve, reject) => {
-    const abort = () => reject(new RelayError("aborted", "sync aborted"));
-    signal.addEventListener("abort", abort, { once: true });
-    p.then(resolve, reject).finally(() => signal.removeEventListener("abort", abort));
-  });
-}
-
-/**
- * The relay's limits as last learned (kept in _relay_meta); before any
- * answer, those of a relay of this version (defaults, parts taken).
- */
-function storedLimits(d: Driver): EntryLimits {
-  const get = (key: string, dflt: number) => Number(store.getMeta(d, key) ?? dflt);
-  const part = get("part_bytes", PART_BYTES_DEFAULT);
-  return { requestBytes: get("max_entry_bytes", maxEntryBytes(MAX_BODY_BYTES_DEFAULT)), partBytes: part > 0 ? part : undefined, partedBytes: get("max_parted_entry_bytes", MAX_PARTED_ENTRY_BYTES) };
-}
-
-/** What /v1/health says; a relay that names no part size takes no parts (older relays: writes stay within one request). */
-function limitsFrom(health: HealthResponse): EntryLimits {
-  const int = (v: unknown): number | undefined => (typeof v === "number" && Number.isSafeInteger(v) && v > 0 ? v : undefined);
-  const l = health.limits;
-  const requestBytes = int(l?.maxEntryBytes) ?? maxEntryBytes(MAX_BODY_BYTES_DEFAULT);
-  const partBytes = int(l?.partBytes);
-  return { requestBytes, partBytes, partedBytes: partBytes === undefined ? requestBytes : (int(l?.maxPartedEntryBytes) ?? MAX_PARTED_ENTRY_BYTES) };
 }
