@@ -31,7 +31,11 @@ import { abandonedBefore, checkCut, checkPart } from "./staging.ts";
  * starts, and a client's later cseq clears what it staged before (supersede).
  */
 
-/** Step 5 of log-store.ts's STEPS. */
+/**
+ * Step 5 of log-store.ts's STEPS. `part`: the upload's own part size;
+ * `checked`: how far its parts are validated (an item boundary), `header`:
+ * the table header in force there.
+ */
 export function migrate(sql: Sql): void {
   sql.exec(`
     CREATE TABLE relay_upload(
@@ -42,20 +46,13 @@ export function migrate(sql: Sql): void {
       size INTEGER NOT NULL,
       sub TEXT,
       ts INTEGER NOT NULL,
+      part INTEGER,
+      checked INTEGER NOT NULL DEFAULT 0,
+      header BLOB,
       PRIMARY KEY(client, cseq)
     ) WITHOUT ROWID;
     ALTER TABLE relay_log ADD COLUMN chunk_key INTEGER;
     INSERT INTO relay_meta(key, value) VALUES ('upload', 0);
-  `);
-}
-
-
-/** Step 6: each upload's own part size, and how far its parts are validated (`checked`: an item boundary; `header`: the table header in force there). */
-export function migrateChecked(sql: Sql): void {
-  sql.exec(`
-    ALTER TABLE relay_upload ADD COLUMN part INTEGER;
-    ALTER TABLE relay_upload ADD COLUMN checked INTEGER NOT NULL DEFAULT 0;
-    ALTER TABLE relay_upload ADD COLUMN header BLOB;
   `);
 }
 

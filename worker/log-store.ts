@@ -69,8 +69,6 @@ const STEPS: ((sql: Sql) => void)[] = [
   (sql) => snapshotStore.migrate(sql),
   // 5: entries uploaded in parts, staged until their last part (entry-parts.ts).
   (sql) => entryParts.migrate(sql),
-  // 6: each upload's part size and how far it is validated (entry-parts.ts).
-  (sql) => entryParts.migrateChecked(sql),
 ];
 
 /** Bring this object's tables to the last step; cheap when they are there already. */
