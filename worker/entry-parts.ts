@@ -77,14 +77,18 @@ export function firstStaged(sql: Sql, client: string, now: number): number {
  * another cseq): kept, they would only hold its later entries back.
  */
 export function supersede(sql: Sql, client: string, cseq: number): void {
-  sql.exec("DELETE FROM relay_chunk WHERE seq IN (SELECT -id FROM relay_upload WHERE client = ?1 AND cseq <= ?2)", client, cseq);
-  sql.exec("DELETE FROM relay_upload WHERE client = ? AND cseq <= ?", client, cseq);
+  clear(sql, "client = ?1 AND cseq <= ?2", client, cseq);
 }
 
 /** Forget a staged upload (refused, or replaced by another attempt). */
 export function drop(sql: Sql, client: string, cseq: number): void {
-  sql.exec("DELETE FROM relay_chunk WHERE seq = (SELECT -id FROM relay_upload WHERE client = ?1 AND cseq = ?2)", client, cseq);
-  sql.exec("DELETE FROM relay_upload WHERE client = ? AND cseq = ?", client, cseq);
+  clear(sql, "client = ?1 AND cseq = ?2", client, cseq);
+}
+
+/** Forget the uploads `where` selects, their staged chunks first. */
+function clear(sql: Sql, where: string, ...args: unknown[]): void {
+  sql.exec(`DELETE FROM relay_chunk WHERE seq IN (SELECT -id FROM relay_upload WHERE ${where})`, ...args);
+  sql.exec(`DELETE FROM relay_upload WHERE ${where}`, ...args);
 }
 
 type Upload = {
@@ -120,8 +124,7 @@ export function putPart(sql: Sql, client: string, part: EntryPart, now: number, 
   // Refused at its first part, not after the last: the log is at another version.
   schemaStore.checkVersion(part, cache.version(sql));
   supersede(sql, client, cseq - 1);
-  sql.exec("DELETE FROM relay_chunk WHERE seq IN (SELECT -id FROM relay_upload WHERE ts < ?)", abandonedBefore(now));
-  sql.exec("DELETE FROM relay_upload WHERE ts < ?", abandonedBefore(now));
+  clear(sql, "ts < ?1", abandonedBefore(now));
   const perPart = Math.ceil(cut / STORAGE_CHUNK_BYTES);
   let row = sql.exec<Upload>("SELECT id, v, size, coalesce(part, ?3) AS part, checked, header FROM relay_upload WHERE client = ?1 AND cseq = ?2", client, cseq, opts.partBytes).toArray()[0];
   // Another attempt at this cseq, cut otherwise or with other bytes (never acknowledged, so the client may have recaptured it): start over.
