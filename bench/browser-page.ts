@@ -7,7 +7,7 @@
  * one browser.
  */
 import { openReplica, type BrowserReplica } from "../client/browser/index.ts";
-import { INSERT_TODO, TODOS_SCHEMA, UPDATE_TODO, w1Row, w2Update } from "./rows.ts";
+import { INSERT_TODO, TODOS_SCHEMA, UPDATE_TODO, pushW1, w1Row, w2Update } from "./rows.ts";
 
 const now = (): number => performance.timeOrigin + performance.now();
 
@@ -82,13 +82,7 @@ async function w1Write(job: Open & { n: number }) {
   const t0 = now();
   await insertRows(a, job.n);
   const t1 = now();
-  let error: string | undefined;
-  try {
-    const ev = await a.sync();
-    if (ev.pushed !== 1 || a.status().pending !== 0) throw new Error(`w1: expected one entry pushed and confirmed, got ${JSON.stringify(ev)}`);
-  } catch (e) {
-    error = `${(e as { code?: string }).code ?? "error"}: ${(e as Error).message}`;
-  }
+  const error = await pushW1(a);
   const t2 = now();
   const storage = a.status().storage;
   await a.close();

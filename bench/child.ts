@@ -15,7 +15,7 @@ import { decode, encode } from "../protocol/codec.ts";
 import { FRAME, parseRelayFrame } from "../protocol/frames.ts";
 import { httpTransport } from "../client/transport/http.ts";
 import { socketUrl } from "../client/transport/socket.ts";
-import { INSERT_TODO, TODOS_SCHEMA, UPDATE_TODO, W2_POINT_WATCHES, w1Row, w2Update, type W2Watch } from "./rows.ts";
+import { INSERT_TODO, TODOS_SCHEMA, UPDATE_TODO, W2_POINT_WATCHES, pushW1, w1Row, w2Update, type W2Watch } from "./rows.ts";
 import { installWireMeter, wireBytes, wireSince, type WireBytes } from "./wire.ts";
 import { schedMs, selfPeakRss } from "./proc.ts";
 import { readerTimes, tracedWebSocket, writerTimes, type FrameLog } from "./stages.ts";
@@ -104,14 +104,7 @@ async function w1Write(job: Extract<Job, { kind: "w1-write" }>) {
   });
   const t1 = now();
   const w = wireBytes();
-  // A push the relay refuses is a result (W1 at 1,000,000 rows), not a crash: the orchestrator decides.
-  let error: string | undefined;
-  try {
-    const ev = await a.sync();
-    if (ev.pushed !== 1 || a.status().pending !== 0) throw new Error(`w1: expected one entry pushed and confirmed, got ${JSON.stringify(ev)}`);
-  } catch (e) {
-    error = `${(e as { code?: string }).code ?? "error"}: ${(e as Error).message}`;
-  }
+  const error = await pushW1(a);
   const t2 = now();
   const wire = wireSince(w);
   const pendingAfter = a.status().pending;

@@ -27,3 +27,18 @@ export function w2Update(k: number): [done: number, updatedAt: number, id: numbe
  */
 export type W2Watch = "point" | "unrelated";
 export const W2_POINT_WATCHES = 50;
+
+/**
+ * W1's push: one sync that must push the one entry and leave nothing
+ * pending. A refusal is a result (W1 at 1,000,000 rows against an older
+ * relay), not a crash: returned as "code: message" for the orchestrator.
+ */
+export async function pushW1(a: { sync(): Promise<{ pushed: number }>; status(): { pending: number } }): Promise<string | undefined> {
+  try {
+    const ev = await a.sync();
+    if (ev.pushed !== 1 || a.status().pending !== 0) throw new Error(`w1: expected one entry pushed and confirmed, got ${JSON.stringify(ev)}`);
+    return undefined;
+  } catch (e) {
+    return `${(e as { code?: string }).code ?? "error"}: ${(e as Error).message}`;
+  }
+}
