@@ -13,6 +13,7 @@ import type { ReplicaEvents } from "../client/types.ts";
 import { decodeChangeset } from "../protocol/changeset.ts";
 import { sameBytes } from "../protocol/codec.ts";
 import type { LogEntry, PushEntry } from "../protocol/messages.ts";
+import { captured } from "./support/captured.ts";
 
 /** The client's plain parts on their own: the outbox's batching, rebase's and apply's pure decisions, the step. */
 
@@ -20,16 +21,7 @@ const sized = (cseq: number, bytes: number): PushEntry => ({ cseq, changeset: ne
 const cseqs = (b: PushEntry[]) => b.map((e) => e.cseq);
 
 /** Changesets captured by a real session over `todo(id PRIMARY KEY, title)`. */
-function captured(setup: string, sql: string): Uint8Array {
-  const src = new DatabaseSync(":memory:");
-  src.exec(`CREATE TABLE todo(id TEXT PRIMARY KEY, title TEXT); ${setup}`);
-  const s = src.createSession();
-  src.exec(sql);
-  const cs = s.changeset();
-  s.close();
-  src.close();
-  return cs;
-}
+const capturedTodo = (setup: string, sql: string) => captured(`CREATE TABLE todo(id TEXT PRIMARY KEY, title TEXT); ${setup}`, sql);
 
 describe("outbox.batchByBytes", () => {
   it("takes the leading entries that fit the budget together", () => {
@@ -100,7 +92,7 @@ describe("rebase's pure parts", () => {
 
 describe("the conflict decision per change", () => {
   const names = ["id", "title"];
-  const change = (setup: string, sql: string) => decodeChangeset(captured(setup, sql)).changes[0]!;
+  const change = (setup: string, sql: string) => decodeChangeset(capturedTodo(setup, sql)).changes[0]!;
   it("predicts what SQLite will report", () => {
     const insert = change("", "INSERT INTO todo VALUES ('1', 'a')");
     assert.equal(conflictKind(insert, names, null), undefined);
@@ -131,7 +123,7 @@ describe("the step", () => {
     events.on("change", (e) => changes.push(e.cursor));
     return { d, step: new Step(d, "me", {}, events), changes };
   }
-  const foreign = (seq: number, sql: string, setup = ""): LogEntry => ({ seq, client: "x", cseq: seq, changeset: captured(setup, sql), ts: 0 });
+  const foreign = (seq: number, sql: string, setup = ""): LogEntry => ({ seq, client: "x", cseq: seq, changeset: capturedTodo(setup, sql), ts: 0 });
 
   it("applies a page in one transaction, owns the cursor, skips what it has, refuses a gap", async () => {
     const { d, step, changes } = await open();

@@ -9,19 +9,10 @@
  */
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { DatabaseSync } from "node:sqlite";
 import { applyAllClean, SchemaCache } from "../client/apply.ts";
 import { openDriver } from "../client/drivers/index.ts";
+import { captured } from "./support/captured.ts";
 
-function captured(ddl: string, sql: string): Uint8Array {
-  const db = new DatabaseSync(":memory:");
-  db.exec(ddl);
-  const s = db.createSession();
-  db.exec(sql);
-  const cs = s.changeset();
-  db.close();
-  return cs;
-}
 
 const wide = captured("CREATE TABLE todo(id TEXT PRIMARY KEY, title TEXT, done INTEGER NOT NULL DEFAULT 0)", "INSERT INTO todo VALUES ('new', 'from the new app', 1)");
 const narrow = captured("CREATE TABLE todo(id TEXT PRIMARY KEY, title TEXT)", "INSERT INTO todo VALUES ('old', 'from the old app')");

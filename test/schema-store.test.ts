@@ -6,7 +6,6 @@
  */
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { DatabaseSync } from "node:sqlite";
 import * as store from "../worker/log-store.ts";
 import * as schemaStore from "../worker/schema-store.ts";
 import { capturedColumns, readStatement } from "../protocol/schema.ts";
@@ -14,6 +13,7 @@ import { isRelayError } from "../protocol/errors.ts";
 import { doSql } from "./support/do-sql.ts";
 import { checkPushTables } from "../worker/push-check.ts";
 import { changesetTables } from "../protocol/changeset.ts";
+import { captured } from "./support/captured.ts";
 
 function fresh() {
   const sql = doSql();
@@ -21,15 +21,6 @@ function fresh() {
   return sql;
 }
 const code = (c: Parameters<typeof isRelayError>[1]) => (e: unknown) => isRelayError(e, c);
-function captured(ddl: string, dml: string): Uint8Array {
-  const d = new DatabaseSync(":memory:");
-  d.exec(ddl);
-  const s = d.createSession();
-  d.exec(dml);
-  const cs = s.changeset();
-  d.close();
-  return cs;
-}
 const TODO = "CREATE TABLE todo(id TEXT PRIMARY KEY, title TEXT, g TEXT GENERATED ALWAYS AS (upper(title)) VIRTUAL)";
 const row = captured(TODO, "INSERT INTO todo(id, title) VALUES ('1', 'a')");
 

@@ -8,13 +8,13 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { DatabaseSync } from "node:sqlite";
 import { openReplica, RelayError, type DroppedEvent, type Replica, type ReplicaOptions } from "../client/index.ts";
 import type { DriverKind } from "../client/drivers/types.ts";
 import { encode } from "../protocol/codec.ts";
 import { useRelay } from "./support/fixture.ts";
 import { pullAll, pushRaw } from "./support/http.ts";
 import { dump } from "./support/replicas.ts";
+import { captured } from "./support/captured.ts";
 
 const relay = useRelay({ bindings: {} });
 
@@ -203,16 +203,6 @@ describe("rolling upgrade: the old app's todo(id, title) next to the new app's t
   });
 });
 
-/** Real changesets: `ddl` then `dml` in a scratch node:sqlite database. */
-function captured(ddl: string, dml: string): Uint8Array {
-  const d = new DatabaseSync(":memory:");
-  d.exec(ddl);
-  const s = d.createSession();
-  d.exec(dml);
-  const cs = s.changeset();
-  d.close();
-  return cs;
-}
 
 describe("the relay checks every entry against the log's schema; the log is unchanged by a refusal", () => {
   const push = async (db: string, body: unknown) => pushRaw(relay.url, db, await relay.token("write", "w", db), encode(body));
